@@ -1,0 +1,5 @@
+import sys
+
+from rscovlm.cli import main
+
+sys.exit(main())

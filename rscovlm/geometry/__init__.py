@@ -1,0 +1,24 @@
+"""Boxes and their frames, conversions, polygon IoU and rotated NMS (pure numpy/shapely)."""
+
+from rscovlm.geometry.boxes import (
+    BOX_DIMS,
+    BoxKind,
+    Boxes,
+    Frame,
+    hbb_to_quad,
+    normalize_obb,
+    normalize_quads,
+    obb_to_quad,
+    quad_to_hbb,
+    quad_to_obb,
+    signed_area,
+)
+
+__all__ = [
+    "BOX_DIMS", "BoxKind", "Boxes", "Frame", "hbb_to_quad", "normalize_obb", "normalize_quads", "obb_to_quad",
+    "quad_to_hbb", "quad_to_obb", "signed_area",
+]
+
+from rscovlm.geometry.objects import ObjectSet  # noqa: E402
+
+__all__.append("ObjectSet")
