@@ -96,9 +96,6 @@ def load_processor(model_name_or_path: str, min_pixels: int | None = None, max_p
         if size["shortest_edge"] > size["longest_edge"]:
             raise ValueError(f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}")
         image_processor.size = size
-        # older image processors read these attributes instead of ``size``
-        image_processor.min_pixels = size["shortest_edge"]
-        image_processor.max_pixels = size["longest_edge"]
     return processor
 
 
