@@ -85,7 +85,13 @@ def build_training_arguments(cfg: Config, n_processes: int | None = None):
     precision = resolve_precision(t.precision)
     checkpointing = {"auto": _cuda(), "true": True, "false": False}[t.gradient_checkpointing]
     check_liger(t.use_liger_kernel)
+    # transformers 5.x renamed gradient_checkpointing to activation_checkpointing (old name kept as an alias)
+    ckpt_name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                 else "gradient_checkpointing")
+    ckpt = {ckpt_name: checkpointing,
+            f"{ckpt_name}_kwargs": {"use_reentrant": False} if checkpointing else None}
     return TrainingArguments(
+        **ckpt,
         output_dir=t.output_dir,
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps(t.global_batch_size, n_processes,
@@ -102,8 +108,6 @@ def build_training_arguments(cfg: Config, n_processes: int | None = None):
         max_steps=t.max_steps,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         deepspeed=resolve_deepspeed(t.deepspeed),
         use_liger_kernel=t.use_liger_kernel,
         logging_steps=t.logging_steps,
