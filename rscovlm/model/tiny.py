@@ -186,7 +186,7 @@ def build_tokenizer(spec: TinySpec):
 
     tokenizer = Qwen2Tokenizer(
         vocab=bpe.get_vocab(), merges=merges, unk_token=None, bos_token=None,
-        eos_token="<|im_end|>", pad_token="<|endoftext|>", errors="replace",
+        eos_token="<|endoftext|>", pad_token="<|endoftext|>", errors="replace",
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE, model_max_length=spec.max_position_embeddings,
     )
     tokenizer.add_tokens(
@@ -196,6 +196,7 @@ def build_tokenizer(spec: TinySpec):
         {"additional_special_tokens": [t for t, special in QWEN2_5_VL_ADDED_TOKENS if special]},
         replace_extra_special_tokens=True,
     )
+    tokenizer.eos_token = "<|im_end|>"  # set after adding so the added tokens keep Qwen's vocabulary order
     return tokenizer
 
 
