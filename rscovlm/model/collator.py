@@ -308,9 +308,10 @@ class Collator:
 class EncodedDataset:
     """A torch-style map dataset of encoded samples over any dataset of conversations.
 
-    A sample that raises :class:`SampleDropped` is counted and replaced by the next index (wrapping around);
-    the returned item carries ``dropped={reason: count}`` so the counts reach the trainer even from dataloader
-    worker processes. With ``drop=False`` the error propagates instead (naming the index).
+    A sample that raises :class:`SampleDropped` is counted and replaced by the next index that encodes (wrapping
+    around); the returned item carries ``dropped={reason: 1}`` for the requested index so the counts reach the
+    trainer even from dataloader worker processes (one count per requested index: an epoch counts each
+    dropped sample once). With ``drop=False`` the error propagates instead (naming the index).
     """
 
     def __init__(self, conversations, encoder: ConversationEncoder, drop: bool = True):
@@ -331,10 +332,11 @@ class EncodedDataset:
             except SampleDropped as err:
                 if not self.drop:
                     raise SampleDropped(err.reason, f"sample {i}: {err}") from err
-                dropped[err.reason] += 1
+                if step == 0:  # a replacement that fails too is counted when its own index is requested
+                    dropped[err.reason] += 1
                 continue
             except (ValueError, OSError, TypeError) as err:
                 raise type(err)(f"sample {i}: {err}") from err
             item["dropped"] = dict(dropped)
             return item
-        raise RuntimeError(f"every one of the {n} samples was dropped: {dict(dropped)}")
+        raise RuntimeError(f"every one of the {n} samples was dropped (sample {index}: {dict(dropped)})")
