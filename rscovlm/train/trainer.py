@@ -119,7 +119,7 @@ def build_training_arguments(cfg: Config, n_processes: int | None = None):
         dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=False,
         report_to=t.report_to,
-        ddp_backend="gloo" if n_processes > 1 and not _cuda() else None,
+        ddp_backend="gloo" if world_size() > 1 and not _cuda() else None,
         use_cpu=not _cuda(),
     )
 
