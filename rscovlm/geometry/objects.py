@@ -45,8 +45,7 @@ class ObjectSet:
         if index.dtype == bool:
             index = np.flatnonzero(index)
         return ObjectSet(
-            self.boxes[index] if len(index) else Boxes(np.zeros((0, self.boxes.data.shape[1])), self.boxes.kind,
-                                                      self.boxes.frame),
+            self.boxes[index.astype(np.int64)],
             [self.labels[i] for i in index],
             None if self.scores is None else self.scores[index],
             None if self.difficult is None else self.difficult[index],
