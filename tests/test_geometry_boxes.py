@@ -102,3 +102,14 @@ def test_bad_shapes_and_kinds():
         Boxes([[1, 2, 3, 4]], "box")
     with pytest.raises(ValueError, match="positive"):
         Frame(0, 10)
+
+
+def test_object_set_select():
+    from rscovlm.geometry import ObjectSet
+
+    s = ObjectSet(Boxes([[0, 0, 1, 1], [2, 2, 3, 3]], "hbb"), ["a", "b"], scores=[0.1, 0.2], difficult=[0, 1])
+    assert len(s.select([])) == 0 and s.select([]).boxes.data.shape == (0, 4)
+    picked = s.select(np.array([False, True]))
+    assert picked.labels == ["b"] and picked.scores.tolist() == [0.2] and picked.difficult.tolist() == [1]
+    with pytest.raises(ValueError, match="labels"):
+        ObjectSet(Boxes([[0, 0, 1, 1]], "hbb"), [])
