@@ -48,7 +48,11 @@ class DotaFormatError(ValueError):
         text = f"{where}: {reason}"
         if line is not None:
             text += f": {line.strip()[:200]!r}"
+        self.line = line
         super().__init__(text)
+
+    def __reduce__(self):  # keep the fields when the error crosses a process boundary (worker pools)
+        return type(self), (self.path, self.line_no, self.reason, self.line)
 
 
 @dataclass(frozen=True)
