@@ -13,7 +13,7 @@ from rscovlm.data.converters.base import (  # noqa: F401
     register_converter,
     report_path,
 )
-from rscovlm.data.converters import geochat, vhm, refgeo, teochatlas, llava_onevision  # noqa: F401,E402
+from rscovlm.data.converters import geochat, vhm, refgeo, teochatlas, llava_onevision, dota  # noqa: F401,E402
 
 __all__ = ["CONVERTERS", "ConversionReport", "ConvertConfig", "Converter", "convert", "register_converter",
            "report_path"]
