@@ -16,7 +16,8 @@ Output (a plain dict, the "conversation dict" of the trainer's dataset)::
         {"role": "assistant", "content": [{"type": "text", "text": "plane: (12,30),(40,30),..."}]}],
      "meta": {"id", "unit", "source", "task", "form": "plain"|"json"|None, "box_kind",
               "plans": [{"original": [W, H], "model": [w, h]}, ...],          # one per image
-              "objects": {"kind", "labels", "boxes"} }}                      # model frame; detection/grounding
+              "objects": {"kind", "labels", "boxes"},                        # model frame; detection/grounding
+              "boxes": [{"kind", "values", "image"}] }}                       # model frame; conversations
 
 ``resized_width`` / ``resized_height`` are the qwen-vl-utils keys that fix the input size, so the processor
 resizes the image to exactly the model frame the target coordinates are written in.
@@ -237,10 +238,12 @@ class SampleBuilder:
         sizes = record.get("image_sizes") or [self._image_size(p) for p in paths]
         plans = [self.plan(w, h, rng) for w, h in sizes]
         rendered: list[str] = []
+        model_boxes: list[dict] = []
         for box in record.get("boxes") or []:
             plan = plans[box.get("image", 0)]
-            b = Boxes(np.asarray(box["values"], dtype=np.float64), box["kind"], plan.original)
-            rendered.append(format_grounding(plan.to_model(b).clip(), "plain"))
+            b = plan.to_model(Boxes(np.asarray(box["values"], dtype=np.float64), box["kind"], plan.original)).clip()
+            rendered.append(format_grounding(b, "plain"))
+            model_boxes.append({"kind": b.kind, "values": b.data[0].tolist(), "image": box.get("image", 0)})
 
         def render(text: str) -> str:
             return BOX_REF.sub(lambda m: rendered[int(m.group(1))], text)
@@ -261,5 +264,5 @@ class SampleBuilder:
         meta = {"id": record["id"], "unit": unit.name, "source": unit.source or record["source"],
                 "task": unit.task or record["task"], "form": None,
                 "box_kind": "+".join(sorted({b["kind"] for b in record.get("boxes") or []})) or None,
-                "plans": [p.as_dict() for p in plans]}
+                "plans": [p.as_dict() for p in plans], "boxes": model_boxes}
         return {"messages": messages, "meta": meta}
