@@ -42,11 +42,9 @@ class ObjectSet:
     def select(self, index) -> "ObjectSet":
         """Subset by boolean mask or index array."""
         index = np.asarray(index)
-        if index.dtype == bool:
-            index = np.flatnonzero(index)
+        index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64).reshape(-1)
         return ObjectSet(
-            self.boxes[index] if len(index) else Boxes(np.zeros((0, self.boxes.data.shape[1])), self.boxes.kind,
-                                                      self.boxes.frame),
+            self.boxes[index],
             [self.labels[i] for i in index],
             None if self.scores is None else self.scores[index],
             None if self.difficult is None else self.difficult[index],

@@ -1,0 +1,323 @@
+"""Read and write DOTA label files and Task1 result folders.
+
+labelTxt (one file per image, UTF-8, ``\\n`` or ``\\r\\n`` line ends)::
+
+    imagesource:GoogleEarth          <- optional header line
+    gsd:0.146343590398               <- optional header line (``gsd:null`` = unknown)
+    x1 y1 x2 y2 x3 y3 x4 y4 class difficult
+
+One object per line: the 4 polygon corners in original-image pixels (x right, y down, origin at the top-left
+corner of the top-left pixel), the category name, and the difficult flag (0, 1, or 2 for objects cut by a split
+window; a line without the flag means 0, as in the DOTA devkit). Blank lines are ignored.
+
+Task1 result folder: one file ``Task1_{class}.txt`` per category, one detection per line::
+
+    image_id score x1 y1 x2 y2 x3 y3 x4 y4
+
+Bad lines (wrong number of fields, numbers that do not parse, NaN/inf, a difficult flag that is not 0/1/2, a
+class outside ``vocabulary`` when one is given) raise :class:`DotaFormatError` naming the file and the line.
+With ``skip_invalid=True`` they are skipped instead and listed in the result's ``skipped`` so the caller can
+report them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rscovlm.geometry import Boxes, Frame, ObjectSet
+
+TASK1_PREFIX = "Task1_"
+HEADER_KEYS = ("imagesource", "gsd")
+DIFFICULT_VALUES = (0, 1, 2)
+
+
+class DotaFormatError(ValueError):
+    """A malformed line in a DOTA file; ``path`` and ``line_no`` (1-based, 0 = the file as a whole) say where."""
+
+    def __init__(self, path: str | os.PathLike, line_no: int, reason: str, line: str | None = None):
+        self.path = str(path)
+        self.line_no = line_no
+        self.reason = reason
+        where = f"{self.path}:{line_no}" if line_no else self.path
+        text = f"{where}: {reason}"
+        if line is not None:
+            text += f": {line.strip()[:200]!r}"
+        self.line = line
+        super().__init__(text)
+
+    def __reduce__(self):  # keep the fields when the error crosses a process boundary (worker pools)
+        return type(self), (self.path, self.line_no, self.reason, self.line)
+
+
+@dataclass(frozen=True)
+class SkippedLine:
+    """A line left out under ``skip_invalid=True``."""
+
+    path: str
+    line_no: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line_no}: {self.reason}"
+
+
+@dataclass
+class DotaLabels:
+    """Contents of one labelTxt file: the objects (quads, original frame) and the header values."""
+
+    objects: ObjectSet
+    imagesource: str | None = None
+    gsd: float | None = None
+    path: str | None = None
+    skipped: list[SkippedLine] = field(default_factory=list)
+
+
+class Task1Detections(dict):
+    """``{image_id: ObjectSet}`` read from a Task1 folder (quads with scores), plus ``skipped`` lines."""
+
+    def __init__(self, *args, skipped: list[SkippedLine] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skipped: list[SkippedLine] = list(skipped or [])
+
+
+# ---- number parsing / formatting --------------------------------------------------------------------------
+
+def _finite_floats(tokens: list[str]) -> list[float] | str:
+    """Parse ``tokens`` as finite floats; on failure return the reason (a string)."""
+    values = []
+    for tok in tokens:
+        try:
+            v = float(tok)
+        except ValueError:
+            return f"{tok!r} is not a number"
+        if not math.isfinite(v):
+            return f"{tok!r} is not a finite number"
+        values.append(v)
+    return values
+
+
+def format_number(value: float) -> str:
+    """Shortest text that reads back to the same float; integral values without a decimal point (``1054``)."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _read_lines(path: Path) -> list[str]:
+    # utf-8-sig tolerates a byte-order mark; splitlines() handles \n, \r\n and a missing final newline
+    return path.read_text(encoding="utf-8-sig").splitlines()
+
+
+class _Problems:
+    """Raise on the first bad line, or collect them when skipping is the caller's choice."""
+
+    def __init__(self, skip_invalid: bool):
+        self.skip_invalid = skip_invalid
+        self.skipped: list[SkippedLine] = []
+
+    def report(self, path: Path, line_no: int, reason: str, line: str) -> None:
+        if not self.skip_invalid:
+            raise DotaFormatError(path, line_no, reason, line)
+        self.skipped.append(SkippedLine(str(path), line_no, reason))
+
+
+# ---- labelTxt ------------------------------------------------------------------------------------------------
+
+def read_labeltxt(path: str | os.PathLike, *, vocabulary: Collection[str] | None = None,
+                  skip_invalid: bool = False, frame: Frame | None = None) -> DotaLabels:
+    """Read one labelTxt file into quads (``Boxes`` kind ``quad``, in ``frame`` if given) with labels and
+    difficult flags. Vertex order is kept as written (no normalization)."""
+    path = Path(path)
+    problems = _Problems(skip_invalid)
+    imagesource: str | None = None
+    gsd: float | None = None
+    coords: list[list[float]] = []
+    labels: list[str] = []
+    difficult: list[int] = []
+    for line_no, line in enumerate(_read_lines(path), start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        key, sep, value = stripped.partition(":")
+        if sep and key.strip().lower() in HEADER_KEYS and len(stripped.split()) < 9:
+            key, value = key.strip().lower(), value.strip()
+            if key == "imagesource":
+                imagesource = value
+            elif value.lower() in ("", "null", "none", "nan"):
+                gsd = None
+            else:
+                try:
+                    gsd = float(value)
+                except ValueError:
+                    problems.report(path, line_no, f"gsd {value!r} is not a number", line)
+            continue
+        tokens = stripped.split()
+        if len(tokens) not in (9, 10):
+            problems.report(path, line_no, f"expected 'x1 y1 ... x4 y4 class [difficult]' (9 or 10 fields), "
+                                           f"got {len(tokens)} fields", line)
+            continue
+        values = _finite_floats(tokens[:8])
+        if isinstance(values, str):
+            problems.report(path, line_no, values, line)
+            continue
+        label = tokens[8]
+        if vocabulary is not None and label not in vocabulary:
+            problems.report(path, line_no, f"unknown class {label!r}", line)
+            continue
+        diff = 0
+        if len(tokens) == 10:
+            try:
+                diff = int(tokens[9])
+            except ValueError:
+                diff = -1
+            if diff not in DIFFICULT_VALUES:
+                problems.report(path, line_no, f"difficult flag {tokens[9]!r} is not one of 0, 1, 2", line)
+                continue
+        coords.append(values)
+        labels.append(label)
+        difficult.append(diff)
+    boxes = Boxes(np.asarray(coords, dtype=np.float64).reshape(-1, 8), "quad", frame)
+    objects = ObjectSet(boxes, labels, difficult=np.asarray(difficult, dtype=np.int64))
+    return DotaLabels(objects, imagesource, gsd, str(path), problems.skipped)
+
+
+def read_labeltxt_dir(directory: str | os.PathLike, *, vocabulary: Collection[str] | None = None,
+                      skip_invalid: bool = False) -> dict[str, DotaLabels]:
+    """Read every ``*.txt`` in ``directory`` into ``{stem: DotaLabels}`` (sorted by stem)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"label directory {directory} does not exist")
+    return {p.stem: read_labeltxt(p, vocabulary=vocabulary, skip_invalid=skip_invalid)
+            for p in sorted(directory.glob("*.txt"))}
+
+
+def _quad_rows(objects: ObjectSet) -> np.ndarray:
+    return objects.boxes.to_quad().data
+
+
+def write_labeltxt(path: str | os.PathLike, objects: ObjectSet, *, imagesource: str | None = None,
+                   gsd: float | None = None, newline: str = "\n") -> None:
+    """Write ``objects`` as a labelTxt file (boxes converted to quads; difficult 0 when the set has none).
+
+    Header lines are written only for the values given. ``newline="\\r\\n"`` reproduces the original DOTA
+    files byte for byte."""
+    quads = _quad_rows(objects)
+    diffs = objects.difficult if objects.difficult is not None else np.zeros(len(objects), dtype=np.int64)
+    lines = []
+    if imagesource is not None:
+        lines.append(f"imagesource:{imagesource}")
+    if gsd is not None:
+        lines.append(f"gsd:{gsd!r}" if isinstance(gsd, float) else f"gsd:{gsd}")
+    for quad, label, diff in zip(quads, objects.labels, diffs):
+        if not label or any(c.isspace() for c in label):
+            raise ValueError(f"class name {label!r} cannot be written to a labelTxt line")
+        lines.append(" ".join(format_number(v) for v in quad) + f" {label} {int(diff)}")
+    text = "".join(line + newline for line in lines)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
+# ---- Task1 result folders --------------------------------------------------------------------------------
+
+def read_task1_file(path: str | os.PathLike, *, skip_invalid: bool = False, problems: _Problems | None = None,
+                    with_lines: bool = False) -> tuple:
+    """One ``Task1_{class}.txt``: ``(image_ids, scores (N,), quads (N,8))`` in file order, plus the 1-based
+    line number of each detection when ``with_lines``."""
+    path = Path(path)
+    problems = problems or _Problems(skip_invalid)
+    ids: list[str] = []
+    line_nos: list[int] = []
+    rows: list[list[float]] = []
+    for line_no, line in enumerate(_read_lines(path), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 10:
+            problems.report(path, line_no, f"expected 'image_id score x1 y1 ... x4 y4' (10 fields), "
+                                           f"got {len(tokens)} fields", line)
+            continue
+        values = _finite_floats(tokens[1:])
+        if isinstance(values, str):
+            problems.report(path, line_no, values, line)
+            continue
+        ids.append(tokens[0])
+        line_nos.append(line_no)
+        rows.append(values)
+    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 9)
+    if with_lines:
+        return ids, arr[:, 0].copy(), arr[:, 1:].copy(), line_nos
+    return ids, arr[:, 0].copy(), arr[:, 1:].copy()
+
+
+def task1_class(path: str | os.PathLike) -> str:
+    """Category name of a ``Task1_{class}.txt`` file name."""
+    name = Path(path).name
+    if not (name.startswith(TASK1_PREFIX) and name.endswith(".txt")) or len(name) <= len(TASK1_PREFIX) + 4:
+        raise DotaFormatError(path, 0, "not a Task1 result file name (expected Task1_{class}.txt)")
+    return name[len(TASK1_PREFIX):-4]
+
+
+def read_task1_dir(directory: str | os.PathLike, skip_invalid: bool = False, *,
+                   vocabulary: Collection[str] | None = None) -> Task1Detections:
+    """Read every ``Task1_*.txt`` in ``directory`` into ``{image_id: ObjectSet}`` (quads with scores; objects
+    ordered by class file name, then by line). Image ids are sorted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"Task1 directory {directory} does not exist")
+    problems = _Problems(skip_invalid)
+    per_image: dict[str, tuple[list[np.ndarray], list[float], list[str]]] = {}
+    for path in sorted(directory.glob(f"{TASK1_PREFIX}*.txt")):
+        label = task1_class(path)
+        if vocabulary is not None and label not in vocabulary:
+            if not skip_invalid:
+                raise DotaFormatError(path, 0, f"unknown class {label!r} in the file name")
+            problems.skipped.append(SkippedLine(str(path), 0, f"unknown class {label!r} (whole file)"))
+            continue
+        ids, scores, quads = read_task1_file(path, problems=problems)
+        for image_id, score, quad in zip(ids, scores, quads):
+            entry = per_image.setdefault(image_id, ([], [], []))
+            entry[0].append(quad)
+            entry[1].append(score)
+            entry[2].append(label)
+    out = Task1Detections(skipped=problems.skipped)
+    for image_id in sorted(per_image):
+        quads, scores, labels = per_image[image_id]
+        out[image_id] = ObjectSet(Boxes(np.stack(quads), "quad"), labels, scores=np.asarray(scores))
+    return out
+
+
+def write_task1_dir(directory: str | os.PathLike, detections_by_image: Mapping[str, ObjectSet], *,
+                    classes: Iterable[str] | None = None) -> list[Path]:
+    """Write ``{image_id: ObjectSet}`` (scores required; boxes converted to quads) as ``Task1_{class}.txt``
+    files. Files are written for the classes that occur and for every name in ``classes`` (empty files for
+    classes without detections, which the DOTA evaluation expects). Returns the written paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lines: dict[str, list[str]] = {c: [] for c in (classes or [])}
+    for image_id in sorted(detections_by_image):
+        objects = detections_by_image[image_id]
+        if not image_id or any(c.isspace() for c in image_id):
+            raise ValueError(f"image id {image_id!r} cannot be written to a Task1 line")
+        if len(objects) and objects.scores is None:
+            raise ValueError(f"detections of image {image_id!r} have no scores; Task1 lines need one per box")
+        quads = _quad_rows(objects)
+        for quad, label, score in zip(quads, objects.labels, objects.scores if len(objects) else []):
+            if not label or any(c.isspace() or c in "/\\" for c in label):
+                raise ValueError(f"class name {label!r} cannot be used in a Task1 file name")
+            lines.setdefault(label, []).append(
+                f"{image_id} {format_number(score)} " + " ".join(format_number(v) for v in quad))
+    written = []
+    for label in sorted(lines):
+        path = directory / f"{TASK1_PREFIX}{label}.txt"
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write("".join(line + "\n" for line in lines[label]))
+        written.append(path)
+    return written

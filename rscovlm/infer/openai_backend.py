@@ -1,0 +1,80 @@
+"""OpenAI-compatible chat-completions backend (vLLM's ``vllm serve``, SGLang, LMDeploy, hosted APIs).
+
+Images travel as ``data:image/png;base64,...`` URLs holding the already-resized pixels, so a server that applies
+its own resize to a Qwen2.5-VL model leaves them unchanged (the sides are multiples of 28 within the pixel
+budget) and the returned coordinates are in our model frame. Plain ``urllib``: no client library needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from rscovlm.infer.backends import register_backend
+
+
+def _image_part(image) -> dict:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def to_openai_messages(messages: list[dict]) -> list[dict]:
+    """Our messages (``{"type": "image", "image": PIL}`` parts) -> OpenAI chat messages."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [_image_part(p["image"]) if p.get("type") == "image" else {"type": "text", "text": p["text"]}
+                       for p in content]
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+class OpenAIBackendError(RuntimeError):
+    pass
+
+
+@dataclass
+class OpenAIConfig:
+    base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "server root, ending in /v1"})
+    model: str = field(default="rscovlm", metadata={"help": "model name the server serves"})
+    api_key: str = field(default="EMPTY", metadata={"help": "bearer token (vLLM accepts any by default)"})
+    max_new_tokens: int = field(default=1024, metadata={"help": "max_tokens of each request"})
+    timeout_s: float = field(default=600.0, metadata={"help": "per-request timeout"})
+    concurrency: int = field(default=8, metadata={"help": "requests in flight at once"})
+
+
+@register_backend("openai")
+class OpenAIBackend:
+    def __init__(self, config: OpenAIConfig | None = None, **overrides):
+        self.config = config or OpenAIConfig(**overrides)
+
+    def _post(self, messages: list[dict], max_new_tokens: int) -> str:
+        body = json.dumps({"model": self.config.model, "messages": to_openai_messages(messages),
+                           "max_tokens": max_new_tokens, "temperature": 0.0}).encode()
+        url = self.config.base_url.rstrip("/") + "/chat/completions"
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self.config.api_key}"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
+                payload = json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            raise OpenAIBackendError(f"{url}: HTTP {err.code}: {err.read()[:500]!r}") from err
+        except urllib.error.URLError as err:
+            raise OpenAIBackendError(f"{url}: {err.reason}") from err
+        try:
+            return payload["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as err:
+            raise OpenAIBackendError(f"{url}: unexpected response {str(payload)[:500]}") from err
+
+    def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None) -> list[str]:
+        limit = max_new_tokens or self.config.max_new_tokens
+        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
+            return list(pool.map(lambda c: self._post(c, limit), conversations))
