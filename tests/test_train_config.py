@@ -190,3 +190,47 @@ def test_cli_train_rejects_unknown_keys_and_prints_config(capsys):
     assert "unknown config key 'train.nope'" in capsys.readouterr().err
     assert main(["train", "--print-config", "max_steps=7"]) == 0
     assert "max_steps: 7" in capsys.readouterr().out
+
+
+def test_mixture_source_feeds_the_collator_at_the_builders_model_size(tiny_model_dir, tmp_path):
+    """The curation mixture plugs in through the registry; the collator keeps the builder's random resize, so
+    the target's model-frame coordinates refer to exactly the pixels the vision tower sees."""
+    from PIL import Image
+
+    from rscovlm.model.collator import ConversationEncoder
+    from rscovlm.model.loading import load_processor
+    from rscovlm.protocol.detection import parse_detections
+    from rscovlm.train.config import DataConfig
+    from rscovlm.train.sources import build_source
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (640, 480), (80, 90, 100)).save(tmp_path / "images" / "a.png")
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 640, "height": 480}],
+            "categories": [{"id": 1, "name": "plane"}, {"id": 2, "name": "ship"}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[100, 100, 200, 100, 200, 180, 100, 180]],
+                 "bbox": [100, 100, 100, 80], "area": 8000, "iscrowd": 0, "difficult": 0},
+                {"id": 2, "image_id": 1, "category_id": 2, "segmentation": [[300, 200, 420, 200, 420, 260, 300, 260]],
+                 "bbox": [300, 200, 120, 60], "area": 7200, "iscrowd": 0, "difficult": 0}]}
+    (tmp_path / "det.json").write_text(json.dumps(coco))
+    (tmp_path / "mix.yaml").write_text(
+        "seed: 3\nepoch_size: 4\nbuilder: {json_prob: 0.5, open_ended_prob: 0.0, subset_prob: 0.0}\n"
+        "units:\n  - {name: det, path: det.json, type: detection, images: images, weight: 1.0}\n")
+    data = build_source(DataConfig(source="mixture", paths=[str(tmp_path / "mix.yaml")]))
+    assert len(data) == 4
+    encoder = ConversationEncoder(load_processor(str(tiny_model_dir)))
+    sizes = set()
+    for i in range(len(data)):
+        item = data[i]
+        part = item["messages"][-2]["content"][0]
+        sample = encoder.encode(item)
+        (t, h, w), = sample.image_grid_thw.tolist()
+        assert (w * 14, h * 14) == (part["resized_width"], part["resized_height"]) == sample.plans[0].model_size
+        sizes.add(sample.plans[0].model_size)
+        target = item["messages"][-1]["content"][0]["text"]
+        parsed = parse_detections(target)
+        assert sorted(parsed.objects.labels) == ["plane", "ship"]
+        assert parsed.objects.boxes.data.max() <= max(sample.plans[0].model_size)
+    assert len(sizes) > 1  # random resize drew different model sizes
+    with pytest.raises(ValueError, match="exactly one mixture YAML"):
+        build_source(DataConfig(source="mixture", paths=[]))

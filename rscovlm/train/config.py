@@ -45,6 +45,10 @@ class DataConfig:
     options: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "extra keyword arguments passed to the data source"},
     )
+    shuffle: bool = field(
+        default=True, metadata={"help": "shuffle the sample order each epoch; false keeps the source's order (the "
+                                        "mixture source already draws a seeded random order)"},
+    )
     min_pixels: int = field(default=224 * 224, metadata={"help": "lower pixel bound of model inputs (paper 224^2)"})
     max_pixels: int = field(default=1008 * 1008, metadata={"help": "upper pixel bound of model inputs (paper 1008^2)"})
     max_length: int = field(default=6144, metadata={"help": "token limit per sample; text beyond is truncated"})

@@ -130,11 +130,20 @@ def _trainer_class():
     class RSCoVLMTrainer(Trainer):
         """The stock Trainer plus per-module learning rates and dropped-sample accounting."""
 
-        def __init__(self, *args, family=None, module_lrs: dict[str, float] | None = None, **kwargs):
+        def __init__(self, *args, family=None, module_lrs: dict[str, float] | None = None, keep_order=False,
+                     **kwargs):
+            self.keep_order = keep_order  # read by _get_train_sampler during super().__init__
             super().__init__(*args, **kwargs)
             self.family = family
             self.module_lrs = dict(module_lrs or {})
             self.dropped: Counter = Counter()
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.keep_order:
+                import torch
+
+                return torch.utils.data.SequentialSampler(train_dataset or self.train_dataset)
+            return super()._get_train_sampler(train_dataset)
 
         def create_optimizer(self, model=None):
             from rscovlm.model.loading import module_groups
@@ -247,7 +256,7 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None):
     trainer = trainer_cls(
         model=model, args=args, train_dataset=EncodedDataset(conversations, encoder, drop=cfg.data.drop_overlong),
         data_collator=Collator(processor.tokenizer.pad_token_id), processing_class=processor,
-        callbacks=callbacks, family=family, module_lrs=module_lrs,
+        callbacks=callbacks, family=family, module_lrs=module_lrs, keep_order=not cfg.data.shuffle,
     )
     return trainer
 
