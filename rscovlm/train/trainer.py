@@ -138,6 +138,23 @@ def _trainer_class():
             self.module_lrs = dict(module_lrs or {})
             self.dropped: Counter = Counter()
 
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            # transformers saves Qwen-VL weights under the hub's key names (visual.*, model.layers.*) and its resume
+            # path loads them with load_state_dict(strict=False) without the renaming from_pretrained applies:
+            # nothing is restored and no error is raised (huggingface/transformers#43701). Load through
+            # from_pretrained instead and copy strictly. DeepSpeed / FSDP / PEFT checkpoints keep their own paths.
+            from transformers import PreTrainedModel
+
+            model = self.model if model is None else model
+            if (self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(model, PreTrainedModel)
+                    or hasattr(model, "peft_config")):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            dtype = next(model.parameters()).dtype
+            restored = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype,
+                                                   attn_implementation=model.config._attn_implementation)
+            model.load_state_dict(restored.state_dict(), strict=True)
+            del restored
+
         def _get_train_sampler(self, train_dataset=None):
             if self.keep_order:
                 import torch
