@@ -52,7 +52,7 @@ def _cfg(model_dir, out, *extra):
     return build_config({}, [
         f"model.model_name_or_path={model_dir}", f"output_dir={out}", "dataloader_num_workers=0",
         "weight_decay=0.0", "warmup_ratio=0.0", "lr_scheduler_type=constant", "logging_steps=1",
-        "save_steps=1000", "seed=7", *extra,
+        "save_steps=1000", "seed=7", "deepspeed=none", *extra,
     ])
 
 

@@ -88,7 +88,7 @@ class TrainConfig:
     deepspeed: str | None = field(
         default="auto",
         metadata={"help": "'zero1' / 'zero2' / 'zero3' (shipped configs), a JSON path, 'none', or 'auto' = zero1 "
-                          "on GPU, none on CPU"},
+                          "on GPU when deepspeed is installed, none on CPU"},
     )
     use_liger_kernel: bool = field(default=False, metadata={"help": "Liger kernels (GPU only, liger-kernel pkg)"})
     logging_steps: int = field(default=10, metadata={"help": "log every N optimizer steps"})

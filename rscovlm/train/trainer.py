@@ -49,13 +49,18 @@ def resolve_precision(name: str) -> str:
 
 
 def resolve_deepspeed(name: str | None) -> str | None:
-    """Path of the DeepSpeed config, or None (``auto``: the shipped ZeRO-1 on GPU, none on CPU)."""
+    """Path of the DeepSpeed config, or None (``auto``: the shipped ZeRO-1 on GPU when deepspeed is installed,
+    none otherwise)."""
+    import importlib.util
+
     from rscovlm.train.deepspeed import STAGES, config_path
 
     if name is None or name == "none":
         return None
     if name == "auto":
-        return str(config_path("zero1")) if _cuda() else None
+        return str(config_path("zero1")) if _cuda() and importlib.util.find_spec("deepspeed") else None
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"train.deepspeed={name} needs the deepspeed package (the 'train' extra)")
     if name in STAGES:
         return str(config_path(name))
     path = Path(name)
