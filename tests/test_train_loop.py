@@ -82,6 +82,7 @@ def test_memorizes_one_sample_per_task_and_greedy_decoding_reproduces_them(tiny_
     for task, sample in samples.items():
         inputs = encoder.encode_prompt(sample["messages"][:1])
         inputs.pop("plans")
+        inputs = {k: v.to(model.device) for k, v in inputs.items()}
         with torch.inference_mode():
             out = model.generate(**inputs, do_sample=False, max_new_tokens=160)
         answers[task] = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
