@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from rscovlm.cli import main
 from rscovlm.data.mixture import Mixture, MixtureConfig, MixtureError, MixtureSampler, rank_positions
@@ -31,10 +32,11 @@ def mix_dir(tmp_path):
         {"id": i, "file_name": f"{i}.png", "width": 10, "height": 10} for i in range(1, 6)],
         "categories": [{"id": 1, "name": "plane"}], "annotations": []})
     cfg = {"seed": 7, "epoch_size": 6000, "units": [
-        {"name": "a", "path": "a.jsonl", "type": "conversation", "weight": 1},
-        {"name": "b", "path": "b.jsonl", "type": "conversation", "weight": 3},
+        {"name": "a", "path": "a.jsonl", "type": "conversation", "weight": 1, "images": "."},
+        {"name": "b", "path": "b.jsonl", "type": "conversation", "weight": 3, "images": "."},
         {"name": "det", "path": "d.json", "type": "detection", "weight": 2, "box_kind": "obb"}]}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+    Image.new("RGB", (64, 48)).save(tmp_path / "a.png")
     return tmp_path
 
 
@@ -138,3 +140,18 @@ def test_bad_configs_are_named(mix_dir, edit, message, capsys):
     with pytest.raises(MixtureError, match=message):
         Mixture.from_yaml(mix_dir / "bad.yaml")
     assert main(["data", "mix-stats", str(mix_dir / "bad.yaml")]) == 2
+
+
+def test_torch_dataloader_with_sampler_and_dataset(mix_dir):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from rscovlm.data.mixture import MixtureDataset
+
+    mix = Mixture.from_yaml(mix_dir / "mix.yaml")
+    ds = MixtureDataset(mix, epoch=2)
+    sampler = MixtureSampler(mix, rank=1, world_size=2, epoch=2)
+    loader = torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=4, collate_fn=list)
+    batch = next(iter(loader))
+    positions = rank_positions(6000, 1, 2)[:4]
+    assert [s["meta"]["id"] for s in batch] == [ds[int(p)]["meta"]["id"] for p in positions]
+    assert all(s["messages"][-1]["role"] == "assistant" for s in batch)
