@@ -71,7 +71,10 @@ def test_geochat_converts_boxes_descriptors_and_cleans(tmp_path):
     assert [p["type"] for p in recs[2]["messages"][0]["content"]] == ["text", "image"]
     assert recs[2]["messages"][3]["content"][0]["text"] == "Roads."
     b0, b1 = recs[0]["boxes"]
-    assert b1 == {"kind": "hbb", "values": [400.0, 300.0, 480.0, 420.0], "image": 0}
+    # one kind per record: the angle-less box next to a rotated one becomes an obb with angle 0 (le90: w >= h)
+    assert b1["kind"] == "obb"
+    np.testing.assert_allclose(Boxes(np.array(b1["values"]), "obb").to("hbb").data[0], [400, 300, 480, 420])
+    assert recs[1]["boxes"] == [{"kind": "hbb", "values": [80.0, 120.0, 240.0, 240.0], "image": 0}]
     assert recs[0]["image_sizes"] == [[800, 600]]
     # the obb is the demo's rendering: cv2.getRotationMatrix2D(centre, +30 deg) of the pixel corner rectangle
     x1, y1, x2, y2 = 80, 120, 240, 240
@@ -83,6 +86,7 @@ def test_geochat_converts_boxes_descriptors_and_cleans(tmp_path):
     assert b0["kind"] == "obb"
     assert rep.changes["geochat:descriptor_removed:[refer]"] == 1
     assert rep.changes["geochat:box:obb"] == 1 and rep.changes["geochat:box:hbb"] == 2
+    assert rep.changes["geochat:box:hbb_as_obb"] == 1
     assert rep.changes["clean:typo:storagetank"] == 1
     saved = json.loads(report_path(tmp_path / "out.jsonl").read_text())
     assert saved["records_in"] == 3 and saved["records_out"] == 3 and saved["dropped"] == {}

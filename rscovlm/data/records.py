@@ -511,8 +511,7 @@ def validate_file(path: str | os.PathLike, kind: RecordKind | None = None,
                 probs.append(Problem(path, line_no, field, msg))
             if not isinstance(rec, dict):
                 continue
-            key = rec.get("id") if kind == "conversation" else (rec.get("dataset"), rec.get("question_id"),
-                                                                   rec.get("image_id"), rec.get("question"))
+            key = rec.get("id")
             if kind == "conversation" and isinstance(key, str):
                 if key in ids:
                     probs.append(Problem(path, line_no, "id", f"duplicate id {key!r} (first on line {ids[key]})"))

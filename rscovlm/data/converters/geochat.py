@@ -20,7 +20,8 @@ One JSON array (JSON Lines also accepted) of::
 
 Conversion: every box becomes a structured box in original pixels - ``hbb`` when theta is 0, else ``obb``
 (cx, cy, w, h) from the corner rectangle scaled per axis, le90-normalized; a rotated box with a zero side
-becomes the degenerate ``quad`` it spans - and the text holds ``<box:N>``. A box value outside 0-100, an
+becomes the degenerate ``quad`` it spans - and the text holds ``<box:N>``. A record keeps one box kind: when
+angle-less and rotated boxes are mixed, the angle-less ones become obb with angle 0 (counted). A box value outside 0-100, an
 inverted corner pair or any ``{<`` left unparsed is malformed input.
 """
 
@@ -41,7 +42,7 @@ from rscovlm.data.converters.base import (
     split_descriptor,
 )
 from rscovlm.data.records import Problem, RecordError
-from rscovlm.geometry.boxes import normalize_obb, obb_to_quad
+from rscovlm.geometry.boxes import Boxes, normalize_obb, obb_to_quad
 
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 GEOCHAT_BOX = re.compile(r"\{<" + _NUM + r"><" + _NUM + r"><" + _NUM + r"><" + _NUM + r">(?:\|<" + _NUM + r">)?\}")
@@ -83,6 +84,21 @@ class GeoChatBoxes:
         self.conv.change(f"box:{box['kind']}")
         self.boxes.append(box)
         return f"<box:{len(self.boxes) - 1}>"
+
+    def unify_kinds(self) -> str | None:
+        """One box kind per record: GeoChat writes unrotated boxes without an angle next to rotated ones, so
+        when both occur the horizontal ones become obb with angle 0 (a degenerate rotated box makes them all
+        quads). Returns the record's kind (None without boxes)."""
+        kinds = {b["kind"] for b in self.boxes}
+        if len(kinds) <= 1:
+            return next(iter(kinds), None)
+        target = "quad" if "quad" in kinds else "obb"
+        for b in self.boxes:
+            if b["kind"] != target:
+                b["values"] = Boxes(np.asarray(b["values"]), b["kind"]).to(target).data[0].tolist()
+                self.conv.change(f"box:{b['kind']}_as_{target}")
+                b["kind"] = target
+        return target
 
     def replace(self, text: str, field: str) -> str:
         def run(m: re.Match) -> str:
@@ -151,9 +167,8 @@ class GeoChatConverter(Converter):
             text = strip_phrase_tags(self, text)
             text = boxes.replace(text, field)
             new_turns.append((role, text, field))
+        answer_kind = boxes.unify_kinds()
         if tag is not None:
-            kinds = sorted({b["kind"] for b in boxes.boxes})
-            answer_kind = kinds[0] if len(kinds) == 1 else ("obb" if "obb" in kinds else None)
             suffix = descriptor_suffix(tag, answer_kind)
             role, text, field = new_turns[0]
             new_turns[0] = (role, join_sentence(text, suffix), field)
