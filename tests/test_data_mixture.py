@@ -132,6 +132,8 @@ def test_stats_by_source_task_and_box_kind(mix_dir, capsys):
     (lambda c: c["units"][2].update(name="a"), "duplicate unit name"),
     (lambda c: c.update(epochs=3), "unknown key"),
     (lambda c: c["units"][0].update(path="missing.jsonl"), "unit file not found"),
+    (lambda c: c.update(builder={"json_prob": 2.0}), "json_prob must be in"),
+    (lambda c: c.update(builder={"jsn_prob": 0.5}), "unknown option"),
 ])
 def test_bad_configs_are_named(mix_dir, edit, message, capsys):
     cfg = yaml.safe_load((mix_dir / "mix.yaml").read_text())

@@ -143,6 +143,12 @@ class MixtureConfig:
         builder = raw.get("builder") or {}
         if not isinstance(builder, dict):
             raise MixtureError(f"{where}: builder: expected a mapping")
+        from rscovlm.data.builder import BuildConfig
+
+        try:
+            BuildConfig.from_dict(builder)
+        except (TypeError, ValueError) as err:
+            raise MixtureError(f"{where}: {err}") from None
         return cls(units=units, seed=seed, epoch_size=size, builder=builder)
 
 
