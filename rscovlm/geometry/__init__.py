@@ -22,3 +22,11 @@ __all__ = [
 from rscovlm.geometry.objects import ObjectSet  # noqa: E402
 
 __all__.append("ObjectSet")
+
+from rscovlm.geometry.iou import (  # noqa: E402
+    hbb_iou, hbb_overlap_pairs, poly_areas, poly_intersection_pairs, poly_iof, poly_iou, poly_iou_pairs, rbox_iou,
+)
+from rscovlm.geometry.nms import batched_poly_nms, poly_nms  # noqa: E402
+
+__all__ += ["hbb_iou", "hbb_overlap_pairs", "poly_areas", "poly_intersection_pairs", "poly_iof", "poly_iou",
+            "poly_iou_pairs", "rbox_iou", "batched_poly_nms", "poly_nms"]
