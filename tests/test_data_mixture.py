@@ -19,7 +19,7 @@ def conv(i, source="geochat", task="vqa", boxes=None):
                                                      {"type": "text", "text": f"q{i}"}]},
                         {"role": "assistant", "content": "a"}]}
     if boxes:
-        rec["boxes"], rec["image_sizes"] = boxes, [[10, 10]]
+        rec["boxes"], rec["image_sizes"] = boxes, [[64, 48]]
     return rec
 
 
@@ -29,12 +29,12 @@ def mix_dir(tmp_path):
     write_jsonl(tmp_path / "b.jsonl", [conv(i, "vhm", "grounding", [{"kind": "hbb", "values": [1, 1, 2, 2]}])
                                        for i in range(7)] + [conv(99, "vhm", "vqa")])
     write_coco(tmp_path / "d.json", {"info": {"source": "dota"}, "images": [
-        {"id": i, "file_name": f"{i}.png", "width": 10, "height": 10} for i in range(1, 6)],
+        {"id": i, "file_name": "a.png", "width": 64, "height": 48} for i in range(1, 6)],
         "categories": [{"id": 1, "name": "plane"}], "annotations": []})
     cfg = {"seed": 7, "epoch_size": 6000, "units": [
         {"name": "a", "path": "a.jsonl", "type": "conversation", "weight": 1, "images": "."},
         {"name": "b", "path": "b.jsonl", "type": "conversation", "weight": 3, "images": "."},
-        {"name": "det", "path": "d.json", "type": "detection", "weight": 2, "box_kind": "obb"}]}
+        {"name": "det", "path": "d.json", "type": "detection", "weight": 2, "box_kind": "obb", "images": "."}]}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
     Image.new("RGB", (64, 48)).save(tmp_path / "a.png")
     return tmp_path
@@ -157,3 +157,41 @@ def test_torch_dataloader_with_sampler_and_dataset(mix_dir):
     positions = rank_positions(6000, 1, 2)[:4]
     assert [s["meta"]["id"] for s in batch] == [ds[int(p)]["meta"]["id"] for p in positions]
     assert all(s["messages"][-1]["role"] == "assistant" for s in batch)
+
+
+def test_training_source_feeds_the_collator_resized_images(mix_dir):
+    from rscovlm.train.config import DataConfig
+    from rscovlm.train.sources import build_source
+
+    cfg = DataConfig(source="mixture", paths=[str(mix_dir / "mix.yaml")], options={"epoch_size": 10},
+                     min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    ds = build_source(cfg, seed=0)
+    assert len(ds) == 10
+    seen = 0
+    for pos in range(10):
+        sample = ds[pos]
+        for part in sample["messages"][0]["content"]:
+            if part["type"] == "image":
+                img = part["image"]
+                assert img.size == (part["resized_width"], part["resized_height"])
+                assert 28 * 28 * 4 <= img.size[0] * img.size[1] <= 28 * 28 * 16
+                assert img.size[0] % 28 == 0 and img.size[1] % 28 == 0
+                seen += 1
+    assert seen > 0
+
+
+def test_collator_encodes_built_samples_in_the_targets_frame(mix_dir, tiny_model_dir):
+    """The model helper's encoder takes the builder's resized images unchanged: the frame the target's
+    coordinates are written in is the frame the vision tower sees."""
+    from rscovlm.model.collator import ConversationEncoder
+    from rscovlm.model.loading import load_processor
+    from rscovlm.train.config import DataConfig
+    from rscovlm.train.sources import build_source
+
+    ds = build_source(DataConfig(source="mixture", paths=[str(mix_dir / "mix.yaml")], options={"epoch_size": 8}))
+    encoder = ConversationEncoder(load_processor(str(tiny_model_dir)))
+    for pos in range(3):
+        sample = ds[pos]
+        encoded = encoder.encode(sample)
+        assert [p.model_size for p in encoded.plans] == [tuple(p["model"]) for p in sample["meta"]["plans"]]
+        assert (encoded.labels != -100).any()
