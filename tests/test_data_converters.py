@@ -299,3 +299,16 @@ def test_cli_convert_prints_counts_and_errors(tmp_path, capsys):
     assert main(["data", "convert", "--source", "nope", "--in", str(inp), "--out", str(out)]) == 2
     assert main(["data", "convert", "--source", "geochat", "--in", str(inp), "--out", str(out)]) == 2
     assert "pass --images" in capsys.readouterr().err
+
+
+def test_geochat_zero_width_box_next_to_rotated_box_makes_quads(tmp_path):
+    image(tmp_path / "img", "P1.png", (100, 100))
+    inp = write_json_array(tmp_path / "g.json", [{"id": "z", "image": "P1.png", "conversations": [
+        {"from": "human", "value": "[grounding] describe"},
+        {"from": "gpt", "value": "<p>poles</p> {<10><20><10><40>}{<50><20><70><40>|<45>}"}]}])
+    rep = run("geochat", inp, tmp_path / "o.jsonl", tmp_path / "img")
+    (rec,) = records(tmp_path / "o.jsonl")
+    assert [b["kind"] for b in rec["boxes"]] == ["quad", "quad"]
+    np.testing.assert_allclose(Boxes(np.array(rec["boxes"][0]["values"]), "quad").to("hbb").data[0], [10, 20, 10, 40])
+    assert rep.changes["geochat:box:hbb_as_quad"] == 1 and rep.changes["geochat:box:obb_as_quad"] == 1
+    assert rec["messages"][0]["content"][1]["text"].endswith("Give the quadrilateral box of each object you mention.")

@@ -87,17 +87,27 @@ class GeoChatBoxes:
 
     def unify_kinds(self) -> str | None:
         """One box kind per record: GeoChat writes unrotated boxes without an angle next to rotated ones, so
-        when both occur the horizontal ones become obb with angle 0 (a degenerate rotated box makes them all
-        quads). Returns the record's kind (None without boxes)."""
+        when both occur the horizontal ones become obb with angle 0 (quads when a box is degenerate, i.e. has a
+        zero side, or a quad is present). Returns the record's kind (None without boxes)."""
         kinds = {b["kind"] for b in self.boxes}
         if len(kinds) <= 1:
             return next(iter(kinds), None)
-        target = "quad" if "quad" in kinds else "obb"
+        hbb = [b for b in self.boxes if b["kind"] == "hbb"]
+        h = np.asarray([b["values"] for b in hbb], dtype=np.float64).reshape(-1, 4)
+        flat = (h[:, 2] <= h[:, 0]) | (h[:, 3] <= h[:, 1])
+        target = "quad" if "quad" in kinds or flat.any() else "obb"
+        if target == "obb":  # the same rectangle, angle 0, in le90 form
+            new = normalize_obb(np.stack([(h[:, 0] + h[:, 2]) / 2, (h[:, 1] + h[:, 3]) / 2, h[:, 2] - h[:, 0],
+                                          h[:, 3] - h[:, 1], np.zeros(len(h))], axis=1))
+            for b, v in zip(hbb, new.tolist()):
+                b["kind"], b["values"] = "obb", v
+            self.conv.change("box:hbb_as_obb", len(hbb))
+            return target
         for b in self.boxes:
-            if b["kind"] != target:
-                b["values"] = Boxes(np.asarray(b["values"]), b["kind"]).to(target).data[0].tolist()
-                self.conv.change(f"box:{b['kind']}_as_{target}")
-                b["kind"] = target
+            if b["kind"] != "quad":
+                self.conv.change(f"box:{b['kind']}_as_quad")
+                b["values"] = Boxes(np.asarray(b["values"]), b["kind"]).to_quad().data[0].tolist()
+                b["kind"] = "quad"
         return target
 
     def replace(self, text: str, field: str) -> str:
