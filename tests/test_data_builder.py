@@ -10,7 +10,7 @@ import pytest
 
 from rscovlm.data.builder import BuildConfig, SampleBuilder
 from rscovlm.data.mixture import UnitConfig
-from rscovlm.geometry.boxes import Boxes, Frame, obb_to_quad
+from rscovlm.geometry.boxes import Boxes, obb_to_quad
 from rscovlm.protocol.categories import DOTA_V1_0
 from rscovlm.protocol.detection import NONE_ANSWER, parse_detections
 from rscovlm.protocol.grounding import parse_grounding

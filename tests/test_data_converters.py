@@ -2,7 +2,6 @@
 malformed inputs included: clear errors naming file/line/field, or with --skip-invalid counted drops."""
 
 import json
-import math
 
 import cv2
 import numpy as np

@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rscovlm.data.records import BOX_REF, content_parts, grounding_image_path
-from rscovlm.geometry.boxes import Boxes, Frame
+from rscovlm.geometry.boxes import Boxes
 from rscovlm.geometry.objects import ObjectSet
 from rscovlm.protocol.categories import display_name
 from rscovlm.protocol.detection import format_detections
