@@ -2,7 +2,6 @@
 malformed inputs included: clear errors naming file/line/field, or with --skip-invalid counted drops."""
 
 import json
-import math
 
 import cv2
 import numpy as np
@@ -71,7 +70,10 @@ def test_geochat_converts_boxes_descriptors_and_cleans(tmp_path):
     assert [p["type"] for p in recs[2]["messages"][0]["content"]] == ["text", "image"]
     assert recs[2]["messages"][3]["content"][0]["text"] == "Roads."
     b0, b1 = recs[0]["boxes"]
-    assert b1 == {"kind": "hbb", "values": [400.0, 300.0, 480.0, 420.0], "image": 0}
+    # one kind per record: the angle-less box next to a rotated one becomes an obb with angle 0 (le90: w >= h)
+    assert b1["kind"] == "obb"
+    np.testing.assert_allclose(Boxes(np.array(b1["values"]), "obb").to("hbb").data[0], [400, 300, 480, 420])
+    assert recs[1]["boxes"] == [{"kind": "hbb", "values": [80.0, 120.0, 240.0, 240.0], "image": 0}]
     assert recs[0]["image_sizes"] == [[800, 600]]
     # the obb is the demo's rendering: cv2.getRotationMatrix2D(centre, +30 deg) of the pixel corner rectangle
     x1, y1, x2, y2 = 80, 120, 240, 240
@@ -83,6 +85,7 @@ def test_geochat_converts_boxes_descriptors_and_cleans(tmp_path):
     assert b0["kind"] == "obb"
     assert rep.changes["geochat:descriptor_removed:[refer]"] == 1
     assert rep.changes["geochat:box:obb"] == 1 and rep.changes["geochat:box:hbb"] == 2
+    assert rep.changes["geochat:box:hbb_as_obb"] == 1
     assert rep.changes["clean:typo:storagetank"] == 1
     saved = json.loads(report_path(tmp_path / "out.jsonl").read_text())
     assert saved["records_in"] == 3 and saved["records_out"] == 3 and saved["dropped"] == {}
@@ -295,3 +298,16 @@ def test_cli_convert_prints_counts_and_errors(tmp_path, capsys):
     assert main(["data", "convert", "--source", "nope", "--in", str(inp), "--out", str(out)]) == 2
     assert main(["data", "convert", "--source", "geochat", "--in", str(inp), "--out", str(out)]) == 2
     assert "pass --images" in capsys.readouterr().err
+
+
+def test_geochat_zero_width_box_next_to_rotated_box_makes_quads(tmp_path):
+    image(tmp_path / "img", "P1.png", (100, 100))
+    inp = write_json_array(tmp_path / "g.json", [{"id": "z", "image": "P1.png", "conversations": [
+        {"from": "human", "value": "[grounding] describe"},
+        {"from": "gpt", "value": "<p>poles</p> {<10><20><10><40>}{<50><20><70><40>|<45>}"}]}])
+    rep = run("geochat", inp, tmp_path / "o.jsonl", tmp_path / "img")
+    (rec,) = records(tmp_path / "o.jsonl")
+    assert [b["kind"] for b in rec["boxes"]] == ["quad", "quad"]
+    np.testing.assert_allclose(Boxes(np.array(rec["boxes"][0]["values"]), "quad").to("hbb").data[0], [10, 20, 10, 40])
+    assert rep.changes["geochat:box:hbb_as_quad"] == 1 and rep.changes["geochat:box:obb_as_quad"] == 1
+    assert rec["messages"][0]["content"][1]["text"].endswith("Give the quadrilateral box of each object you mention.")

@@ -109,7 +109,7 @@ def _preview(args: argparse.Namespace) -> int:
 
     try:
         index = render_preview(args.config, args.out, n=args.n, epoch=args.epoch, eval_mode=args.eval)
-    except MixtureError as err:
+    except (MixtureError, FileNotFoundError) as err:
         raise CliError(str(err))
     print(f"wrote {index}")
     return 0

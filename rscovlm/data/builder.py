@@ -20,7 +20,10 @@ Output (a plain dict, the "conversation dict" of the trainer's dataset)::
               "boxes": [{"kind", "values", "image"}] }}                       # model frame; conversations
 
 ``resized_width`` / ``resized_height`` are the qwen-vl-utils keys that fix the input size, so the processor
-resizes the image to exactly the model frame the target coordinates are written in.
+resizes the image to exactly the model frame the target coordinates are written in. With ``load_images`` the part
+holds the image itself, already resized to that frame (``image``: PIL image, ``path``: its file) - the form
+:mod:`rscovlm.model.collator` takes as is (its resolution policy leaves a valid model size unchanged). The
+trainer's ``data.source: mixture`` turns it on.
 
 Boxes travel one way: original pixels (records) -> box kind of the unit (``Boxes.to``) -> model frame of the
 resize (``ResizePlan.to_model``) -> clipped to the image -> text (``rscovlm.protocol``). Objects that extend beyond
@@ -38,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rscovlm.data.records import BOX_REF, content_parts, grounding_image_path
-from rscovlm.geometry.boxes import Boxes, Frame
+from rscovlm.geometry.boxes import Boxes
 from rscovlm.geometry.objects import ObjectSet
 from rscovlm.protocol.categories import display_name
 from rscovlm.protocol.detection import format_detections
@@ -71,6 +74,9 @@ class BuildConfig:
         "help": "training: probability that a detection prompt asks for a random subset of the categories"})
     system_prompt: str | None = field(default=None, metadata={"help": "system message prepended to every sample"})
     synonyms: str | None = field(default=None, metadata={"help": "synonym table YAML replacing the packaged one"})
+    load_images: bool = field(default=False, metadata={
+        "help": "put the image, opened and resized to the model frame, into the image part (a PIL image; what "
+                "rscovlm.model.collator consumes) instead of only its path; the path stays under 'path'"})
 
     @classmethod
     def from_dict(cls, data: dict) -> "BuildConfig":
@@ -132,7 +138,16 @@ class SampleBuilder:
 
     def _image_part(self, path: str, plan: ResizePlan) -> dict:
         w, h = plan.model_size
-        return {"type": "image", "image": path, "resized_width": w, "resized_height": h}
+        if not self.config.load_images:
+            return {"type": "image", "image": path, "resized_width": w, "resized_height": h}
+        from PIL import Image
+
+        with Image.open(path) as im:
+            if im.size != (int(plan.original.width), int(plan.original.height)):
+                raise BuildError(f"image {path} is {im.size[0]}x{im.size[1]}, but its record says "
+                                 f"{plan.original.width:g}x{plan.original.height:g}")
+            image = im.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
+        return {"type": "image", "image": image, "path": path, "resized_width": w, "resized_height": h}
 
     def _wrap(self, user: list[dict], target: str, meta: dict) -> dict:
         messages = []

@@ -143,6 +143,12 @@ class MixtureConfig:
         builder = raw.get("builder") or {}
         if not isinstance(builder, dict):
             raise MixtureError(f"{where}: builder: expected a mapping")
+        from rscovlm.data.builder import BuildConfig
+
+        try:
+            BuildConfig.from_dict(builder)
+        except (TypeError, ValueError) as err:
+            raise MixtureError(f"{where}: {err}") from None
         return cls(units=units, seed=seed, epoch_size=size, builder=builder)
 
 
@@ -412,3 +418,33 @@ class MixtureDataset:
         unit, record = self.mixture.record(self.epoch, position)
         rng = self.mixture.sample_rng(self.epoch, position)
         return self.builder.build(record, unit, rng=rng if self.mode == "train" else None)
+
+
+# ---- the trainer's data source -----------------------------------------------------------------------------
+
+def _register_training_source() -> None:
+    from rscovlm.train.sources import register_source
+
+    @register_source("mixture")
+    def build_mixture_source(cfg, seed: int) -> MixtureDataset:
+        """``data.source: mixture`` in a training config: ``data.paths`` = [the mixture YAML]; ``data.options`` may
+        override the YAML's ``seed`` / ``epoch_size`` and any builder option. The builder takes the trainer's
+        ``min_pixels`` / ``max_pixels`` and hands the collator images already resized to the model frame of
+        the targets (``load_images``). The trainer calls ``set_epoch`` each epoch (accelerate forwards it to
+        the dataset), which redraws the mixture."""
+        if len(cfg.paths) != 1:
+            raise ValueError(f"data.source 'mixture' takes one mixture YAML in data.paths, got {cfg.paths}")
+        path = Path(cfg.paths[0])
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if raw is None:
+            raise MixtureError(f"{path}: mixture file not found or empty")
+        options = dict(cfg.options)
+        for key in ("seed", "epoch_size"):
+            if key in options:
+                raw[key] = options.pop(key)
+        raw["builder"] = {**(raw.get("builder") or {}), "min_pixels": cfg.min_pixels,
+                          "max_pixels": cfg.max_pixels, "load_images": True, **options}
+        return MixtureDataset(Mixture(MixtureConfig.from_dict(raw, base=path.parent, where=str(path))))
+
+
+_register_training_source()

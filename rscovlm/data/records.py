@@ -105,28 +105,37 @@ def _line_of(text: str, pos: int, cache: list[int]) -> int:
     return line
 
 
-def _decode_array(path: str, text: str, pos: int, cache: list[int]) -> tuple[list[tuple[int, Any]], int]:
-    """Decode the JSON array starting at ``text[pos] == '['``: ``([(line_no, element), ...], end_pos)``."""
-    dec = json.JSONDecoder()
-    items: list[tuple[int, Any]] = []
-    pos = _WS.match(text, pos + 1).end()
-    if text[pos:pos + 1] == "]":
-        return items, pos + 1
-    while True:
-        line = _line_of(text, pos, cache)
-        try:
-            obj, pos = dec.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            raise RecordError(Problem(path, err.lineno, "", f"not valid JSON ({err.msg} at column {err.colno})"))
-        items.append((line, obj))
-        pos = _WS.match(text, pos).end()
-        if text[pos:pos + 1] == ",":
-            pos = _WS.match(text, pos + 1).end()
-            continue
+class _ArrayReader:
+    """Iterates ``(line_no, element)`` over the JSON array starting at ``text[pos] == '['``, one element at a time
+    (nothing but the current element is kept); ``end`` is the position after ``]`` once exhausted."""
+
+    def __init__(self, path: str, text: str, pos: int, cache: list[int]):
+        self.path, self.text, self.pos, self.cache = path, text, pos, cache
+        self.end: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        path, text, cache = self.path, self.text, self.cache
+        dec = json.JSONDecoder()
+        pos = _WS.match(text, self.pos + 1).end()
         if text[pos:pos + 1] == "]":
-            return items, pos + 1
-        raise RecordError(Problem(path, _line_of(text, pos, cache), "",
-                                  "expected ',' or ']' between array elements"))
+            self.end = pos + 1
+            return
+        while True:
+            line = _line_of(text, pos, cache)
+            try:
+                obj, pos = dec.raw_decode(text, pos)
+            except json.JSONDecodeError as err:
+                raise RecordError(Problem(path, err.lineno, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+            yield line, obj
+            pos = _WS.match(text, pos).end()
+            if text[pos:pos + 1] == ",":
+                pos = _WS.match(text, pos + 1).end()
+                continue
+            if text[pos:pos + 1] == "]":
+                self.end = pos + 1
+                return
+            raise RecordError(Problem(path, _line_of(text, pos, cache), "",
+                                      "expected ',' or ']' between array elements"))
 
 
 def iter_json_array(path: str | os.PathLike, text: str | None = None,
@@ -141,8 +150,7 @@ def iter_json_array(path: str | os.PathLike, text: str | None = None,
     pos = _WS.match(text, start).end()
     if text[pos:pos + 1] != "[":
         raise RecordError(Problem(path, _line_of(text, pos, cache), "", "expected a JSON array '['"))
-    items, _ = _decode_array(path, text, pos, cache)
-    yield from items
+    yield from _ArrayReader(path, text, pos, cache)
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
@@ -186,7 +194,9 @@ def read_coco(path: str | os.PathLike) -> tuple[dict, dict[str, list[int]]]:
             raise RecordError(Problem(path, _line_of(text, pos, cache), str(key), "expected ':'"))
         pos = _WS.match(text, pos + 1).end()
         if isinstance(key, str) and key in ("images", "annotations", "categories") and text[pos:pos + 1] == "[":
-            items, pos = _decode_array(path, text, pos, cache)
+            reader = _ArrayReader(path, text, pos, cache)
+            items = list(reader)
+            pos = reader.end
             out[key], lines[key] = [obj for _, obj in items], [line for line, _ in items]
         else:
             try:
@@ -511,8 +521,7 @@ def validate_file(path: str | os.PathLike, kind: RecordKind | None = None,
                 probs.append(Problem(path, line_no, field, msg))
             if not isinstance(rec, dict):
                 continue
-            key = rec.get("id") if kind == "conversation" else (rec.get("dataset"), rec.get("question_id"),
-                                                                   rec.get("image_id"), rec.get("question"))
+            key = rec.get("id")
             if kind == "conversation" and isinstance(key, str):
                 if key in ids:
                     probs.append(Problem(path, line_no, "id", f"duplicate id {key!r} (first on line {ids[key]})"))

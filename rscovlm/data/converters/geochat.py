@@ -20,7 +20,8 @@ One JSON array (JSON Lines also accepted) of::
 
 Conversion: every box becomes a structured box in original pixels - ``hbb`` when theta is 0, else ``obb``
 (cx, cy, w, h) from the corner rectangle scaled per axis, le90-normalized; a rotated box with a zero side
-becomes the degenerate ``quad`` it spans - and the text holds ``<box:N>``. A box value outside 0-100, an
+becomes the degenerate ``quad`` it spans - and the text holds ``<box:N>``. A record keeps one box kind: when
+angle-less and rotated boxes are mixed, the angle-less ones become obb with angle 0 (counted). A box value outside 0-100, an
 inverted corner pair or any ``{<`` left unparsed is malformed input.
 """
 
@@ -41,7 +42,7 @@ from rscovlm.data.converters.base import (
     split_descriptor,
 )
 from rscovlm.data.records import Problem, RecordError
-from rscovlm.geometry.boxes import normalize_obb, obb_to_quad
+from rscovlm.geometry.boxes import Boxes, normalize_obb, obb_to_quad
 
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 GEOCHAT_BOX = re.compile(r"\{<" + _NUM + r"><" + _NUM + r"><" + _NUM + r"><" + _NUM + r">(?:\|<" + _NUM + r">)?\}")
@@ -83,6 +84,31 @@ class GeoChatBoxes:
         self.conv.change(f"box:{box['kind']}")
         self.boxes.append(box)
         return f"<box:{len(self.boxes) - 1}>"
+
+    def unify_kinds(self) -> str | None:
+        """One box kind per record: GeoChat writes unrotated boxes without an angle next to rotated ones, so
+        when both occur the horizontal ones become obb with angle 0 (quads when a box is degenerate, i.e. has a
+        zero side, or a quad is present). Returns the record's kind (None without boxes)."""
+        kinds = {b["kind"] for b in self.boxes}
+        if len(kinds) <= 1:
+            return next(iter(kinds), None)
+        hbb = [b for b in self.boxes if b["kind"] == "hbb"]
+        h = np.asarray([b["values"] for b in hbb], dtype=np.float64).reshape(-1, 4)
+        flat = (h[:, 2] <= h[:, 0]) | (h[:, 3] <= h[:, 1])
+        target = "quad" if "quad" in kinds or flat.any() else "obb"
+        if target == "obb":  # the same rectangle, angle 0, in le90 form
+            new = normalize_obb(np.stack([(h[:, 0] + h[:, 2]) / 2, (h[:, 1] + h[:, 3]) / 2, h[:, 2] - h[:, 0],
+                                          h[:, 3] - h[:, 1], np.zeros(len(h))], axis=1))
+            for b, v in zip(hbb, new.tolist()):
+                b["kind"], b["values"] = "obb", v
+            self.conv.change("box:hbb_as_obb", len(hbb))
+            return target
+        for b in self.boxes:
+            if b["kind"] != "quad":
+                self.conv.change(f"box:{b['kind']}_as_quad")
+                b["values"] = Boxes(np.asarray(b["values"]), b["kind"]).to_quad().data[0].tolist()
+                b["kind"] = "quad"
+        return target
 
     def replace(self, text: str, field: str) -> str:
         def run(m: re.Match) -> str:
@@ -151,9 +177,8 @@ class GeoChatConverter(Converter):
             text = strip_phrase_tags(self, text)
             text = boxes.replace(text, field)
             new_turns.append((role, text, field))
+        answer_kind = boxes.unify_kinds()
         if tag is not None:
-            kinds = sorted({b["kind"] for b in boxes.boxes})
-            answer_kind = kinds[0] if len(kinds) == 1 else ("obb" if "obb" in kinds else None)
             suffix = descriptor_suffix(tag, answer_kind)
             role, text, field = new_turns[0]
             new_turns[0] = (role, join_sentence(text, suffix), field)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any
 
 from rscovlm.data.converters.base import register_converter
 from rscovlm.data.converters.geochat import GeoChatConverter

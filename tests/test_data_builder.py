@@ -1,0 +1,203 @@
+"""Sample builder: targets parse back (rscovlm.protocol) to the same boxes in both output forms after random
+resize; There is none.; open-ended and synonym variants; deterministic evaluation prompts (snapshot)."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rscovlm.data.builder import BuildConfig, SampleBuilder
+from rscovlm.data.mixture import UnitConfig
+from rscovlm.geometry.boxes import Boxes, obb_to_quad
+from rscovlm.protocol.categories import DOTA_V1_0
+from rscovlm.protocol.detection import NONE_ANSWER, parse_detections
+from rscovlm.protocol.grounding import parse_grounding
+from rscovlm.resolution import ResizePlan
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "data_eval_prompts.json"
+CATS = list(DOTA_V1_0.classes)
+
+
+def det_record(n=12, seed=0, width=1000, height=700):
+    rng = np.random.default_rng(seed)
+    obb = np.stack([rng.uniform(80, width - 80, n), rng.uniform(80, height - 80, n), rng.uniform(20, 90, n),
+                    rng.uniform(8, 40, n), rng.uniform(-np.pi / 2, np.pi / 2, n)], axis=1)
+    quads = obb_to_quad(obb)
+    labels = [CATS[i] for i in rng.integers(0, 5, n)]
+    return {"id": 1, "image": "p.png", "width": width, "height": height, "labels": labels,
+            "quads": quads.tolist(), "difficult": [0] * n, "categories": CATS}
+
+
+def unit(kind, type_="detection", **kw):
+    return UnitConfig(name=f"u_{kind}", path="x", type=type_, images="/imgs", box_kind=kind, **kw)
+
+
+def _rows(boxes: Boxes) -> np.ndarray:
+    return boxes.data[np.lexsort(boxes.data.T[::-1])]
+
+
+def assert_same_boxes(parsed: Boxes, expected: Boxes, kind: str):
+    """Parsed integers vs the builder's float boxes in the model frame: equal up to the rounding of the text."""
+    assert len(parsed) == len(expected)
+    if kind == "obb":
+        # compare as quads: integer centre/size (+-0.5 px) and integer degrees (+-0.5 deg) move corners <1.5 px
+        p = np.sort(parsed.to_quad().data.reshape(-1, 4, 2).round(0), axis=None)
+        e = np.sort(expected.to_quad().data.reshape(-1, 4, 2).round(0), axis=None)
+        assert np.abs(p - e).max() <= 2.5
+        return
+    np.testing.assert_allclose(_rows(parsed.normalized()), _rows(expected.normalized().rounded()), atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["hbb", "obb", "quad"])
+def test_detection_targets_parse_back_after_random_resize(kind):
+    builder = SampleBuilder(BuildConfig(json_prob=0.5, subset_prob=0.3, open_ended_prob=0.2))
+    rec = det_record()
+    seen_forms, sizes = set(), set()
+    for seed in range(24):
+        s = builder.build(rec, unit(kind), np.random.default_rng(seed))
+        meta = s["meta"]
+        plan = ResizePlan.from_dict(meta["plans"][0])
+        img = s["messages"][0]["content"][0]
+        assert (img["resized_width"], img["resized_height"]) == plan.model_size
+        assert img["image"] == "/imgs/p.png"
+        assert 224 * 224 <= plan.model.width * plan.model.height <= 1008 * 1008
+        target = s["messages"][1]["content"][0]["text"]
+        parsed = parse_detections(target, kind=kind, frame=plan.model, categories=DOTA_V1_0)
+        assert not parsed.unparsed and not parsed.unknown_labels
+        dims = {"hbb": 4, "obb": 5, "quad": 8}[kind]
+        expected = Boxes(np.asarray(meta["objects"]["boxes"]).reshape(-1, dims), kind, plan.model)
+        labels = meta["objects"]["labels"]
+        assert sorted(parsed.objects.labels) == sorted(labels)
+        for label in set(labels):
+            mine = np.array([i for i, lab in enumerate(labels) if lab == label])
+            got = np.array([i for i, lab in enumerate(parsed.objects.labels) if lab == label])
+            assert_same_boxes(parsed.objects.boxes[got], expected[mine], kind)
+        # back in the original frame every box is one of the record's, up to the text's rounding scaled up
+        if kind != "obb" and len(parsed.objects):
+            back = plan.to_original(parsed.objects.boxes).normalized().data
+            orig = Boxes(np.asarray(rec["quads"]), "quad", plan.original).to(kind).normalized().data
+            scale = max(plan.original.width / plan.model.width, plan.original.height / plan.model.height)
+            for row in back:
+                assert np.abs(orig - row).max(axis=1).min() <= 0.5 * scale + 1e-6
+        seen_forms.add(meta["form"])
+        sizes.add(plan.model_size)
+    assert seen_forms == {"plain", "json"} and len(sizes) > 10
+
+
+def test_empty_image_and_absent_categories_answer_there_is_none():
+    builder = SampleBuilder()
+    rec = dict(det_record(n=0), quads=[], labels=[], difficult=[])
+    for seed in range(6):
+        s = builder.build(rec, unit("quad"), np.random.default_rng(seed))
+        assert s["messages"][1]["content"][0]["text"] == NONE_ANSWER
+    assert builder.build(rec, unit("quad"))["messages"][1]["content"][0]["text"] == NONE_ANSWER
+    # a subset request without any present category: none, although the image has objects
+    one = dict(det_record(n=3), labels=["plane"] * 3)
+    b = SampleBuilder(BuildConfig(subset_prob=1.0, open_ended_prob=0.0, synonym_prob=0.0, json_prob=0.0))
+    answers = {}
+    for seed in range(40):
+        s = b.build(one, unit("hbb"), np.random.default_rng(seed))
+        asks_plane = "plane" in s["messages"][0]["content"][1]["text"].split(" in ")[0]
+        answers[asks_plane] = s["messages"][1]["content"][0]["text"]
+    assert answers[False] == NONE_ANSWER and answers[True].startswith("plane: ")
+
+
+def test_open_ended_variant_and_synonyms():
+    rec = det_record()
+    b = SampleBuilder(BuildConfig(open_ended_prob=1.0, subset_prob=0.0, json_prob=0.0))
+    s = b.build(rec, unit("quad"), np.random.default_rng(1))
+    prompt = s["messages"][0]["content"][1]["text"]
+    assert any(p in prompt for p in ("all the visible objects", "every object you can see", "all objects"))
+    assert len(parse_detections(s["messages"][1]["content"][0]["text"]).objects) == len(rec["labels"])
+    b = SampleBuilder(BuildConfig(open_ended_prob=0.0, subset_prob=0.0, synonym_prob=1.0, json_prob=0.0))
+    s = b.build(rec, unit("quad"), np.random.default_rng(2))
+    prompt = s["messages"][0]["content"][1]["text"]
+    assert "small vehicle" not in prompt and "storage tank" not in prompt
+    assert any(w in prompt for w in ("airplane", "aircraft", "aeroplane"))
+    target = s["messages"][1]["content"][0]["text"]
+    assert "small vehicle:" in target or "plane:" in target  # targets keep the canonical names
+
+
+@pytest.mark.parametrize("kind", ["hbb", "obb", "quad"])
+def test_grounding_parses_back_in_both_forms(kind):
+    rec = {"dataset": "DIOR_RSVG", "image_id": "00001.jpg", "question": "the storage tank near the ships",
+           "question_id": 5, "bbox": [101.0, 230.5, 180.0, 301.0],
+           "poly": [[101.0, 260.0], [150.0, 230.5], [180.0, 270.0], [131.0, 301.0]],
+           "image_width": 800, "image_height": 800}
+    b = SampleBuilder(BuildConfig(synonym_prob=1.0))
+    forms = set()
+    for seed in range(12):
+        s = b.build(rec, unit(kind, "grounding"), np.random.default_rng(seed))
+        plan = ResizePlan.from_dict(s["meta"]["plans"][0])
+        prompt, target = s["messages"][0]["content"][1]["text"], s["messages"][1]["content"][0]["text"]
+        assert "storage tank" not in prompt and "ship" not in prompt  # every category word got a synonym
+        parsed, unparsed = parse_grounding(target, kind, plan.model)
+        assert not unparsed
+        expected = Boxes(np.asarray(s["meta"]["objects"]["boxes"]), kind, plan.model)
+        assert_same_boxes(parsed, expected, kind)
+        forms.add(s["meta"]["form"])
+        assert s["messages"][0]["content"][0]["image"] == "/imgs/DIOR_RSVG/00001.jpg"
+    assert forms == {"plain", "json"}
+
+
+def test_conversation_boxes_rendered_in_the_model_frame(tmp_path):
+    rec = {"id": "geochat/1", "source": "geochat", "task": "referring",
+           "messages": [{"role": "user", "content": [{"type": "image", "image": "a.png"},
+                                                     {"type": "text", "text": "Where is the car?"}]},
+                        {"role": "assistant", "content": [{"type": "text", "text": "car <box:0>, <box:1>"}]}],
+           "image_sizes": [[800, 600]],
+           "boxes": [{"kind": "hbb", "values": [80, 120, 240, 240], "image": 0},
+                     {"kind": "quad", "values": [400, 300, 480, 300, 480, 420, 400, 420], "image": 0}]}
+    b = SampleBuilder(BuildConfig(system_prompt="You are RSCoVLM."))
+    s = b.build(rec, UnitConfig(name="g", path="x", type="conversation", images=str(tmp_path)),
+                np.random.default_rng(3))
+    plan = ResizePlan.from_dict(s["meta"]["plans"][0])
+    sx, sy = plan.model.width / 800, plan.model.height / 600
+    text = s["messages"][2]["content"][0]["text"]
+    h = np.rint([80 * sx, 120 * sy, 240 * sx, 240 * sy]).astype(int)
+    assert text.startswith(f"car ({h[0]},{h[1]}),({h[2]},{h[3]}), (")
+    assert s["messages"][0] == {"role": "system", "content": [{"type": "text", "text": "You are RSCoVLM."}]}
+    assert s["messages"][1]["content"][0]["image"] == str(tmp_path / "a.png")
+    # without image_sizes the builder reads the image header
+    from PIL import Image
+    Image.new("RGB", (300, 200)).save(tmp_path / "a.png")
+    rec2 = {k: v for k, v in rec.items() if k not in ("image_sizes", "boxes")}
+    rec2["messages"] = [rec["messages"][0], {"role": "assistant", "content": "A car."}]
+    s2 = b.build(rec2, UnitConfig(name="g", path="x", type="conversation", images=str(tmp_path)))
+    assert s2["meta"]["plans"][0]["original"] == [300, 200]
+
+
+def eval_cases():
+    det = det_record(n=6, seed=4)
+    ground = {"dataset": "refgeo", "image_id": "a.png", "question": "the plane at the top", "question_id": 1,
+              "bbox": [10, 20, 300, 200], "poly": [[10, 20], [300, 20], [300, 200], [10, 200]],
+              "image_width": 640, "image_height": 480}
+    cases = {}
+    for kind in ("hbb", "obb", "quad"):
+        cases[f"detection/{kind}"] = (det, unit(kind))
+        cases[f"grounding/{kind}"] = (ground, unit(kind, "grounding"))
+    cases["detection/empty"] = (dict(det, quads=[], labels=[], difficult=[]), unit("quad"))
+    return cases
+
+
+def build_eval_snapshot():
+    b = SampleBuilder()
+    out = {}
+    for name, (rec, u) in eval_cases().items():
+        s = b.build(rec, u, rng=None)
+        out[name] = {"prompt": s["messages"][0]["content"][1]["text"], "target": s["messages"][1]["content"][0]["text"],
+                     "plan": s["meta"]["plans"][0]}
+    return out
+
+
+def test_eval_prompts_match_snapshot():
+    """Evaluation prompts come from the same templates as training, deterministically; any change to a template,
+    the protocol or the resize policy shows up here. Regenerate with RSCOVLM_UPDATE_SNAPSHOTS=1 after review."""
+    current = build_eval_snapshot()
+    assert current == build_eval_snapshot()  # deterministic
+    if os.environ.get("RSCOVLM_UPDATE_SNAPSHOTS"):
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(json.dumps(current, indent=1) + "\n")
+    assert json.loads(SNAPSHOT.read_text()) == json.loads(json.dumps(current))

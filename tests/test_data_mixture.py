@@ -1,0 +1,197 @@
+"""Mixture: proportions follow the weights, sequences are reproducible, ranks partition without overlap,
+resuming continues the same sequence, statistics by source / task / box kind."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from rscovlm.cli import main
+from rscovlm.data.mixture import Mixture, MixtureConfig, MixtureError, MixtureSampler, rank_positions
+from rscovlm.data.records import write_coco, write_jsonl
+
+
+def conv(i, source="geochat", task="vqa", boxes=None):
+    rec = {"id": f"{source}/{i}", "source": source, "task": task,
+           "messages": [{"role": "user", "content": [{"type": "image", "image": "a.png"},
+                                                     {"type": "text", "text": f"q{i}"}]},
+                        {"role": "assistant", "content": "a"}]}
+    if boxes:
+        rec["boxes"], rec["image_sizes"] = boxes, [[64, 48]]
+    return rec
+
+
+@pytest.fixture
+def mix_dir(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [conv(i) for i in range(30)])
+    write_jsonl(tmp_path / "b.jsonl", [conv(i, "vhm", "grounding", [{"kind": "hbb", "values": [1, 1, 2, 2]}])
+                                       for i in range(7)] + [conv(99, "vhm", "vqa")])
+    write_coco(tmp_path / "d.json", {"info": {"source": "dota"}, "images": [
+        {"id": i, "file_name": "a.png", "width": 64, "height": 48} for i in range(1, 6)],
+        "categories": [{"id": 1, "name": "plane"}], "annotations": []})
+    cfg = {"seed": 7, "epoch_size": 6000, "units": [
+        {"name": "a", "path": "a.jsonl", "type": "conversation", "weight": 1, "images": "."},
+        {"name": "b", "path": "b.jsonl", "type": "conversation", "weight": 3, "images": "."},
+        {"name": "det", "path": "d.json", "type": "detection", "weight": 2, "box_kind": "obb", "images": "."}]}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+    Image.new("RGB", (64, 48)).save(tmp_path / "a.png")
+    return tmp_path
+
+
+def test_proportions_follow_weights(mix_dir):
+    mix = Mixture.from_yaml(mix_dir / "mix.yaml")
+    units = np.concatenate([mix.epoch_plan(e)[0] for e in range(5)])
+    share = np.bincount(units, minlength=3) / len(units)
+    # 30000 draws: binomial std <= 0.003; 0.012 is four standard deviations
+    np.testing.assert_allclose(share, [1 / 6, 3 / 6, 2 / 6], atol=0.012)
+
+
+def test_unit_records_are_permutations_and_epochs_differ(mix_dir):
+    mix = Mixture.from_yaml(mix_dir / "mix.yaml")
+    units, recs = mix.epoch_plan(0)
+    det = recs[units == 2]
+    # a unit serves whole permutations: every record appears floor or ceil(k / n) times
+    counts = np.bincount(det, minlength=5)
+    assert counts.max() - counts.min() <= 1
+    for start in range(0, len(det) - 5, 5):
+        assert sorted(det[start:start + 5]) == [0, 1, 2, 3, 4]
+    u1, r1 = mix.epoch_plan(1)
+    assert not (np.array_equal(units, u1) and np.array_equal(recs, r1))
+
+
+def test_same_sequence_across_two_runs(mix_dir):
+    a = Mixture.from_yaml(mix_dir / "mix.yaml")
+    b = Mixture.from_yaml(mix_dir / "mix.yaml")
+    for epoch in (0, 3):
+        for x, y in zip(a.epoch_plan(epoch), b.epoch_plan(epoch)):
+            np.testing.assert_array_equal(x, y)
+    cfg = yaml.safe_load((mix_dir / "mix.yaml").read_text())
+    cfg["seed"] = 8
+    c = Mixture(MixtureConfig.from_dict(cfg, base=mix_dir))
+    assert not np.array_equal(a.epoch_plan(0)[0], c.epoch_plan(0)[0])
+
+
+def test_two_ranks_partition_without_overlap(mix_dir):
+    mix = Mixture.from_yaml(mix_dir / "mix.yaml")
+    r0, r1 = (list(MixtureSampler(Mixture.from_yaml(mix_dir / "mix.yaml"), rank=r, world_size=2))
+              for r in (0, 1))
+    assert len(r0) == len(r1) == 3000
+    assert not set(r0) & set(r1) and sorted(r0 + r1) == list(range(6000))
+    # both ranks see the same global plan: what rank 1 serves is what a single process sees at those positions
+    units, _ = mix.epoch_plan(0)
+    single = Mixture.from_yaml(mix_dir / "mix.yaml")
+    assert [single.locate(0, p)[0] for p in r1[:50]] == units[r1[:50]].tolist()
+    # odd world size: equal counts, at most W-1 positions left out
+    pos = [rank_positions(10, r, 3) for r in range(3)]
+    assert [len(p) for p in pos] == [3, 3, 3] and len(set(np.concatenate(pos))) == 9
+
+
+def test_resume_mid_epoch_continues_the_sequence(mix_dir):
+    mix = Mixture.from_yaml(mix_dir / "mix.yaml")
+    full = MixtureSampler(mix, rank=1, world_size=2)
+    first_epoch = list(full)
+    second_epoch = list(full)
+    assert first_epoch == second_epoch  # positions per rank are fixed; the plan behind them changes per epoch
+    assert full.epoch == 2
+
+    s = MixtureSampler(mix, rank=1, world_size=2, epoch=4)
+    it = iter(s)
+    head = [next(it) for _ in range(1234)]
+    state = json.loads(json.dumps(s.state_dict()))
+    assert state == {"epoch": 4, "position": 1234, "seed": 7, "world_size": 2}
+    resumed = MixtureSampler(Mixture.from_yaml(mix_dir / "mix.yaml"), rank=1, world_size=2)
+    resumed.load_state_dict(state)
+    tail = list(resumed)
+    assert head + tail == first_epoch
+    assert resumed.epoch == 5 and resumed.position == 0
+    # the records behind the positions match an uninterrupted run of epoch 4
+    fresh = Mixture.from_yaml(mix_dir / "mix.yaml")
+    assert [fresh.locate(4, p) for p in tail[:100]] == [mix.locate(4, p) for p in first_epoch[1234:1334]]
+    with pytest.raises(ValueError, match="another seed or world size"):
+        MixtureSampler(mix, rank=0, world_size=4).load_state_dict(state)
+
+
+def test_stats_by_source_task_and_box_kind(mix_dir, capsys):
+    stats = Mixture.from_yaml(mix_dir / "mix.yaml").stats()
+    assert stats["source"] == pytest.approx({"vhm": 0.5, "dota": 1 / 3, "geochat": 1 / 6})
+    assert stats["task"] == pytest.approx({"grounding": 0.5 * 7 / 8, "detection": 1 / 3,
+                                           "vqa": 1 / 6 + 0.5 / 8})
+    assert stats["box_kind"] == pytest.approx({"hbb": 0.5 * 7 / 8, "obb": 1 / 3, "none": 1 / 6 + 0.5 / 8})
+    assert stats["units"][2]["passes"] == pytest.approx(6000 / 3 / 5)
+    assert main(["data", "mix-stats", str(mix_dir / "mix.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "by box kind" in out and "obb" in out and "33.33%" in out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["units"][0].update(weight=-1), r"units\[0\].weight"),
+    (lambda c: c["units"][1].update(type="video"), r"units\[1\].type"),
+    (lambda c: c["units"][0].update(box_kind="obb"), r"units\[0\].box_kind"),
+    (lambda c: c["units"][2].update(name="a"), "duplicate unit name"),
+    (lambda c: c.update(epochs=3), "unknown key"),
+    (lambda c: c["units"][0].update(path="missing.jsonl"), "unit file not found"),
+    (lambda c: c.update(builder={"json_prob": 2.0}), "json_prob must be in"),
+    (lambda c: c.update(builder={"jsn_prob": 0.5}), "unknown option"),
+])
+def test_bad_configs_are_named(mix_dir, edit, message, capsys):
+    cfg = yaml.safe_load((mix_dir / "mix.yaml").read_text())
+    edit(cfg)
+    (mix_dir / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(MixtureError, match=message):
+        Mixture.from_yaml(mix_dir / "bad.yaml")
+    assert main(["data", "mix-stats", str(mix_dir / "bad.yaml")]) == 2
+
+
+def test_torch_dataloader_with_sampler_and_dataset(mix_dir):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from rscovlm.data.mixture import MixtureDataset
+
+    mix = Mixture.from_yaml(mix_dir / "mix.yaml")
+    ds = MixtureDataset(mix, epoch=2)
+    sampler = MixtureSampler(mix, rank=1, world_size=2, epoch=2)
+    loader = torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=4, collate_fn=list)
+    batch = next(iter(loader))
+    positions = rank_positions(6000, 1, 2)[:4]
+    assert [s["meta"]["id"] for s in batch] == [ds[int(p)]["meta"]["id"] for p in positions]
+    assert all(s["messages"][-1]["role"] == "assistant" for s in batch)
+
+
+def test_training_source_feeds_the_collator_resized_images(mix_dir):
+    from rscovlm.train.config import DataConfig
+    from rscovlm.train.sources import build_source
+
+    cfg = DataConfig(source="mixture", paths=[str(mix_dir / "mix.yaml")], options={"epoch_size": 10},
+                     min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    ds = build_source(cfg, seed=0)
+    assert len(ds) == 10
+    seen = 0
+    for pos in range(10):
+        sample = ds[pos]
+        for part in sample["messages"][0]["content"]:
+            if part["type"] == "image":
+                img = part["image"]
+                assert img.size == (part["resized_width"], part["resized_height"])
+                assert 28 * 28 * 4 <= img.size[0] * img.size[1] <= 28 * 28 * 16
+                assert img.size[0] % 28 == 0 and img.size[1] % 28 == 0
+                seen += 1
+    assert seen > 0
+
+
+def test_collator_encodes_built_samples_in_the_targets_frame(mix_dir, tiny_model_dir):
+    """The model helper's encoder takes the builder's resized images unchanged: the frame the target's
+    coordinates are written in is the frame the vision tower sees."""
+    from rscovlm.model.collator import ConversationEncoder
+    from rscovlm.model.loading import load_processor
+    from rscovlm.train.config import DataConfig
+    from rscovlm.train.sources import build_source
+
+    ds = build_source(DataConfig(source="mixture", paths=[str(mix_dir / "mix.yaml")], options={"epoch_size": 8}))
+    encoder = ConversationEncoder(load_processor(str(tiny_model_dir)))
+    for pos in range(3):
+        sample = ds[pos]
+        encoded = encoder.encode(sample)
+        assert [p.model_size for p in encoded.plans] == [tuple(p["model"]) for p in sample["meta"]["plans"]]
+        assert (encoded.labels != -100).any()
