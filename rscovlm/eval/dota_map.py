@@ -11,8 +11,8 @@ Protocols (registry :data:`PROTOCOLS`)
   (repeat matches included). Positives are the non-difficult ground truths. Where both quads have zero area
   the devkit computes ``0/0 = NaN``; a NaN among a detection's candidates makes it an FP, as there.
 ``mmrotate`` - MMRotate's ``eval_rbbox_map`` with its DOTA loader (``version="le90"``):
-  every quad (ground truth and detection) becomes its minimum-area rectangle (coordinates rounded to float32
-  first, as the loader does) and is dropped when a side is shorter than 2 px; IoU of rotated rectangles; TP
+  every quad (ground truth and detection) becomes its minimum-area rectangle (:func:`min_area_rects`: OpenCV's
+  ``minAreaRect`` on float32 points, as the loader does) and is dropped when a side is shorter than 2 px; IoU of rotated rectangles; TP
   when ``IoU >= thr``; every ground-truth object is positive (difficult included); a detection with no
   overlapping ground truth in an image that has some gets IoU 0 with the first one; precision and AP are
   float32.
@@ -74,9 +74,26 @@ class Protocol:
         """``(N, 8)`` quads -> (boxes used for IoU as quads, indices kept)."""
         if not self.rotated_rect:
             return quads, np.arange(len(quads))
-        obb = quad_to_obb(quads.astype(np.float32).astype(np.float64))
+        obb = min_area_rects(quads)
         keep = np.flatnonzero((obb[:, 2] >= self.min_side) & (obb[:, 3] >= self.min_side))
         return obb_to_quad(obb[keep]), keep
+
+
+def min_area_rects(quads: np.ndarray) -> np.ndarray:
+    """``(N, 8)`` quads -> ``(N, 5)`` minimum-area rectangles ``cx, cy, w, h, theta`` (radians), the way MMRotate's
+    loader gets them: OpenCV's ``minAreaRect`` on float32 points when OpenCV is installed (it decides near-ties
+    between two candidate rectangles - e.g. for triangles - the same way), else
+    :func:`rscovlm.geometry.boxes.quad_to_obb` (the same rectangle except on such ties)."""
+    pts = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
+    try:
+        import cv2
+    except ImportError:
+        return quad_to_obb(pts.reshape(-1, 8).astype(np.float64))
+    out = np.empty((len(pts), 5))
+    for k, p in enumerate(pts):
+        (cx, cy), (w, h), a = cv2.minAreaRect(p)
+        out[k] = (cx, cy, w, h, np.deg2rad(a))
+    return out
 
 
 PROTOCOLS: dict[str, Protocol] = {
