@@ -14,6 +14,7 @@ line order); that order breaks score ties (see :mod:`rscovlm.eval.dota_map`).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -112,39 +113,71 @@ def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> Gro
     return GroundTruth(image_ids, classes, skipped)
 
 
-def _read_task1_fast(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(image_ids, scores, quads)`` of a well-formed Task1 file, or ``None`` when any line needs the careful
-    reader (which then names the bad line)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
+_WS = np.zeros(256, bool)
+_WS[[9, 10, 11, 12, 13, 32]] = True
+_ODD = np.zeros(256, bool)  # bytes where str.split() and this fast path could disagree
+_ODD[[b for b in range(32) if not _WS[b]] + list(range(127, 256))] = True
+
+
+def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(unique image ids, index into them per line, scores, quads)`` of a well-formed Task1 file, or ``None``
+    when any line needs the careful reader (which then names the bad line): every non-blank line must have
+    exactly 10 fields, the last 9 finite numbers, in plain ASCII. Works on the bytes, without a Python loop over
+    lines: the id fields are cut out by position and the rest is parsed by numpy in one call."""
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    buf = np.frombuffer(raw, np.uint8)
+    if _ODD[buf].any():
         return None
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return np.zeros(0, dtype=str), np.zeros(0), np.zeros((0, 8))
-    tokens = text.split()
-    if len(tokens) != 10 * len(lines) or any(len(ln.split()) != 10 for ln in lines):
+    is_ws = _WS[buf]
+    if is_ws.all():
+        return [], np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 8))
+    starts = ~is_ws
+    starts[1:] &= is_ws[:-1]
+    line_starts = np.r_[0, np.flatnonzero(buf == 10) + 1]
+    line_starts = line_starts[line_starts < len(buf)]
+    fields = np.add.reduceat(starts, line_starts, dtype=np.int64)
+    if np.any((fields != 0) & (fields != 10)):
         return None
-    arr = np.asarray(tokens).reshape(-1, 10)
-    try:
-        values = arr[:, 1:].astype(np.float64)
-    except ValueError:
+    ends = ~is_ws
+    ends[:-1] &= is_ws[1:]
+    tok_s, tok_e = np.flatnonzero(starts)[0::10], np.flatnonzero(ends)[0::10] + 1  # the id field of each line
+    length = tok_e - tok_s
+    width = int(length.max())
+    cols = np.arange(width)[None, :]
+    inside = cols < length[:, None]
+    pos = np.where(inside, tok_s[:, None] + cols, 0)
+    id_bytes = np.where(inside, buf[pos], 0).astype(np.uint8)
+    uniq, inverse = np.unique(id_bytes.view(f"S{width}").ravel(), return_inverse=True)
+    numbers = buf.copy()
+    numbers[pos[inside]] = 32  # blank the ids; what is left is 9 numbers per line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            values = np.fromstring(numbers.tobytes(), sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    n = len(tok_s)
+    if values.size != 9 * n or not np.isfinite(values).all():
         return None
-    if not np.isfinite(values).all():
-        return None
-    return arr[:, 0], values[:, 0].copy(), np.ascontiguousarray(values[:, 1:])
+    values = values.reshape(n, 9)
+    return [u.decode("ascii") for u in uniq], inverse.reshape(-1), values[:, 0].copy(), \
+        np.ascontiguousarray(values[:, 1:])
 
 
 def read_task1_class_file(path: str | os.PathLike, *, skip_invalid: bool = False
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[SkippedLine]]:
-    """One ``Task1_{class}.txt`` -> ``(image_ids, scores, quads, skipped)`` in file order."""
+                          ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[SkippedLine]]:
+    """One ``Task1_{class}.txt`` -> ``(unique image ids, per-line index into them, scores, quads, skipped)`` in
+    file order."""
     path = Path(path)
     fast = _read_task1_fast(path)
     if fast is not None:
         return (*fast, [])
     problems = dota_io._Problems(skip_invalid)
     ids, scores, quads = dota_io.read_task1_file(path, problems=problems)
-    return np.asarray(ids, dtype=str), scores, quads, problems.skipped
+    uniq, inverse = np.unique(np.asarray(ids, dtype=str), return_inverse=True)
+    return uniq.tolist(), inverse.reshape(-1).astype(np.int64), scores, quads, problems.skipped
 
 
 def load_task1_dir(det_dir: str | os.PathLike, gt: GroundTruth, *, skip_invalid: bool = False,
@@ -164,13 +197,13 @@ def load_task1_dir(det_dir: str | os.PathLike, gt: GroundTruth, *, skip_invalid:
     lookup = gt.index
     for path in sorted(det_dir.glob(f"{dota_io.TASK1_PREFIX}*.txt")):
         name = dota_io.task1_class(path)
-        ids, scores, quads, skip = read_task1_class_file(path, skip_invalid=skip_invalid)
+        uniq, inverse, scores, quads, skip = read_task1_class_file(path, skip_invalid=skip_invalid)
         skipped.extend(skip)
-        image = np.fromiter((lookup.get(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+        image = np.asarray([lookup.get(i, -1) for i in uniq], dtype=np.int64)[inverse] if uniq else inverse
         unknown = image < 0
         if unknown.any():
             if unknown_images == "error":
-                first = ids[np.flatnonzero(unknown)[0]]
+                first = uniq[inverse[np.flatnonzero(unknown)[0]]]
                 line_no = _line_of(path, first)
                 raise DotaFormatError(path, line_no, f"image {first!r} has no ground-truth file "
                                                      f"({int(unknown.sum())} such detections; "
