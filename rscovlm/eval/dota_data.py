@@ -91,8 +91,112 @@ class Detections:
         return self.classes.get(cls) or ClassDets.empty(with_scores)
 
 
+def _token_spans(buf: np.ndarray, is_ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    starts = ~is_ws
+    starts[1:] &= is_ws[:-1]
+    ends = ~is_ws
+    ends[:-1] &= is_ws[1:]
+    return np.flatnonzero(starts), np.flatnonzero(ends) + 1
+
+
+def _gather_tokens(buf: np.ndarray, tok_s: np.ndarray, tok_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-width byte strings of the tokens ``[tok_s, tok_e)`` and their byte positions (for blanking)."""
+    length = tok_e - tok_s
+    width = max(int(length.max(initial=1)), 1)
+    cols = np.arange(width)[None, :]
+    inside = cols < length[:, None]
+    pos = np.where(inside, tok_s[:, None] + cols, 0)
+    data = np.where(inside, buf[pos], 0).astype(np.uint8)
+    return data.view(f"S{width}").ravel(), pos[inside]
+
+
+def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
+    """All labelTxt files at once on their concatenated bytes, or ``None`` when anything needs the careful
+    per-line reader of :mod:`rscovlm.data.dota_io` (which then names the file and line): object lines must have
+    10 fields (8 finite numbers, a class, a difficult flag 0/1/2) in plain ASCII; ``imagesource:``/``gsd:``
+    header lines are allowed."""
+    chunks, file_of_line = [], []
+    for k, p in enumerate(paths):
+        raw = p.read_bytes()
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        chunks.append(raw if raw.endswith(b"\n") or not raw else raw + b"\n")
+    sizes = [c.count(b"\n") for c in chunks]
+    file_of_line = np.repeat(np.arange(len(paths)), sizes)
+    buf = np.frombuffer(b"".join(chunks), np.uint8)
+    image_ids = [p.stem for p in paths]
+    if len(buf) == 0:
+        return GroundTruth(image_ids, {})
+    if _ODD[buf].any():
+        return None
+    is_ws = _WS[buf]
+    tok_s, tok_e = _token_spans(buf, is_ws)
+    line_starts = np.r_[0, np.flatnonzero(buf == 10)[:-1] + 1]
+    line_of_tok = np.searchsorted(line_starts, tok_s, side="right") - 1
+    fields = np.bincount(line_of_tok, minlength=len(line_starts))
+    header = (fields > 0) & (fields < 9)
+    for line in np.flatnonzero(header).tolist():
+        text = bytes(buf[line_starts[line]:(line_starts[line + 1] if line + 1 < len(line_starts) else len(buf))])
+        key, sep, value = text.decode("ascii").strip().partition(":")
+        if not sep or key.strip().lower() not in dota_io.HEADER_KEYS:
+            return None
+        value = value.strip().lower()
+        if key.strip().lower() == "gsd" and value not in ("", "null", "none", "nan"):
+            try:
+                float(value)
+            except ValueError:
+                return None
+    if np.any((fields != 0) & ~header & (fields != 10)):
+        return None
+    obj_line = fields == 10
+    keep_tok = obj_line[line_of_tok]
+    tok_s, tok_e = tok_s[keep_tok], tok_e[keep_tok]
+    n = len(tok_s) // 10
+    if n == 0:
+        return GroundTruth(image_ids, {})
+    names, name_pos = _gather_tokens(buf, tok_s[8::10], tok_e[8::10])
+    diff_len = tok_e[9::10] - tok_s[9::10]
+    diff_byte = buf[tok_s[9::10]]
+    if np.any(diff_len != 1) or np.any((diff_byte < 48) | (diff_byte > 50)):
+        return None
+    numbers = np.full(len(buf), 32, np.uint8)
+    coord_tok = np.ones(len(tok_s), bool)
+    coord_tok[8::10] = coord_tok[9::10] = False
+    sel_s, sel_e = tok_s[coord_tok], tok_e[coord_tok]
+    # copy the 8 coordinate tokens of every object line, everything else becomes blank
+    width = int((sel_e - sel_s).max())
+    cols = np.arange(width)[None, :]
+    inside = cols < (sel_e - sel_s)[:, None]
+    pos = (sel_s[:, None] + cols)[inside]
+    numbers[pos] = buf[pos]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            values = np.fromstring(numbers.tobytes(), sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    if values.size != 8 * n or not np.isfinite(values).all():
+        return None
+    quads = values.reshape(n, 8)
+    difficult = (diff_byte - 48).astype(np.int64)
+    image = file_of_line[np.flatnonzero(obj_line)]
+    uniq, inverse = np.unique(names, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    classes = {}
+    for k, name in enumerate(uniq):
+        sel = inverse == k
+        classes[name.decode("ascii")] = ClassGT(np.ascontiguousarray(quads[sel]), image[sel], difficult[sel])
+    return GroundTruth(image_ids, dict(sorted(classes.items())))
+
+
 def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> GroundTruth:
     """Read a labelTxt folder (one ``{image_id}.txt`` per image) into a :class:`GroundTruth`."""
+    directory = Path(gt_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"label directory {directory} does not exist")
+    fast = _load_gt_fast(sorted(directory.glob("*.txt")))
+    if fast is not None:
+        return fast
     labels = dota_io.read_labeltxt_dir(gt_dir, skip_invalid=skip_invalid)
     image_ids = list(labels)
     per_class: dict[str, tuple[list, list, list]] = {}
