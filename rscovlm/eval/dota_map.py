@@ -76,7 +76,17 @@ class Protocol:
             return quads, np.arange(len(quads))
         obb = min_area_rects(quads)
         keep = np.flatnonzero((obb[:, 2] >= self.min_side) & (obb[:, 3] >= self.min_side))
-        return obb_to_quad(obb[keep]), keep
+        obb = obb[keep]
+        quads = obb_to_quad(obb)
+        # axis-aligned rectangles exactly (cos(pi/2) is not 0 in floating point)
+        turns = obb[:, 4] / (np.pi / 2)
+        aligned = np.abs(turns - np.round(turns)) < 1e-12
+        if aligned.any():
+            odd = (np.round(turns[aligned]).astype(np.int64) % 2) == 1
+            cx, cy, w, h = (obb[aligned, i] for i in range(4))
+            hx, hy = np.where(odd, h, w) / 2, np.where(odd, w, h) / 2
+            quads[aligned] = np.stack([cx - hx, cy - hy, cx + hx, cy - hy, cx + hx, cy + hy, cx - hx, cy + hy], 1)
+        return quads, keep
 
 
 def min_area_rects(quads: np.ndarray) -> np.ndarray:
