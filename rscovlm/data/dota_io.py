@@ -48,7 +48,11 @@ class DotaFormatError(ValueError):
         text = f"{where}: {reason}"
         if line is not None:
             text += f": {line.strip()[:200]!r}"
+        self.line = line
         super().__init__(text)
+
+    def __reduce__(self):  # keep the fields when the error crosses a process boundary (worker pools)
+        return type(self), (self.path, self.line_no, self.reason, self.line)
 
 
 @dataclass(frozen=True)
@@ -223,12 +227,14 @@ def write_labeltxt(path: str | os.PathLike, objects: ObjectSet, *, imagesource: 
 
 # ---- Task1 result folders --------------------------------------------------------------------------------
 
-def read_task1_file(path: str | os.PathLike, *, skip_invalid: bool = False, problems: _Problems | None = None
-                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """One ``Task1_{class}.txt``: ``(image_ids, scores (N,), quads (N,8))`` in file order."""
+def read_task1_file(path: str | os.PathLike, *, skip_invalid: bool = False, problems: _Problems | None = None,
+                    with_lines: bool = False) -> tuple:
+    """One ``Task1_{class}.txt``: ``(image_ids, scores (N,), quads (N,8))`` in file order, plus the 1-based
+    line number of each detection when ``with_lines``."""
     path = Path(path)
     problems = problems or _Problems(skip_invalid)
     ids: list[str] = []
+    line_nos: list[int] = []
     rows: list[list[float]] = []
     for line_no, line in enumerate(_read_lines(path), start=1):
         tokens = line.split()
@@ -243,8 +249,11 @@ def read_task1_file(path: str | os.PathLike, *, skip_invalid: bool = False, prob
             problems.report(path, line_no, values, line)
             continue
         ids.append(tokens[0])
+        line_nos.append(line_no)
         rows.append(values)
     arr = np.asarray(rows, dtype=np.float64).reshape(-1, 9)
+    if with_lines:
+        return ids, arr[:, 0].copy(), arr[:, 1:].copy(), line_nos
     return ids, arr[:, 0].copy(), arr[:, 1:].copy()
 
 

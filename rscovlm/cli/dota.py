@@ -1,0 +1,74 @@
+"""``rscovlm dota split`` / ``rscovlm dota merge``: DOTA patch tools (see docs/dota_tools.md)."""
+
+from __future__ import annotations
+
+import sys
+
+from rscovlm.cli import CliError, add_group
+
+
+def _help(cls, name: str) -> str:
+    return cls.__dataclass_fields__[name].metadata.get("help", "")
+
+
+def register(sub) -> None:
+    from rscovlm.data.dota_merge import MergeConfig
+    from rscovlm.data.dota_split import SplitConfig
+
+    group = add_group(sub, "dota", "DOTA tools: split large images into patches, merge patch detections")
+
+    p = group.add_parser("split", help="split images (+ labelTxt) into patches, same output as mmrotate "
+                                       "img_split", description=__doc__)
+    p.add_argument("--img-dir", required=True, help="folder of images (.png .jpg .JPG .tif .bmp)")
+    p.add_argument("--ann-dir", default=None, help="folder of labelTxt files {stem}.txt (optional)")
+    p.add_argument("--out-dir", required=True, help="writes OUT/images/*.png and OUT/annfiles/*.txt")
+    p.add_argument("--size", type=int, default=1024, help=_help(SplitConfig, "size"))
+    p.add_argument("--gap", type=int, default=200, help=_help(SplitConfig, "gap"))
+    p.add_argument("--iof-thr", type=float, default=0.7, help=_help(SplitConfig, "iof_thr"))
+    p.add_argument("--img-rate-thr", type=float, default=0.6, help=_help(SplitConfig, "img_rate_thr"))
+    p.add_argument("--padding-value", type=int, default=0, help=_help(SplitConfig, "padding_value"))
+    p.add_argument("--workers", type=int, default=1, help=_help(SplitConfig, "workers"))
+    p.add_argument("--missing-labels", choices=["error", "empty"], default="error",
+                   help=_help(SplitConfig, "missing_labels"))
+    p.add_argument("--png-encoder", choices=["auto", "fpng", "opencv"], default="auto",
+                   help=_help(SplitConfig, "png_encoder"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_split)
+
+    m = group.add_parser("merge", help="merge patch Task1 results into full-image Task1 files")
+    m.add_argument("--det-dir", required=True, help="Task1 folder whose image ids are patch names")
+    m.add_argument("--out-dir", required=True, help="where to write the full-image Task1_{class}.txt files")
+    m.add_argument("--nms-iou", type=float, default=0.1, help=_help(MergeConfig, "iou_thr"))
+    m.add_argument("--workers", type=int, default=1, help=_help(MergeConfig, "workers"))
+    m.add_argument("--skip-invalid", action="store_true", help=_help(MergeConfig, "skip_invalid"))
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.set_defaults(handler=_merge)
+
+
+def _split(args) -> int:
+    from rscovlm.data.dota_io import DotaFormatError
+    from rscovlm.data.dota_split import SplitConfig, split_dataset
+
+    try:
+        cfg = SplitConfig(size=args.size, gap=args.gap, iof_thr=args.iof_thr, img_rate_thr=args.img_rate_thr,
+                          padding_value=args.padding_value, workers=args.workers,
+                          missing_labels=args.missing_labels, png_encoder=args.png_encoder)
+        report = split_dataset(args.img_dir, args.out_dir, cfg, ann_dir=args.ann_dir,
+                               progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, FileExistsError, DotaFormatError) as err:
+        raise CliError(str(err)) from err
+    print(report.summary(), file=sys.stderr)
+    return 0
+
+
+def _merge(args) -> int:
+    from rscovlm.data.dota_io import DotaFormatError
+    from rscovlm.data.dota_merge import MergeConfig, merge_task1_dir
+
+    try:
+        cfg = MergeConfig(iou_thr=args.nms_iou, workers=args.workers, skip_invalid=args.skip_invalid)
+        report = merge_task1_dir(args.det_dir, args.out_dir, cfg, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, DotaFormatError) as err:
+        raise CliError(str(err)) from err
+    print(report.summary(), file=sys.stderr)
+    return 0

@@ -1,0 +1,174 @@
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rscovlm.cli import main
+from rscovlm.data.dota_split import (
+    SplitConfig,
+    parse_patch_name,
+    patch_name,
+    sliding_windows,
+    split_dataset,
+    window_iof,
+)
+
+cv2.setNumThreads(1)
+
+
+# ---- windows ---------------------------------------------------------------------------------------------------
+
+def test_image_smaller_than_a_patch_gives_one_padded_window():
+    # the only window sticks out of the image; its image rate (500*300/1024^2) is below 0.6 but it is the best
+    np.testing.assert_array_equal(sliding_windows(500, 300, 1024, 200, 0.6), [[0, 0, 1024, 1024]])
+
+
+def test_exact_multiple_needs_no_clamp():
+    # step 80: starts 0, 80, 160 and 160 + 100 == 260
+    w = sliding_windows(260, 100, size=100, gap=20)
+    np.testing.assert_array_equal(w[:, 0], [0, 80, 160])
+    np.testing.assert_array_equal(w[:, 1], [0, 0, 0])
+    assert (w[:, 2] - w[:, 0] == 100).all()
+
+
+def test_last_window_is_clamped_and_order_is_x_major():
+    # n = ceil((250 - 100) / 80 + 1) = 3 -> starts 0, 80, 160 -> last clamped to 250 - 100 = 150
+    w = sliding_windows(250, 180, size=100, gap=20)
+    starts = [tuple(r) for r in w[:, :2].tolist()]
+    assert starts == [(0, 0), (0, 80), (80, 0), (80, 80), (150, 0), (150, 80)]
+
+
+def test_img_rate_threshold_keeps_best_windows_when_none_pass():
+    # a 250 x 50 strip: every window is half inside (rate 0.5 <= 0.6): all within 0.01 of the best are kept
+    assert len(sliding_windows(250, 50, size=100, gap=20, img_rate_thr=0.6)) == 3
+    # with a threshold below 0.5 they pass as they are
+    assert len(sliding_windows(250, 50, size=100, gap=20, img_rate_thr=0.4)) == 3
+    with pytest.raises(ValueError):
+        sliding_windows(100, 100, size=100, gap=100)
+
+
+def test_patch_names_round_trip():
+    assert patch_name("P0001", 1024, 824, 0) == "P0001__1024__824___0"
+    assert parse_patch_name("P00__01__1024__824___0") == ("P00__01", 1024, 824, 0)
+    assert parse_patch_name("P0001") is None and parse_patch_name("P0001__1024__8a___0") is None
+
+
+# ---- objects ---------------------------------------------------------------------------------------------------
+
+def test_window_iof_is_polygon_area_not_box_area():
+    windows = np.array([[0, 0, 100, 100], [80, 0, 180, 100], [300, 300, 400, 400]])
+    square = [90, 10, 110, 10, 110, 30, 90, 30]          # half in window 0, all in window 1
+    diamond = [84, 40, 94, 50, 84, 60, 74, 50]            # area 200; left tip 74..80 outside window 1: cap 36
+    iof = window_iof(np.array([square, diamond], np.float32), windows)
+    np.testing.assert_allclose(iof[0], [0.5, 1.0, 0.0])
+    np.testing.assert_allclose(iof[1], [1.0, 164 / 200, 0.0])  # its enclosing box would give 0.7
+
+
+def _write_case(root: Path, image: np.ndarray, label_text: str, stem: str = "P9") -> tuple[Path, Path]:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "ann").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "img" / f"{stem}.png"), image)
+    (root / "ann" / f"{stem}.txt").write_bytes(label_text.encode())
+    return root / "img", root / "ann"
+
+
+HAND_LABELS = (
+    "imagesource:GoogleEarth\r\ngsd:0.5\r\n"
+    "10 10 30 10 30 30 10 30 plane 1\r\n"           # window (0,0) only, whole: keeps difficult 1
+    "72 10 102 10 102 30 72 30 ship 1\r\n"          # 28/30 in x0=0, 22/30 in x0=80: kept twice, cut -> 2
+    "150.5 120 170 120 170 140 150.5 140 tennis-court 0\r\n"  # whole in (80,80) only
+    "95 150 125 150 125 170 95 170 harbor 0\r\n"    # 5/30 in x0=0 -> dropped there; whole in (80,80)
+)
+
+
+def test_split_hand_case_objects_difficult_and_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (170, 180, 3), dtype=np.uint8)
+    img_dir, ann_dir = _write_case(tmp_path, image, HAND_LABELS)
+    out = tmp_path / "out"
+    report = split_dataset(img_dir, out, SplitConfig(size=100, gap=20), ann_dir=ann_dir, progress=False)
+    names = sorted(p.stem for p in (out / "images").iterdir())
+    assert names == ["P9__100__0___0", "P9__100__0___70", "P9__100__80___0", "P9__100__80___70"]
+    assert sorted(p.stem for p in (out / "annfiles").iterdir()) == names
+    assert report.images == 1 and report.patches == 4 and report.objects == 4
+
+    def ann(name):
+        return (out / "annfiles" / f"{name}.txt").read_text()
+
+    assert ann("P9__100__0___0") == ("10.0 10.0 30.0 10.0 30.0 30.0 10.0 30.0 plane 1\n"
+                                     "72.0 10.0 102.0 10.0 102.0 30.0 72.0 30.0 ship 2\n")
+    assert ann("P9__100__80___0") == "-8.0 10.0 22.0 10.0 22.0 30.0 -8.0 30.0 ship 2\n"
+    assert ann("P9__100__0___70") == ""
+    assert ann("P9__100__80___70") == ("70.5 50.0 90.0 50.0 90.0 70.0 70.5 70.0 tennis-court 0\n"
+                                       "15.0 80.0 45.0 80.0 45.0 100.0 15.0 100.0 harbor 0\n")
+    for name in names:
+        _, size, x, y = parse_patch_name(name)
+        patch = cv2.imread(str(out / "images" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(patch, image[y:y + size, x:x + size])
+
+
+def test_small_image_is_padded_and_workers_give_the_same_output(tmp_path):
+    rng = np.random.default_rng(1)
+    img_dir = tmp_path / "img"
+    img_dir.mkdir()
+    images = {"a": rng.integers(0, 256, (60, 90, 3), dtype=np.uint8),
+              "b": rng.integers(0, 256, (130, 150, 3), dtype=np.uint8)}
+    for stem, im in images.items():
+        cv2.imwrite(str(img_dir / f"{stem}.png"), im)
+    (img_dir / "notes.md").write_text("not an image")
+    r1 = split_dataset(img_dir, tmp_path / "o1", SplitConfig(size=100, gap=20, padding_value=7), progress=False)
+    r2 = split_dataset(img_dir, tmp_path / "o2", SplitConfig(size=100, gap=20, padding_value=7, workers=2),
+                       progress=False)
+    assert r1.ignored_files == ["notes.md"] and "notes.md" in r1.summary()
+    files1 = sorted(os.listdir(tmp_path / "o1" / "images"))
+    assert files1 == sorted(os.listdir(tmp_path / "o2" / "images"))
+    assert r1.patches == r2.patches == len(files1) == 1 + 4
+    a = cv2.imread(str(tmp_path / "o2" / "images" / "a__100__0___0.png"), cv2.IMREAD_UNCHANGED)
+    assert a.shape == (100, 100, 3)
+    np.testing.assert_array_equal(a[:60, :90], images["a"])
+    assert (a[60:] == 7).all() and (a[:, 90:] == 7).all()
+    # no labels: empty annotation files for every patch, as mmrotate writes them
+    assert all((tmp_path / "o1" / "annfiles" / f.replace(".png", ".txt")).read_text() == "" for f in files1)
+
+
+def test_opencv_and_fpng_writers_store_the_same_pixels(tmp_path):
+    pytest.importorskip("fpng")
+    image = np.random.default_rng(2).integers(0, 256, (120, 110, 3), dtype=np.uint8)
+    img_dir, _ = _write_case(tmp_path, image, "")
+    for enc in ("opencv", "fpng"):
+        split_dataset(img_dir, tmp_path / enc, SplitConfig(size=100, gap=20, png_encoder=enc), progress=False)
+    for name in os.listdir(tmp_path / "opencv" / "images"):
+        a = cv2.imread(str(tmp_path / "opencv" / "images" / name), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "fpng" / "images" / name), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_label_file_is_an_error_or_counted(tmp_path, capsys):
+    image = np.zeros((50, 50, 3), np.uint8)
+    img_dir, ann_dir = _write_case(tmp_path, image, "")
+    cv2.imwrite(str(img_dir / "Q1.png"), image)
+    rc = main(["dota", "split", "--img-dir", str(img_dir), "--ann-dir", str(ann_dir), "--out-dir",
+               str(tmp_path / "o"), "--size", "64", "--gap", "16", "--no-progress"])
+    assert rc == 2 and "Q1.txt" in capsys.readouterr().err
+    rc = main(["dota", "split", "--img-dir", str(img_dir), "--ann-dir", str(ann_dir), "--out-dir",
+               str(tmp_path / "o2"), "--size", "64", "--gap", "16", "--no-progress", "--missing-labels", "empty"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "1 images had no label file" in err
+    assert sorted(os.listdir(tmp_path / "o2" / "images")) == ["P9__64__0___0.png", "Q1__64__0___0.png"]
+    # splitting into a folder that already holds patches is refused
+    rc = main(["dota", "split", "--img-dir", str(img_dir), "--out-dir", str(tmp_path / "o2"), "--size", "64",
+               "--gap", "16", "--no-progress"])
+    assert rc == 2 and "already holds files" in capsys.readouterr().err
+
+
+def test_malformed_label_line_stops_the_split_naming_file_and_line(tmp_path, capsys):
+    img_dir, ann_dir = _write_case(tmp_path, np.zeros((50, 50, 3), np.uint8), "1 2 3 4 5 6 7 8 plane 0\n1 2 3\n")
+    cv2.imwrite(str(img_dir / "Q1.png"), np.zeros((50, 50, 3), np.uint8))
+    (ann_dir / "Q1.txt").write_text("")
+    for workers in ("1", "2"):  # the error also crosses the worker pool intact
+        rc = main(["dota", "split", "--img-dir", str(img_dir), "--ann-dir", str(ann_dir), "--out-dir",
+                   str(tmp_path / f"o{workers}"), "--size", "64", "--gap", "16", "--no-progress",
+                   "--workers", workers])
+        assert rc == 2 and f"{ann_dir / 'P9.txt'}:2" in capsys.readouterr().err
