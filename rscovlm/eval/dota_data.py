@@ -110,6 +110,14 @@ def _gather_tokens(buf: np.ndarray, tok_s: np.ndarray, tok_e: np.ndarray) -> tup
     return data.view(f"S{width}").ravel(), pos[inside]
 
 
+def _txt_files(directory: Path, prefix: str) -> list[Path]:
+    """``prefix*.txt`` files of ``directory`` sorted by name (what ``sorted(glob)`` gives, without building and
+    comparing thousands of Path objects)."""
+    with os.scandir(directory) as it:
+        names = sorted(e.name for e in it if e.name.endswith(".txt") and e.name.startswith(prefix) and e.is_file())
+    return [directory / n for n in names]
+
+
 def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
     """All labelTxt files at once on their concatenated bytes, or ``None`` when anything needs the careful
     per-line reader of :mod:`rscovlm.data.dota_io` (which then names the file and line): object lines must have
@@ -194,7 +202,7 @@ def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> Gro
     directory = Path(gt_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"label directory {directory} does not exist")
-    fast = _load_gt_fast(sorted(directory.glob("*.txt")))
+    fast = _load_gt_fast(_txt_files(directory, ""))
     if fast is not None:
         return fast
     labels = dota_io.read_labeltxt_dir(gt_dir, skip_invalid=skip_invalid)
@@ -299,7 +307,7 @@ def load_task1_dir(det_dir: str | os.PathLike, gt: GroundTruth, *, skip_invalid:
     skipped: list[SkippedLine] = []
     dropped = 0
     lookup = gt.index
-    for path in sorted(det_dir.glob(f"{dota_io.TASK1_PREFIX}*.txt")):
+    for path in _txt_files(det_dir, dota_io.TASK1_PREFIX):
         name = dota_io.task1_class(path)
         uniq, inverse, scores, quads, skip = read_task1_class_file(path, skip_invalid=skip_invalid)
         skipped.extend(skip)

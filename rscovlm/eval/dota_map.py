@@ -48,7 +48,7 @@ from rscovlm.eval.dota_data import (
     ClassDets, ClassGT, Detections, GroundTruth, UnknownImages, load_gt_dir, load_task1_dir,
 )
 from rscovlm.geometry.boxes import obb_to_quad, quad_to_obb
-from rscovlm.geometry.iou import hbb_overlap_pairs, poly_areas, poly_intersection_pairs
+from rscovlm.geometry.iou import _hbb_of, hbb_overlap_pairs, poly_areas, poly_intersection_pairs
 
 ApMode = Literal["11point", "area"]
 ProtocolName = Literal["dota", "mmrotate"]
@@ -157,9 +157,8 @@ class ClassOverlaps:
         return int((~self.gt_ignore).sum())
 
 
-def _hbb(quads: np.ndarray) -> np.ndarray:
-    xs, ys = quads[:, 0::2], quads[:, 1::2]
-    return np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1)
+def _hbb(q: np.ndarray) -> np.ndarray:
+    return _hbb_of(q)
 
 
 def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dota") -> ClassOverlaps:
@@ -170,11 +169,11 @@ def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dot
     g_image, d_image = gt.image[g_keep], dets.image[d_keep]
     n_det = len(d_keep)
     gt_ignore = (gt.difficult[g_keep] > 0) if proto.difficult_ignored else np.zeros(len(g_keep), bool)
-    pi, pj = hbb_overlap_pairs(_hbb(d_quads), _hbb(g_quads), margin=proto.candidate_margin,
-                               groups_a=d_image, groups_b=g_image)
+    d_hbb, g_hbb = _hbb(d_quads), _hbb(g_quads)
+    pi, pj = hbb_overlap_pairs(d_hbb, g_hbb, margin=proto.candidate_margin, groups_a=d_image, groups_b=g_image)
     inter = np.zeros(len(pi))
     if len(pi):
-        hd, hg = _hbb(d_quads[pi]), _hbb(g_quads[pj])
+        hd, hg = d_hbb[pi], g_hbb[pj]
         real = (np.minimum(hd[:, 2], hg[:, 2]) > np.maximum(hd[:, 0], hg[:, 0])) & (
             np.minimum(hd[:, 3], hg[:, 3]) > np.maximum(hd[:, 1], hg[:, 1]))
         if real.any():
