@@ -30,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rscovlm.geometry import Boxes, Frame, ObjectSet
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the geometry package is imported where objects are built: the split workers need arrays only
+    from rscovlm.geometry import Frame, ObjectSet
 
 TASK1_PREFIX = "Task1_"
 HEADER_KEYS = ("imagesource", "gsd")
@@ -130,10 +133,32 @@ class _Problems:
 
 # ---- labelTxt ------------------------------------------------------------------------------------------------
 
+@dataclass
+class LabelArrays:
+    """Plain contents of a labelTxt file: ``quads`` (N, 8) float64 as written, ``labels``, ``difficult`` (N,)."""
+
+    quads: np.ndarray
+    labels: list[str]
+    difficult: np.ndarray
+    imagesource: str | None
+    gsd: float | None
+    skipped: list[SkippedLine]
+
+
 def read_labeltxt(path: str | os.PathLike, *, vocabulary: Collection[str] | None = None,
                   skip_invalid: bool = False, frame: Frame | None = None) -> DotaLabels:
     """Read one labelTxt file into quads (``Boxes`` kind ``quad``, in ``frame`` if given) with labels and
     difficult flags. Vertex order is kept as written (no normalization)."""
+    from rscovlm.geometry import Boxes, ObjectSet
+
+    arr = read_labeltxt_arrays(path, vocabulary=vocabulary, skip_invalid=skip_invalid)
+    objects = ObjectSet(Boxes(arr.quads, "quad", frame), arr.labels, difficult=arr.difficult)
+    return DotaLabels(objects, arr.imagesource, arr.gsd, str(path), arr.skipped)
+
+
+def read_labeltxt_arrays(path: str | os.PathLike, *, vocabulary: Collection[str] | None = None,
+                         skip_invalid: bool = False) -> LabelArrays:
+    """:func:`read_labeltxt` without building geometry objects (same parsing and errors)."""
     path = Path(path)
     problems = _Problems(skip_invalid)
     imagesource: str | None = None
@@ -183,9 +208,8 @@ def read_labeltxt(path: str | os.PathLike, *, vocabulary: Collection[str] | None
         coords.append(values)
         labels.append(label)
         difficult.append(diff)
-    boxes = Boxes(np.asarray(coords, dtype=np.float64).reshape(-1, 8), "quad", frame)
-    objects = ObjectSet(boxes, labels, difficult=np.asarray(difficult, dtype=np.int64))
-    return DotaLabels(objects, imagesource, gsd, str(path), problems.skipped)
+    return LabelArrays(np.asarray(coords, dtype=np.float64).reshape(-1, 8), labels,
+                       np.asarray(difficult, dtype=np.int64), imagesource, gsd, problems.skipped)
 
 
 def read_labeltxt_dir(directory: str | os.PathLike, *, vocabulary: Collection[str] | None = None,
@@ -287,6 +311,8 @@ def read_task1_dir(directory: str | os.PathLike, skip_invalid: bool = False, *,
             entry[0].append(quad)
             entry[1].append(score)
             entry[2].append(label)
+    from rscovlm.geometry import Boxes, ObjectSet
+
     out = Task1Detections(skipped=problems.skipped)
     for image_id in sorted(per_image):
         quads, scores, labels = per_image[image_id]

@@ -44,7 +44,7 @@ from typing import Callable, Literal
 import numpy as np
 import shapely
 
-from rscovlm.data.dota_io import read_labeltxt
+from rscovlm.data.dota_io import read_labeltxt_arrays
 
 IMAGE_EXTENSIONS = (".jpg", ".JPG", ".png", ".tif", ".bmp")  # the set mmrotate's img_split accepts
 PATCH_NAME_RE = re.compile(r"^(?P<stem>.+)__(?P<size>\d+)__(?P<x>\d+)___(?P<y>\d+)$")
@@ -237,8 +237,8 @@ def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, e
     stem = Path(task.image_path).stem
     encode = PNG_ENCODERS[resolve_png_encoder(encoder or cfg.png_encoder)]
     if task.label_path is not None:
-        labels = read_labeltxt(task.label_path).objects
-        quads32 = labels.boxes.data.astype(np.float32)
+        labels = read_labeltxt_arrays(task.label_path)
+        quads32 = labels.quads.astype(np.float32)  # mmrotate keeps label coordinates in float32
         names, diffs = labels.labels, labels.difficult
     else:
         quads32, names, diffs = np.zeros((0, 8), np.float32), [], np.zeros(0, np.int64)
