@@ -172,3 +172,40 @@ def test_malformed_label_line_stops_the_split_naming_file_and_line(tmp_path, cap
                    str(tmp_path / f"o{workers}"), "--size", "64", "--gap", "16", "--no-progress",
                    "--workers", workers])
         assert rc == 2 and f"{ann_dir / 'P9.txt'}:2" in capsys.readouterr().err
+
+
+def _png_with_chunk(png: bytes, ctype: bytes, payload: bytes) -> bytes:
+    """Insert an ancillary chunk right after IHDR (8-byte signature + 25-byte IHDR chunk)."""
+    import struct
+    import zlib
+
+    chunk = struct.pack(">I", len(payload)) + ctype + payload
+    chunk += struct.pack(">I", zlib.crc32(ctype + payload) & 0xFFFFFFFF)
+    return png[:33] + chunk + png[33:]
+
+
+@pytest.mark.parametrize("variant", ["rgb", "gamma", "trns", "gray", "rgb16", "rgba", "palette", "jpg"])
+def test_decoder_gives_opencv_imread_pixels(tmp_path, variant):
+    from PIL import Image
+
+    from rscovlm.data.dota_split import decode_rgb
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    path = tmp_path / ("x.jpg" if variant == "jpg" else "x.png")
+    if variant in ("rgb", "gamma", "trns", "jpg"):
+        cv2.imwrite(str(path), rgb[..., ::-1])
+        if variant == "gamma":
+            path.write_bytes(_png_with_chunk(path.read_bytes(), b"gAMA", (45455).to_bytes(4, "big")))
+        if variant == "trns":
+            path.write_bytes(_png_with_chunk(path.read_bytes(), b"tRNS", bytes([0, 10, 0, 20, 0, 30])))
+    elif variant == "gray":
+        cv2.imwrite(str(path), rgb[..., 0])
+    elif variant == "rgb16":
+        cv2.imwrite(str(path), rgb.astype(np.uint16) * 257 + 3)
+    elif variant == "rgba":
+        cv2.imwrite(str(path), np.dstack([rgb, rgb[..., :1]]))
+    else:
+        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(path)
+    expected = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(decode_rgb(path), expected)

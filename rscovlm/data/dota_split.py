@@ -168,22 +168,56 @@ def format_patch_objects(quads32: np.ndarray, labels: list[str], difficult: np.n
     return "".join(out)
 
 
-# ---- PNG writers (pixels identical; bytes differ) ------------------------------------------------------------
+# ---- pixels in and out (pixels identical to img_split's; PNG bytes differ) ----------------------------------
 
-def _encode_opencv(bgr: np.ndarray) -> bytes:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_rgb8_png(head: bytes) -> bool:
+    """8-bit truecolour PNG (IHDR bit depth 8, colour type 2): decoders agree on these pixels exactly."""
+    return len(head) >= 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 8 \
+        and head[25] == 2
+
+
+def decode_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image to ``(H, W, 3)`` uint8 RGB with the pixels of OpenCV's ``imread(IMREAD_COLOR)``.
+
+    8-bit RGB PNGs go through imagecodecs (libspng + zlib-ng, ~25% faster than OpenCV's libpng) when it is
+    installed; everything else (grey, palette, 16 bit, alpha, JPEG, TIFF, BMP) through OpenCV, whose
+    conversions (e.g. 16 -> 8 bit) img_split relies on."""
     import cv2
 
-    ok, buf = cv2.imencode(".png", bgr)
+    path = str(path)
+    with open(path, "rb") as f:
+        head = f.read(26)
+        if _is_rgb8_png(head):
+            try:
+                import imagecodecs
+            except ImportError:
+                imagecodecs = None
+            if imagecodecs is not None:
+                rgb = imagecodecs.spng_decode(head + f.read())
+                if rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8:  # a tRNS chunk adds alpha
+                    return rgb
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: OpenCV cannot decode this image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _encode_opencv(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("OpenCV failed to encode a PNG patch")
     return buf.tobytes()
 
 
-def _encode_fpng(bgr: np.ndarray) -> bytes:
-    import cv2
+def _encode_fpng(rgb: np.ndarray) -> bytes:
     import fpng
 
-    return bytes(fpng.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    return bytes(fpng.from_ndarray(rgb))
 
 
 PNG_ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {"fpng": _encode_fpng, "opencv": _encode_opencv}
@@ -230,8 +264,6 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
 def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, encoder: str | None = None
                 ) -> ImageResult:
     """Cut one image (and its labels) into patches under ``out_dir/images`` and ``out_dir/annfiles``."""
-    import cv2
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     stem = Path(task.image_path).stem
@@ -244,9 +276,7 @@ def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, e
         quads32, names, diffs = np.zeros((0, 8), np.float32), [], np.zeros(0, np.int64)
     windows = sliding_windows(task.width, task.height, cfg.size, cfg.gap, cfg.img_rate_thr)
     iofs = window_iof(quads32, windows)
-    img = cv2.imread(task.image_path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"{task.image_path}: OpenCV cannot decode this image")
+    img = decode_rgb(task.image_path)
     kept_total = 0
     for j, (x1, y1, x2, y2) in enumerate(windows.tolist()):
         name = patch_name(stem, x2 - x1, x1, y1)
