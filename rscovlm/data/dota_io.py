@@ -254,31 +254,56 @@ def write_labeltxt(path: str | os.PathLike, objects: ObjectSet, *, imagesource: 
 def read_task1_file(path: str | os.PathLike, *, skip_invalid: bool = False, problems: _Problems | None = None,
                     with_lines: bool = False) -> tuple:
     """One ``Task1_{class}.txt``: ``(image_ids, scores (N,), quads (N,8))`` in file order, plus the 1-based
-    line number of each detection when ``with_lines``."""
+    line number of each detection when ``with_lines``.
+
+    Well-formed files take a vectorized path (one numpy conversion for the whole file); when it finds any
+    problem the file is re-read line by line to name the first bad line (or to skip the bad lines)."""
     path = Path(path)
     problems = problems or _Problems(skip_invalid)
-    ids: list[str] = []
-    line_nos: list[int] = []
-    rows: list[list[float]] = []
-    for line_no, line in enumerate(_read_lines(path), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        if len(tokens) != 10:
-            problems.report(path, line_no, f"expected 'image_id score x1 y1 ... x4 y4' (10 fields), "
-                                           f"got {len(tokens)} fields", line)
-            continue
-        values = _finite_floats(tokens[1:])
-        if isinstance(values, str):
-            problems.report(path, line_no, values, line)
-            continue
-        ids.append(tokens[0])
-        line_nos.append(line_no)
-        rows.append(values)
-    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 9)
+    lines = _read_lines(path)
+    fast = _task1_fast(lines)
+    if fast is not None:
+        ids, arr, line_nos = fast
+    else:
+        ids, rows, line_nos = [], [], []
+        for line_no, line in enumerate(lines, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if len(tokens) != 10:
+                problems.report(path, line_no, f"expected 'image_id score x1 y1 ... x4 y4' (10 fields), "
+                                               f"got {len(tokens)} fields", line)
+                continue
+            values = _finite_floats(tokens[1:])
+            if isinstance(values, str):
+                problems.report(path, line_no, values, line)
+                continue
+            ids.append(tokens[0])
+            line_nos.append(line_no)
+            rows.append(values)
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 9)
     if with_lines:
         return ids, arr[:, 0].copy(), arr[:, 1:].copy(), line_nos
     return ids, arr[:, 0].copy(), arr[:, 1:].copy()
+
+
+def _task1_fast(lines: list[str]) -> tuple[list[str], np.ndarray, list[int]] | None:
+    """All non-blank lines with 10 fields and finite numbers -> ``(ids, (N, 9) values, line numbers)``; else
+    ``None`` (the caller then reports line by line)."""
+    line_nos = [i for i, line in enumerate(lines, start=1) if line and not line.isspace()]
+    tokens = [lines[i - 1].split() for i in line_nos]
+    if any(len(t) != 10 for t in tokens):
+        return None
+    if not tokens:
+        return [], np.zeros((0, 9)), []
+    table = np.array(tokens, dtype=object)
+    try:
+        values = table[:, 1:].astype(np.float64)
+    except (ValueError, TypeError):
+        return None
+    if not np.isfinite(values).all():
+        return None
+    return table[:, 0].tolist(), values, line_nos
 
 
 def task1_class(path: str | os.PathLike) -> str:
@@ -297,7 +322,7 @@ def read_task1_dir(directory: str | os.PathLike, skip_invalid: bool = False, *,
     if not directory.is_dir():
         raise FileNotFoundError(f"Task1 directory {directory} does not exist")
     problems = _Problems(skip_invalid)
-    per_image: dict[str, tuple[list[np.ndarray], list[float], list[str]]] = {}
+    all_ids, all_scores, all_quads, all_labels = [], [], [], []
     for path in sorted(directory.glob(f"{TASK1_PREFIX}*.txt")):
         label = task1_class(path)
         if vocabulary is not None and label not in vocabulary:
@@ -306,17 +331,24 @@ def read_task1_dir(directory: str | os.PathLike, skip_invalid: bool = False, *,
             problems.skipped.append(SkippedLine(str(path), 0, f"unknown class {label!r} (whole file)"))
             continue
         ids, scores, quads = read_task1_file(path, problems=problems)
-        for image_id, score, quad in zip(ids, scores, quads):
-            entry = per_image.setdefault(image_id, ([], [], []))
-            entry[0].append(quad)
-            entry[1].append(score)
-            entry[2].append(label)
+        all_ids += ids
+        all_scores.append(scores)
+        all_quads.append(quads)
+        all_labels += [label] * len(ids)
     from rscovlm.geometry import Boxes, ObjectSet
 
     out = Task1Detections(skipped=problems.skipped)
-    for image_id in sorted(per_image):
-        quads, scores, labels = per_image[image_id]
-        out[image_id] = ObjectSet(Boxes(np.stack(quads), "quad"), labels, scores=np.asarray(scores))
+    if not all_ids:
+        return out
+    scores = np.concatenate(all_scores)
+    quads = np.concatenate(all_quads)
+    labels = np.asarray(all_labels, dtype=object)
+    names, inverse = np.unique(np.asarray(all_ids), return_inverse=True)  # sorted image ids
+    order = np.argsort(inverse, kind="stable")  # grouped by image, file/line order inside a group
+    bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
+    for k, image_id in enumerate(names.tolist()):
+        idx = order[bounds[k]:bounds[k + 1]]
+        out[image_id] = ObjectSet(Boxes(quads[idx], "quad"), labels[idx].tolist(), scores=scores[idx])
     return out
 
 
