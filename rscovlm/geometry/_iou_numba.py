@@ -47,11 +47,19 @@ def _ring_area(px, py, n):
     return 0.5 * s
 
 
-def _orient(x, y):
-    """Reverse the 4-ring in place when its signed area is negative."""
-    if _ring_area(x, y, 4) < 0:
-        x[1], x[3] = x[3], x[1]
-        y[1], y[3] = y[3], y[1]
+def _reverse4(x, y):
+    """Reverse a 4-ring in place (keep vertex 0, swap 1 and 3)."""
+    x[1], x[3] = x[3], x[1]
+    y[1], y[3] = y[3], y[1]
+
+
+def _negative(q, r):
+    """Signed area of row ``r`` of ``q`` < 0, summed in the devkit's order from absolute coordinates."""
+    s = 0.0
+    for i in range(4):
+        j = (i + 1) % 4
+        s = s + (q[r, 2 * i] * q[r, 2 * j + 1] - q[r, 2 * i + 1] * q[r, 2 * j])
+    return s < 0
 
 
 def _strictly_convex(x, y):
@@ -85,9 +93,10 @@ def _pairs(a, b):
             py[i] = a[r, 2 * i + 1] - y0
             qx[i] = b[r, 2 * i] - x0
             qy[i] = b[r, 2 * i + 1] - y0
-        # reversing a 4-ring in place: keep vertex 0, swap 1 and 3
-        _orient(px, py)
-        _orient(qx, qy)
+        if _negative(a, r):
+            _reverse4(px, py)
+        if _negative(b, r):
+            _reverse4(qx, qy)
         if _strictly_convex(px, py) and _strictly_convex(qx, qy):
             for i in range(4):
                 ux[i] = px[i]
@@ -139,7 +148,8 @@ if numba is not None:
     _jit = numba.njit(cache=True, nogil=True)
     _clip = _jit(_clip)
     _ring_area = _jit(_ring_area)
-    _orient = _jit(_orient)
+    _reverse4 = _jit(_reverse4)
+    _negative = _jit(_negative)
     _strictly_convex = _jit(_strictly_convex)
     _pairs = _jit(_pairs)
 

@@ -13,7 +13,9 @@ keeps the arithmetic well conditioned) and it defines a value for every quad:
 * simple quads (convex or not): the exact intersection area, identical to shapely's;
 * degenerate quads (zero area, repeated or collinear vertices): whatever area they enclose (often 0);
 * self-intersecting quads ("bow ties"): the winding-number integral, the lobe that sets the orientation
-  counting +1 and the other lobe -1 (shapely either raises or gives a different number on these).
+  counting +1 and the other lobe -1 (shapely either raises or gives a different number on these). When the
+  two lobes are equal the orientation is decided by the rounding of the shoelace sum; we compute that sum from
+  the absolute coordinates in the devkit's order, so even that case gives the devkit's number.
 
 ``union = |area P| + |area Q| - intersection`` with shoelace areas (for a bow tie the lobes cancel), and
 ``IoU = intersection / union``; where the union is zero (both quads have zero area) the IoU is defined as 0
@@ -59,11 +61,20 @@ def _as_quads(x, name: str) -> np.ndarray:
     return arr
 
 
+def _shoelace_abs_coords(q: np.ndarray) -> np.ndarray:
+    """Twice the signed area of ``(N, 8)`` quads, summed term by term in vertex order from absolute
+    coordinates - the devkit's exact arithmetic. It decides the orientation, and for a bow tie whose lobes are
+    equal the sign is float noise: only the same arithmetic gives the same sign (and so the same IoU)."""
+    s = np.zeros(len(q))
+    for i in range(4):
+        j = (i + 1) % 4
+        s = s + (q[:, 2 * i] * q[:, 2 * j + 1] - q[:, 2 * i + 1] * q[:, 2 * j])
+    return s
+
+
 def poly_areas(quads: np.ndarray) -> np.ndarray:
     """Absolute shoelace areas of ``(N, 8)`` quads (a bow tie's two lobes cancel, as in the devkit)."""
-    q = _as_quads(quads, "quads")
-    xs, ys = q[:, 0::2], q[:, 1::2]
-    return np.abs(0.5 * np.sum(xs * np.roll(ys, -1, axis=1) - np.roll(xs, -1, axis=1) * ys, axis=1))
+    return np.abs(_shoelace_abs_coords(_as_quads(quads, "quads")) / 2.0)
 
 
 def _shoelace(pts: np.ndarray) -> np.ndarray:
@@ -72,9 +83,8 @@ def _shoelace(pts: np.ndarray) -> np.ndarray:
     return 0.5 * np.sum(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y, axis=-1)
 
 
-def _orient_positive(pts: np.ndarray) -> np.ndarray:
-    """Reverse the rings whose signed area is negative (the devkit's ``if(area(ps)<0) reverse``)."""
-    neg = _shoelace(pts) < 0
+def _orient_positive(pts: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Reverse the rings flagged ``neg`` (negative signed area: the devkit's ``if(area(ps)<0) reverse``)."""
     if neg.any():
         pts = pts.copy()
         pts[neg] = pts[neg][:, ::-1]
@@ -170,12 +180,13 @@ def poly_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _iou_numba.intersection_pairs(a, b)
     out = np.empty(len(a))
     for s in range(0, len(a), _PAIR_CHUNK):
-        pa = a[s:s + _PAIR_CHUNK].reshape(-1, 4, 2)
-        pb = b[s:s + _PAIR_CHUNK].reshape(-1, 4, 2)
-        # translate each pair so that O sits at the pair's lower-left bounding corner (origin-free rule)
+        qa, qb = a[s:s + _PAIR_CHUNK], b[s:s + _PAIR_CHUNK]
+        pa, pb = qa.reshape(-1, 4, 2), qb.reshape(-1, 4, 2)
+        # translate each pair so that O sits at the pair's lower-left bounding corner (origin-free rule);
+        # orientation is decided before, on the absolute coordinates
         o = np.minimum(pa.min(axis=1), pb.min(axis=1))[:, None, :]
-        pa = _orient_positive(pa - o)
-        pb = _orient_positive(pb - o)
+        pa = _orient_positive(pa - o, _shoelace_abs_coords(qa) < 0)
+        pb = _orient_positive(pb - o, _shoelace_abs_coords(qb) < 0)
         fast = _strictly_convex(pa) & _strictly_convex(pb)
         res = np.empty(len(pa))
         if fast.any():

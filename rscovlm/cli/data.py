@@ -1,0 +1,115 @@
+"""``rscovlm data ...``: convert sources to unified records, validate them, inspect and preview mixtures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rscovlm.cli import CliError, add_group
+
+
+def register(sub) -> None:
+    group = add_group(sub, "data", "Data curation: convert, validate, mixture statistics, previews")
+
+    p = group.add_parser("convert", help="convert one source to unified records (+ OUT.report.json)")
+    p.add_argument("--source", required=True, help="source name (see --list)")
+    p.add_argument("--in", dest="input", required=True, help="source file or folder")
+    p.add_argument("--images", default=None, help="image root of the source (paths stay relative to it)")
+    p.add_argument("--out", required=True, help="output file (.jsonl, or .json for COCO detection)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="drop malformed records and count them instead of stopping at the first one")
+    p.add_argument("--no-clean", action="store_true", help="do not apply the rule-based text cleaning")
+    p.add_argument("--typo-table", default=None, help="YAML typo table replacing the packaged one")
+    p.add_argument("--task", default=None, help="task name for records whose source names none")
+    p.set_defaults(handler=_convert)
+
+    p = group.add_parser("sources", help="list the registered converters")
+    p.set_defaults(handler=_sources)
+
+    p = group.add_parser("validate", help="check a unified record file; lists file:line: field: problem")
+    p.add_argument("file")
+    p.add_argument("--kind", choices=["conversation", "detection", "grounding"], default=None,
+                   help="record kind (default: detected from the file)")
+    p.add_argument("--images", default=None, help="also check that every image exists under this root")
+    p.add_argument("--max-print", type=int, default=200, help="print at most this many problems")
+    p.set_defaults(handler=_validate)
+
+    p = group.add_parser("mix-stats", help="effective proportions of a mixture by source, task and box kind")
+    p.add_argument("config", help="mixture YAML")
+    p.set_defaults(handler=_mix_stats)
+
+    p = group.add_parser("preview", help="render built samples (image with boxes, prompt, target) to PNG + HTML")
+    p.add_argument("config", help="mixture YAML")
+    p.add_argument("--n", type=int, default=8, help="number of samples")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--epoch", type=int, default=0, help="mixture epoch to draw from")
+    p.add_argument("--eval", action="store_true", help="deterministic evaluation prompts instead of training ones")
+    p.set_defaults(handler=_preview)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from rscovlm.data.converters import CONVERTERS, ConvertConfig, convert, report_path
+    from rscovlm.data.records import RecordError
+
+    if args.source not in CONVERTERS:
+        raise CliError(f"unknown source {args.source!r}; known: {', '.join(sorted(CONVERTERS))}")
+    cfg = ConvertConfig(input=args.input, output=args.out, images=args.images, skip_invalid=args.skip_invalid,
+                        clean=not args.no_clean, typo_table=args.typo_table, task=args.task)
+    try:
+        report = convert(args.source, cfg)
+    except RecordError as err:
+        raise CliError(f"{err} (use --skip-invalid to drop and count malformed records)")
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise CliError(str(err))
+    print(report.summary())
+    print(f"report: {report_path(args.out)}")
+    return 0
+
+
+def _sources(args: argparse.Namespace) -> int:
+    from rscovlm.data.converters import CONVERTERS
+
+    for name, cls in sorted(CONVERTERS.items()):
+        print(f"{name:16s} {cls.summary}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from rscovlm.data.records import validate_file
+
+    try:
+        problems = validate_file(args.file, args.kind, args.images)
+    except (FileNotFoundError, IsADirectoryError) as err:
+        raise CliError(str(err))
+    for prob in problems[: args.max_print]:
+        print(prob)
+    if len(problems) > args.max_print:
+        print(f"... and {len(problems) - args.max_print} more")
+    if problems:
+        print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok")
+    return 0
+
+
+def _mix_stats(args: argparse.Namespace) -> int:
+    from rscovlm.data.mixture import Mixture, MixtureError, format_stats
+
+    try:
+        mix = Mixture.from_yaml(args.config)
+        print(format_stats(mix.stats()))
+    except MixtureError as err:
+        raise CliError(str(err))
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from rscovlm.data.mixture import MixtureError
+    from rscovlm.data.preview import render_preview
+
+    try:
+        index = render_preview(args.config, args.out, n=args.n, epoch=args.epoch, eval_mode=args.eval)
+    except MixtureError as err:
+        raise CliError(str(err))
+    print(f"wrote {index}")
+    return 0

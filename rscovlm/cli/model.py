@@ -1,0 +1,40 @@
+"""``rscovlm model ...``: build the offline tiny model, describe a checkpoint."""
+
+from __future__ import annotations
+
+from rscovlm.cli import CliError, add_group
+
+
+def register(sub) -> None:
+    group = add_group(sub, "model", "model folders: build the offline tiny Qwen2.5-VL, inspect a checkpoint")
+
+    tiny = group.add_parser("tiny", help="write a randomly initialised tiny Qwen2.5-VL folder (no downloads)")
+    tiny.add_argument("--out", required=True, help="output folder (created; files inside are overwritten)")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    tiny.set_defaults(handler=_tiny)
+
+    info = group.add_parser("info", help="print the family, box frame and parameter counts of a checkpoint")
+    info.add_argument("model", help="local folder or hub id")
+    info.set_defaults(handler=_info)
+
+
+def _tiny(args) -> int:
+    from rscovlm.model.tiny import TinySpec, build_tiny_model
+
+    out = build_tiny_model(args.out, TinySpec(seed=args.seed))
+    print(f"tiny Qwen2.5-VL written to {out}")
+    return 0
+
+
+def _info(args) -> int:
+    from rscovlm.model.loading import ModelConfig, load_model, trainable_summary
+
+    try:
+        model, family = load_model(ModelConfig(model_name_or_path=args.model, dtype="float32"))
+    except (OSError, KeyError, ValueError) as err:
+        raise CliError(f"cannot load {args.model}: {err}") from err
+    print(f"family: {family.name}  box frame: {family.box_frame}  patch: {family.patch_size}  "
+          f"merge: {family.merge_size}  side granularity: {family.factor} px")
+    for group, (trainable, total) in trainable_summary(model, family).items():
+        print(f"{group:>15}: {total:,} parameters")
+    return 0

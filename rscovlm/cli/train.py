@@ -1,0 +1,48 @@
+"""``rscovlm train --config X.yaml [section.key=value ...]``: supervised fine-tuning.
+
+Run it under ``torchrun`` or ``accelerate launch`` for several GPUs or nodes (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rscovlm.cli import CliError
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "train", help="fine-tune a Qwen-VL model on conversations (paper recipe by default)",
+        description="Fine-tune a Qwen-VL model. Settings come from --config (YAML with model / data / train "
+                    "sections) and key=value overrides, e.g. train.learning_rate=1e-5 data.paths=[a.jsonl]. "
+                    "Unknown keys are errors.",
+    )
+    parser.add_argument("--config", help="YAML config (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from rscovlm.train.config import ConfigError, config_to_dict, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        raise CliError(str(err)) from err
+    if args.print_config:
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
+    from rscovlm.train.trainer import train
+
+    try:
+        result = train(cfg)
+    except (ConfigError, FileNotFoundError) as err:
+        raise CliError(str(err)) from err
+    if result.trainer is None or result.trainer.is_world_process_zero():
+        dropped = ", ".join(f"{k}={v}" for k, v in result.dropped.items())
+        print(f"trained {result.global_step} steps, mean loss {result.training_loss:.4f}; dropped samples: "
+              f"{dropped}; model saved to {result.output_dir}")
+    return 0

@@ -1,0 +1,414 @@
+"""Weighted online mixture of subset units (paper 3.2.3).
+
+A mixture YAML lists *subset units* - one unified record file each - with a sampling weight::
+
+    seed: 0
+    epoch_size: 20000            # samples per epoch (default: the total number of records)
+    builder: {json_prob: 0.5}    # options of the online sample builder (rscovlm.data.builder.BuildConfig)
+    units:
+      - name: dota_det
+        path: dota_train.json    # relative to the YAML's folder
+        type: detection          # conversation | detection | grounding
+        images: /data/dota/split/images
+        weight: 2.0
+        box_kind: quad           # detection / grounding targets: hbb | obb | quad (defaults: quad, hbb)
+        prompt_set: default      # prompt template set (rscovlm/protocol/templates/<set>/)
+      - {name: geochat, path: geochat.jsonl, type: conversation, images: /data/geochat, weight: 1.0}
+
+Sampling: ``weight`` is the unit's share of the sample stream - a unit of weight 2 gives twice as many samples
+as a unit of weight 1 whatever their sizes (normalized over the units). Each epoch ``e`` draws a fresh sequence
+from ``numpy.random.default_rng([seed, e])``: every position picks a unit with probability ``weight / sum``, and
+each unit serves its records in a fresh random permutation (cycled when the unit is drawn more often than it has
+records), so records repeat only when a unit is up-sampled. The sequence is a pure function of
+``(config, epoch)``: every rank computes the same one without communication. Rank ``r`` of ``W`` takes positions
+``r, r + W, r + 2W, ...`` of the first ``W * (epoch_size // W)`` positions (disjoint, equal counts; at most
+``W - 1`` trailing positions are left out). Resuming needs only ``(epoch, position)``.
+
+Everything here is torch-free. :class:`MixtureDataset` has ``__len__`` / ``__getitem__`` (a map-style dataset
+for ``torch.utils.data.DataLoader`` or the HF Trainer) and builds each sample with a generator seeded by
+``(seed, epoch, position)``, so a sample is the same whichever rank or worker builds it; :class:`MixtureSampler`
+is the per-rank, resumable order of positions (pass it as the DataLoader's ``sampler``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import yaml
+
+from rscovlm.data.records import RECORD_KINDS, iter_jsonl, read_coco
+
+
+class MixtureError(ValueError):
+    """A mixture config or unit file that cannot be used (the message names the file and field)."""
+
+
+@dataclass
+class UnitConfig:
+    """One subset unit of a mixture."""
+
+    name: str = field(metadata={"help": "unit name (unique in the mixture)"})
+    path: str = field(metadata={"help": "unified record file; relative paths are relative to the YAML's folder"})
+    type: Literal["conversation", "detection", "grounding"] = field(metadata={"help": "record kind of the file"})
+    weight: float = field(default=1.0, metadata={"help": "share of the sample stream (normalized over units)"})
+    images: str | None = field(default=None, metadata={"help": "image root of the records' relative paths"})
+    prompt_set: str = field(default="default", metadata={"help": "prompt template set for detection/grounding"})
+    box_kind: Literal["hbb", "obb", "quad"] | None = field(default=None, metadata={
+        "help": "box kind of built detection/grounding targets (default quad for detection, hbb for grounding)"})
+    source: str | None = field(default=None, metadata={"help": "source name in statistics (default: the records')"})
+    task: str | None = field(default=None, metadata={"help": "task name in statistics (default: the records')"})
+
+    @property
+    def target_box_kind(self) -> str | None:
+        if self.type == "detection":
+            return self.box_kind or "quad"
+        if self.type == "grounding":
+            return self.box_kind or "hbb"
+        return None
+
+
+@dataclass
+class MixtureConfig:
+    """A mixture: units, seed and epoch size (+ the sample builder's options, kept as a dict)."""
+
+    units: list[UnitConfig]
+    seed: int = field(default=0, metadata={"help": "seed of the sample order and of every sample's random choices"})
+    epoch_size: int | None = field(default=None, metadata={
+        "help": "samples per epoch (all ranks together); default: total number of records"})
+    builder: dict = field(default_factory=dict, metadata={"help": "options of rscovlm.data.builder.BuildConfig"})
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "MixtureConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise MixtureError(f"{path}: no such mixture file") from None
+        except yaml.YAMLError as err:
+            raise MixtureError(f"{path}: not valid YAML ({err})") from None
+        return cls.from_dict(raw, base=path.parent, where=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: Any, base: str | os.PathLike = ".", where: str = "mixture") -> "MixtureConfig":
+        if not isinstance(raw, dict) or not isinstance(raw.get("units"), list) or not raw["units"]:
+            raise MixtureError(f"{where}: units: required non-empty list of subset units")
+        known = {f.name for f in fields(cls)}
+        extra = set(raw) - known
+        if extra:
+            raise MixtureError(f"{where}: unknown key(s) {sorted(extra)}; expected {sorted(known)}")
+        unit_fields = {f.name for f in fields(UnitConfig)}
+        units = []
+        for i, u in enumerate(raw["units"]):
+            at = f"{where}: units[{i}]"
+            if not isinstance(u, dict):
+                raise MixtureError(f"{at}: expected a mapping")
+            extra = set(u) - unit_fields
+            if extra:
+                raise MixtureError(f"{at}: unknown key(s) {sorted(extra)}; expected {sorted(unit_fields)}")
+            for key in ("name", "path", "type"):
+                if not isinstance(u.get(key), str) or not u[key]:
+                    raise MixtureError(f"{at}.{key}: required string")
+            if u["type"] not in RECORD_KINDS:
+                raise MixtureError(f"{at}.type: expected one of {RECORD_KINDS}, got {u['type']!r}")
+            w = u.get("weight", 1.0)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
+                raise MixtureError(f"{at}.weight: expected a number >= 0, got {w!r}")
+            if u.get("box_kind") not in (None, "hbb", "obb", "quad"):
+                raise MixtureError(f"{at}.box_kind: expected hbb, obb or quad, got {u['box_kind']!r}")
+            if u.get("box_kind") and u["type"] == "conversation":
+                raise MixtureError(f"{at}.box_kind: conversations keep the boxes their records hold")
+            u = dict(u)
+            u["path"] = str(Path(base, u["path"])) if not os.path.isabs(u["path"]) else u["path"]
+            if u.get("images") is not None and not os.path.isabs(u["images"]):
+                u["images"] = str(Path(base, u["images"]))
+            units.append(UnitConfig(**u))
+        names = [u.name for u in units]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise MixtureError(f"{where}: units: duplicate unit name(s) {dup}")
+        if sum(u.weight for u in units) <= 0:
+            raise MixtureError(f"{where}: units: at least one weight must be positive")
+        seed = raw.get("seed", 0)
+        size = raw.get("epoch_size")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise MixtureError(f"{where}: seed: expected an integer >= 0, got {seed!r}")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            raise MixtureError(f"{where}: epoch_size: expected a positive integer, got {size!r}")
+        builder = raw.get("builder") or {}
+        if not isinstance(builder, dict):
+            raise MixtureError(f"{where}: builder: expected a mapping")
+        return cls(units=units, seed=seed, epoch_size=size, builder=builder)
+
+
+# ---- record stores: random access without loading every record -------------------------------------------
+
+class JsonlStore:
+    """Random access to a JSON Lines file through a table of line offsets (one int64 per record)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        offsets = []
+        pos = 0
+        try:
+            with open(path, "rb") as fh:
+                for line in fh:
+                    if line.strip():
+                        offsets.append(pos)
+                    pos += len(line)
+        except FileNotFoundError:
+            raise MixtureError(f"{path}: unit file not found") from None
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self._fh = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> dict:
+        if self._fh is None or self._pid != os.getpid():  # one handle per DataLoader worker process
+            self._fh, self._pid = open(self.path, "rb"), os.getpid()
+        self._fh.seek(int(self.offsets[i]))
+        return json.loads(self._fh.readline())
+
+    def __iter__(self) -> Iterator[dict]:
+        for _, rec in iter_jsonl(self.path):
+            yield rec
+
+    def __getstate__(self) -> dict:  # picklable for DataLoader workers (file handles are reopened)
+        return {**self.__dict__, "_fh": None, "_pid": None}
+
+
+class CocoStore:
+    """A COCO detection file as per-image records::
+
+        {"id": image id, "image": file_name, "width": W, "height": H,
+         "labels": [category name, ...], "quads": [[8 floats], ...], "difficult": [0|1|2, ...],
+         "categories": [all category names of the file, in id order]}
+    """
+
+    def __init__(self, path: str):
+        try:
+            coco, _ = read_coco(path)
+        except FileNotFoundError:
+            raise MixtureError(f"{path}: unit file not found") from None
+        self.path = path
+        self.info = coco.get("info") or {}
+        cats = sorted(coco["categories"], key=lambda c: c["id"])
+        self.categories = [c["name"] for c in cats]
+        name = {c["id"]: c["name"] for c in cats}
+        by_image: dict[Any, list[dict]] = defaultdict(list)
+        for ann in coco["annotations"]:
+            by_image[ann["image_id"]].append(ann)
+        self.images = coco["images"]
+        self._anns = [by_image.get(img["id"], []) for img in self.images]
+        self._name = name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        img, anns = self.images[i], self._anns[i]
+        return {"id": img["id"], "image": img["file_name"], "width": img["width"], "height": img["height"],
+                "labels": [self._name[a["category_id"]] for a in anns],
+                "quads": [a["segmentation"][0] for a in anns],
+                "difficult": [int(a.get("difficult", 0)) for a in anns],
+                "categories": self.categories}
+
+    def __iter__(self) -> Iterator[dict]:
+        return (self[i] for i in range(len(self)))
+
+
+def open_store(unit: UnitConfig):
+    return CocoStore(unit.path) if unit.type == "detection" else JsonlStore(unit.path)
+
+
+# ---- the mixture ---------------------------------------------------------------------------------------------
+
+class Mixture:
+    """Units + their stores + the per-epoch sample sequence (see module docstring)."""
+
+    def __init__(self, config: MixtureConfig):
+        self.config = config
+        self.units = config.units
+        self.stores = [open_store(u) for u in self.units]
+        empty = [u.name for u, s in zip(self.units, self.stores) if len(s) == 0 and u.weight > 0]
+        if empty:
+            raise MixtureError(f"units with a positive weight but no records: {empty}")
+        w = np.array([u.weight for u in self.units], dtype=np.float64)
+        self.probabilities = w / w.sum()
+        self.epoch_size = config.epoch_size or int(sum(len(s) for s in self.stores))
+        self._plan_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "Mixture":
+        return cls(MixtureConfig.from_yaml(path))
+
+    def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(unit_ids, record_ids)`` of every position of ``epoch`` (length ``epoch_size``)."""
+        if self._plan_cache is not None and self._plan_cache[0] == epoch:
+            return self._plan_cache[1], self._plan_cache[2]
+        rng = np.random.default_rng([self.config.seed, epoch])
+        units = rng.choice(len(self.units), size=self.epoch_size, p=self.probabilities).astype(np.int32)
+        records = np.empty(self.epoch_size, dtype=np.int64)
+        for u, store in enumerate(self.stores):
+            where = np.flatnonzero(units == u)
+            if len(where) == 0:
+                continue
+            n = len(store)
+            reps = -(-len(where) // n)
+            order = np.concatenate([rng.permutation(n) for _ in range(reps)])[: len(where)]
+            records[where] = order
+        self._plan_cache = (epoch, units, records)
+        return units, records
+
+    def locate(self, epoch: int, position: int) -> tuple[int, int]:
+        """``(unit index, record index)`` at ``position`` of ``epoch``."""
+        units, records = self.epoch_plan(epoch)
+        return int(units[position]), int(records[position])
+
+    def record(self, epoch: int, position: int) -> tuple[UnitConfig, dict]:
+        u, i = self.locate(epoch, position)
+        return self.units[u], self.stores[u][i]
+
+    def sample_rng(self, epoch: int, position: int) -> np.random.Generator:
+        """The generator of one sample's random choices: a function of (seed, epoch, position) only."""
+        return np.random.default_rng([self.config.seed, epoch, position, 1])
+
+    # ---- statistics ----------------------------------------------------------------------------------------
+    def unit_composition(self, u: int) -> Counter:
+        """Counter of ``(source, task, box_kind)`` over the records of unit ``u``."""
+        unit, store = self.units[u], self.stores[u]
+        comp: Counter = Counter()
+        if unit.type == "detection":
+            src = unit.source or (store.info.get("source") if isinstance(store, CocoStore) else None) or unit.name
+            comp[(src, unit.task or "detection", unit.target_box_kind)] = len(store)
+            return comp
+        for rec in store:
+            if unit.type == "grounding":
+                key = (unit.source or rec.get("source") or rec.get("dataset") or unit.name,
+                       unit.task or "grounding", unit.target_box_kind)
+            else:
+                kinds = sorted({b.get("kind") for b in rec.get("boxes") or []})
+                key = (unit.source or rec.get("source") or unit.name, unit.task or rec.get("task") or "chat",
+                       "+".join(kinds) if kinds else "none")
+            comp[key] += 1
+        return comp
+
+    def stats(self) -> dict:
+        """Effective proportions of the sample stream by unit, source, task and box kind, and how many times an
+        epoch shows each unit's records (``passes``; above 1 = up-sampled)."""
+        out: dict[str, Any] = {"epoch_size": self.epoch_size, "seed": self.config.seed, "units": [],
+                               "source": Counter(), "task": Counter(), "box_kind": Counter()}
+        for u, unit in enumerate(self.units):
+            comp = self.unit_composition(u)
+            n = sum(comp.values())
+            p = float(self.probabilities[u])
+            out["units"].append({"name": unit.name, "type": unit.type, "records": n, "weight": unit.weight,
+                                 "proportion": p, "passes": p * self.epoch_size / n if n else 0.0})
+            for (src, task, kind), k in comp.items():
+                share = p * k / n
+                out["source"][src] += share
+                out["task"][task] += share
+                out["box_kind"][kind] += share
+        for key in ("source", "task", "box_kind"):
+            out[key] = dict(sorted(out[key].items(), key=lambda kv: (-kv[1], kv[0])))
+        return out
+
+
+def format_stats(stats: dict) -> str:
+    """The table printed by ``rscovlm data mix-stats``."""
+    lines = [f"epoch size {stats['epoch_size']}, seed {stats['seed']}", "",
+             f"{'unit':24s} {'type':12s} {'records':>9s} {'weight':>7s} {'share':>7s} {'passes':>7s}"]
+    for u in stats["units"]:
+        lines.append(f"{u['name']:24s} {u['type']:12s} {u['records']:>9d} {u['weight']:>7g} "
+                     f"{100 * u['proportion']:>6.2f}% {u['passes']:>7.2f}")
+    for key, title in (("source", "by source"), ("task", "by task"), ("box_kind", "by box kind")):
+        lines += ["", title]
+        lines += [f"  {name:30s} {100 * share:>6.2f}%" for name, share in stats[key].items()]
+    return "\n".join(lines)
+
+
+# ---- per-rank order and the dataset -----------------------------------------------------------------------
+
+def rank_positions(epoch_size: int, rank: int, world_size: int) -> np.ndarray:
+    """Global positions served by ``rank``: ``rank, rank + W, ...`` over the first ``W * (size // W)``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world size {world_size}")
+    per_rank = epoch_size // world_size
+    return np.arange(rank, per_rank * world_size, world_size, dtype=np.int64)
+
+
+class MixtureSampler:
+    """Resumable per-rank order of global positions; one ``iter()`` runs one epoch and advances to the next.
+
+    ``state_dict()`` = ``{"epoch", "position", "seed", "world_size"}`` where ``position`` counts the positions this
+    rank has already yielded in ``epoch``; a new sampler with ``load_state_dict`` continues with the next one.
+    (A DataLoader prefetches, so save the state from the number of samples the training loop has consumed:
+    ``{"epoch": e, "position": consumed_in_epoch}``.)"""
+
+    def __init__(self, mixture: Mixture, rank: int = 0, world_size: int = 1, epoch: int = 0):
+        self.mixture, self.rank, self.world_size = mixture, rank, world_size
+        self.epoch, self.position = epoch, 0
+        self._positions = rank_positions(mixture.epoch_size, rank, world_size)
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __iter__(self) -> Iterator[int]:
+        while self.position < len(self._positions):
+            pos = int(self._positions[self.position])
+            self.position += 1
+            yield pos
+        self.epoch += 1
+        self.position = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.mixture.config.seed,
+                "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed") != self.mixture.config.seed or state.get("world_size") != self.world_size:
+            raise ValueError(f"state {state} was saved with another seed or world size "
+                             f"(now seed {self.mixture.config.seed}, world size {self.world_size})")
+        if not 0 <= state["position"] <= len(self._positions):
+            raise ValueError(f"position {state['position']} out of range for {len(self._positions)} per rank")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+class MixtureDataset:
+    """Map-style dataset over the positions of the current epoch: ``ds[pos]`` is the built conversation of the
+    record at ``pos`` (see :class:`rscovlm.data.builder.SampleBuilder`). Call ``set_epoch`` at each epoch (the
+    sampler's epoch) - the unit order and every random choice change with it."""
+
+    def __init__(self, mixture: Mixture, builder=None, mode: Literal["train", "eval"] = "train", epoch: int = 0):
+        if builder is None:
+            from rscovlm.data.builder import BuildConfig, SampleBuilder
+
+            builder = SampleBuilder(BuildConfig.from_dict(mixture.config.builder))
+        self.mixture, self.builder, self.mode, self.epoch = mixture, builder, mode, epoch
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **kwargs) -> "MixtureDataset":
+        return cls(Mixture.from_yaml(path), **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.mixture.epoch_size
+
+    def __getitem__(self, position: int) -> dict:
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        unit, record = self.mixture.record(self.epoch, position)
+        rng = self.mixture.sample_rng(self.epoch, position)
+        return self.builder.build(record, unit, rng=rng if self.mode == "train" else None)

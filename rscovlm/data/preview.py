@@ -1,0 +1,96 @@
+"""``rscovlm data preview``: built samples rendered for a human check.
+
+For the first ``n`` positions of a mixture epoch (rank 0 of 1) the sample is built exactly as training (or,
+with ``eval_mode``, evaluation) builds it; the image is resized to the model frame the target was written in,
+and the boxes drawn are **parsed back from the target text** with :mod:`rscovlm.protocol` (conversations: the
+rendered ``<box:N>`` boxes). A box drawn in the wrong place therefore shows a real disagreement between text and
+pixels. Writes ``sample_XXX.png`` per sample and one ``index.html`` with image, prompt and target.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _load_resized(part: dict):
+    from PIL import Image
+
+    with Image.open(part["image"]) as im:
+        return im.convert("RGB").resize((part["resized_width"], part["resized_height"]), Image.BICUBIC)
+
+
+def render_sample(sample: dict):
+    """The images of one built sample (model frame) with the target's boxes drawn, side by side."""
+    from PIL import Image
+
+    from rscovlm.geometry.boxes import Boxes, Frame
+    from rscovlm.geometry.objects import ObjectSet
+    from rscovlm.protocol.detection import parse_detections
+    from rscovlm.protocol.grounding import parse_grounding
+    from rscovlm.viz.overlay import draw_objects
+
+    meta = sample["meta"]
+    parts = [p for m in sample["messages"] for p in m["content"] if p["type"] == "image"]
+    target = sample["messages"][-1]["content"][0]["text"]
+    images = [_load_resized(p) for p in parts]
+    if meta["task"] == "detection" and images:
+        frame = Frame.model(*images[0].size)
+        parsed = parse_detections(target, kind=meta["box_kind"], frame=frame)
+        images[0] = draw_objects(images[0], parsed.objects)
+    elif meta["task"] == "grounding" and images:
+        boxes, _ = parse_grounding(target, kind=meta["box_kind"], frame=Frame.model(*images[0].size))
+        images[0] = draw_objects(images[0], ObjectSet(boxes, ["target"] * len(boxes)), color=(255, 40, 40))
+    else:
+        for i, img in enumerate(images):
+            mine = [b for b in meta.get("boxes", []) if b["image"] == i]
+            for b in mine:
+                boxes = Boxes(np.asarray(b["values"])[None], b["kind"], Frame.model(*img.size))
+                img = draw_objects(img, ObjectSet(boxes, ["box"]), color=(255, 40, 40), show_labels=False)
+            images[i] = img
+    if not images:
+        return Image.new("RGB", (320, 40), "white")
+    gap = 8
+    canvas = Image.new("RGB", (sum(im.width for im in images) + gap * (len(images) - 1),
+                               max(im.height for im in images)), "white")
+    x = 0
+    for im in images:
+        canvas.paste(im, (x, 0))
+        x += im.width + gap
+    return canvas
+
+
+def render_preview(config: str | os.PathLike, out: str | os.PathLike, n: int = 8, epoch: int = 0,
+                   eval_mode: bool = False) -> Path:
+    """Build and render ``n`` samples of ``config``; returns the path of ``index.html``."""
+    from rscovlm.data.mixture import MixtureDataset
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = MixtureDataset.from_yaml(config, mode="eval" if eval_mode else "train", epoch=epoch)
+    rows = []
+    for pos in range(min(n, len(ds))):
+        sample = ds[pos]
+        name = f"sample_{pos:03d}.png"
+        render_sample(sample).save(out / name)
+        prompt = "\n\n".join(p["text"] for m in sample["messages"][:-1] for p in m["content"] if p["type"] == "text")
+        target = "\n\n".join(p["text"] for p in sample["messages"][-1]["content"])
+        meta = sample["meta"]
+        info = (f"#{pos} unit {meta['unit']} | {meta['source']} | {meta['task']} | form {meta.get('form')} | "
+                f"boxes {meta.get('box_kind')} | " + ", ".join(
+                    f"{p['original'][0]:g}x{p['original'][1]:g} -> {p['model'][0]}x{p['model'][1]}"
+                    for p in meta["plans"]))
+        rows.append(f"<tr><td><img src='{name}' style='max-width:560px'></td><td><p><b>{html.escape(info)}</b></p>"
+                    f"<p><b>prompt</b></p><pre>{html.escape(prompt)}</pre><p><b>target</b></p>"
+                    f"<pre>{html.escape(target)}</pre></td></tr>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>rscovlm data preview</title><style>"
+            "body{font-family:sans-serif} td{vertical-align:top;padding:8px;border-bottom:1px solid #ccc}"
+            "pre{white-space:pre-wrap;max-width:640px}</style></head><body>"
+            f"<h1>{html.escape(str(config))} - epoch {epoch} ({'eval' if eval_mode else 'train'} mode)</h1>"
+            f"<table>{''.join(rows)}</table></body></html>")
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index

@@ -1,0 +1,580 @@
+"""Unified record formats of the data procedure (paper 3.2.2) and their validation.
+
+Every converter writes one of three kinds; the mixture and the sample builder read only these.
+
+``conversation`` - JSON Lines, one object per line (OpenAI ``messages`` structure, images by path)::
+
+    {"id": "geochat/1234",                      # unique within the file
+     "source": "geochat",                       # where it came from (mixture statistics)
+     "task": "vqa",                             # free-form task name (e.g. vqa, caption, referring, temporal)
+     "messages": [
+        {"role": "system", "content": "..."},   # optional, first
+        {"role": "user", "content": [{"type": "image", "image": "dir/a.png"},
+                                     {"type": "text", "text": "Where is <box:0>?"}]},
+        {"role": "assistant", "content": "..."}],   # str, or a list of text parts
+     "image_sizes": [[800, 800]],               # optional; [width, height] of each image, in order of appearance
+     "boxes": [{"kind": "hbb", "values": [x1, y1, x2, y2], "image": 0}],   # optional
+     "meta": {...}}                             # optional, free
+
+  Roles run ``system? (user assistant)+``. Image paths are relative to the image root given with the file (the
+  ``--images`` of ``data convert``, the ``images`` of a mixture unit); absolute paths are used as they are.
+  Boxes that the source wrote inside the text are stored structurally, in **original pixels** of image ``image``
+  (see :mod:`rscovlm.geometry.boxes` for the kinds: hbb ``x1,y1,x2,y2``; obb ``cx,cy,w,h,theta`` radians,
+  clockwise on screen, le90; quad 8 numbers, normalized), and the text holds a reference ``<box:N>`` (N = index
+  into ``boxes``). The sample builder renders each reference in the model frame of the resize it applied, so
+  the coordinates in the text always match the pixels the model saw. ``image_sizes`` is required when
+  ``boxes`` is present.
+
+``detection`` - one COCO JSON file: ``images`` [{id, file_name, width, height}], ``categories`` [{id, name}],
+  ``annotations`` [{id, image_id, category_id, segmentation: [[x1, y1, ..., x4, y4]] (one normalized quad,
+  original pixels), bbox: [x, y, w, h] (its enclosing box), area (quad area), iscrowd: 0, difficult: 0|1|2}].
+  Images without annotations are kept (they teach ``There is none.``).
+
+``grounding`` - JSON Lines with the refGeo fields: ``dataset``, ``image_id`` (file name; the image is
+  ``{dataset}/{image_id}`` under the image root unless ``image`` gives the path), ``question`` (the referring
+  expression), ``question_id``, ``bbox`` [x1, y1, x2, y2] and optional ``poly`` (4 [x, y] points), both in
+  absolute pixels of the original image, ``image_width``, ``image_height``; optional ``source``.
+
+:func:`validate_file` collects every problem of a file as ``file:line: field: message``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+RecordKind = Literal["conversation", "detection", "grounding"]
+RECORD_KINDS: tuple[str, ...] = ("conversation", "detection", "grounding")
+ROLES = ("system", "user", "assistant")
+BOX_DIMS = {"hbb": 4, "obb": 5, "quad": 8}
+BOX_REF = re.compile(r"<box:(\d+)>")
+#: slack (pixels) allowed when a box pokes out of its image; real labels (DOTA) do this by a pixel or two
+BOUNDS_SLACK = 2.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a record: where (file, 1-based line, field path) and what."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class RecordError(ValueError):
+    """A malformed input or record; ``problem`` says where."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+# ---- reading with line numbers ----------------------------------------------------------------------------
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """``(line_no, object)`` for every non-blank line; a line that is not JSON raises :class:`RecordError`."""
+    path = str(path)
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RecordError(Problem(path, line_no, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+
+
+_WS = re.compile(r"\s*")
+
+
+def _line_of(text: str, pos: int, cache: list[int]) -> int:
+    # cache = [last_pos, last_line] so that a forward scan counts newlines once
+    last_pos, last_line = cache
+    line = last_line + text.count("\n", last_pos, pos)
+    cache[0], cache[1] = pos, line
+    return line
+
+
+def _decode_array(path: str, text: str, pos: int, cache: list[int]) -> tuple[list[tuple[int, Any]], int]:
+    """Decode the JSON array starting at ``text[pos] == '['``: ``([(line_no, element), ...], end_pos)``."""
+    dec = json.JSONDecoder()
+    items: list[tuple[int, Any]] = []
+    pos = _WS.match(text, pos + 1).end()
+    if text[pos:pos + 1] == "]":
+        return items, pos + 1
+    while True:
+        line = _line_of(text, pos, cache)
+        try:
+            obj, pos = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise RecordError(Problem(path, err.lineno, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+        items.append((line, obj))
+        pos = _WS.match(text, pos).end()
+        if text[pos:pos + 1] == ",":
+            pos = _WS.match(text, pos + 1).end()
+            continue
+        if text[pos:pos + 1] == "]":
+            return items, pos + 1
+        raise RecordError(Problem(path, _line_of(text, pos, cache), "",
+                                  "expected ',' or ']' between array elements"))
+
+
+def iter_json_array(path: str | os.PathLike, text: str | None = None,
+                    start: int = 0) -> Iterator[tuple[int, Any]]:
+    """``(line_no, element)`` of a top-level JSON array, decoding element by element so that every element
+    knows the line it starts on (``json.load`` forgets positions)."""
+    path = str(path)
+    if text is None:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    cache = [0, 1]
+    pos = _WS.match(text, start).end()
+    if text[pos:pos + 1] != "[":
+        raise RecordError(Problem(path, _line_of(text, pos, cache), "", "expected a JSON array '['"))
+    items, _ = _decode_array(path, text, pos, cache)
+    yield from items
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Records of a JSON array file or a JSON Lines file (decided by the first non-blank character)."""
+    path = str(path)
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    first = _WS.match(text).end()
+    if first < len(text) and text[first] == "[":
+        yield from iter_json_array(path, text, first)
+        return
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RecordError(Problem(path, line_no, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+
+
+def read_coco(path: str | os.PathLike) -> tuple[dict, dict[str, list[int]]]:
+    """Load a COCO file and the start line of every element of ``images``, ``annotations``, ``categories``."""
+    path = str(path)
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    dec = json.JSONDecoder()
+    cache = [0, 1]
+    lines: dict[str, list[int]] = {}
+    out: dict[str, Any] = {}
+    pos = _WS.match(text).end()
+    if pos >= len(text) or text[pos] != "{":
+        raise RecordError(Problem(path, 1, "", "a COCO file must hold one JSON object"))
+    pos = _WS.match(text, pos + 1).end()
+    while pos < len(text) and text[pos] != "}":
+        try:
+            key, pos = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise RecordError(Problem(path, err.lineno, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+        pos = _WS.match(text, pos).end()
+        if pos >= len(text) or text[pos] != ":":
+            raise RecordError(Problem(path, _line_of(text, pos, cache), str(key), "expected ':'"))
+        pos = _WS.match(text, pos + 1).end()
+        if isinstance(key, str) and key in ("images", "annotations", "categories") and text[pos:pos + 1] == "[":
+            items, pos = _decode_array(path, text, pos, cache)
+            out[key], lines[key] = [obj for _, obj in items], [line for line, _ in items]
+        else:
+            try:
+                value, pos = dec.raw_decode(text, pos)
+            except json.JSONDecodeError as err:
+                raise RecordError(Problem(path, err.lineno, str(key), f"not valid JSON ({err.msg})"))
+            out[key] = value
+        pos = _WS.match(text, pos).end()
+        if text[pos:pos + 1] == ",":
+            pos = _WS.match(text, pos + 1).end()
+    return out, lines
+
+
+# ---- field checks ------------------------------------------------------------------------------------------
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(value, n: int, field: str, errs: list) -> list[float] | None:
+    if not isinstance(value, list) or len(value) != n:
+        errs.append((field, f"expected a list of {n} numbers, got {_short(value)}"))
+        return None
+    if not all(_is_num(v) for v in value):
+        errs.append((field, f"expected finite numbers, got {_short(value)}"))
+        return None
+    return [float(v) for v in value]
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_box(kind, values, width: float | None, height: float | None, field: str, errs: list) -> None:
+    """Append problems of one structured box (kind, values in original pixels) to ``errs``."""
+    if kind not in BOX_DIMS:
+        errs.append((f"{field}.kind", f"unknown box kind {kind!r}; expected hbb, obb or quad"))
+        return
+    v = _numbers(values, BOX_DIMS[kind], f"{field}.values", errs)
+    if v is None:
+        return
+    if kind == "hbb" and (v[0] > v[2] or v[1] > v[3]):
+        errs.append((f"{field}.values", f"hbb needs x1 <= x2 and y1 <= y2, got {v}"))
+    if kind == "obb" and (v[2] <= 0 or v[3] <= 0):
+        errs.append((f"{field}.values", f"obb needs positive width and height, got {v}"))
+    if width is None or height is None:
+        return
+    if kind == "obb":
+        xs, ys = [v[0]], [v[1]]
+    else:
+        xs, ys = v[0::2], v[1::2]
+    if min(xs) < -BOUNDS_SLACK or max(xs) > width + BOUNDS_SLACK or min(ys) < -BOUNDS_SLACK \
+            or max(ys) > height + BOUNDS_SLACK:
+        errs.append((f"{field}.values", f"{kind} {v} lies outside the {width:g} x {height:g} image"))
+
+
+def _check_size(value, field: str, errs: list) -> tuple[float, float] | None:
+    if not isinstance(value, list) or len(value) != 2 or not all(_is_num(v) and v > 0 for v in value):
+        errs.append((field, f"expected [width, height] with positive numbers, got {_short(value)}"))
+        return None
+    return float(value[0]), float(value[1])
+
+
+def content_parts(content) -> list[dict]:
+    """Message content as a list of parts (a plain string is one text part)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return content
+
+
+def message_images(messages: list[dict]) -> list[str]:
+    """Image paths of a conversation, in order of appearance."""
+    return [p["image"] for m in messages for p in content_parts(m["content"]) if p.get("type") == "image"]
+
+
+def validate_conversation(rec) -> list[tuple[str, str]]:
+    """``(field, message)`` for every problem of one conversation record (empty list = valid)."""
+    errs: list[tuple[str, str]] = []
+    if not isinstance(rec, dict):
+        return [("", f"expected a JSON object, got {_short(rec)}")]
+    for key in ("id", "source", "task"):
+        if not isinstance(rec.get(key), str) or not rec.get(key):
+            errs.append((key, f"required non-empty string, got {_short(rec.get(key))}"))
+    messages = rec.get("messages")
+    n_images = 0
+    refs: set[int] = set()
+    if not isinstance(messages, list) or not messages:
+        errs.append(("messages", "required non-empty list of messages"))
+    else:
+        roles = []
+        for i, msg in enumerate(messages):
+            f = f"messages[{i}]"
+            if not isinstance(msg, dict):
+                errs.append((f, "expected an object with role and content"))
+                continue
+            role = msg.get("role")
+            if role not in ROLES:
+                errs.append((f"{f}.role", f"expected one of {ROLES}, got {_short(role)}"))
+            roles.append(role)
+            content = msg.get("content")
+            if isinstance(content, str):
+                parts = [{"type": "text", "text": content}]
+            elif isinstance(content, list) and content:
+                parts = content
+            else:
+                errs.append((f"{f}.content", "expected a string or a non-empty list of parts"))
+                continue
+            for j, part in enumerate(parts):
+                pf = f"{f}.content[{j}]"
+                if not isinstance(part, dict):
+                    errs.append((pf, "expected an object with a type"))
+                elif part.get("type") == "text":
+                    if not isinstance(part.get("text"), str) or not part["text"].strip():
+                        errs.append((f"{pf}.text", "required non-empty string"))
+                    else:
+                        refs.update(int(m) for m in BOX_REF.findall(part["text"]))
+                elif part.get("type") == "image":
+                    if role == "assistant":
+                        errs.append((pf, "assistant messages cannot hold images"))
+                    if not isinstance(part.get("image"), str) or not part["image"]:
+                        errs.append((f"{pf}.image", "required image path"))
+                    n_images += 1
+                else:
+                    errs.append((f"{pf}.type", f"expected 'text' or 'image', got {_short(part.get('type'))}"))
+        body = roles[1:] if roles and roles[0] == "system" else roles
+        if "system" in body:
+            errs.append(("messages", "a system message may only come first"))
+        if not body or body[0] != "user" or body[-1] != "assistant" or any(
+                a == b for a, b in zip(body, body[1:])):
+            errs.append(("messages", f"roles must run system? (user assistant)+, got {roles}"))
+    sizes = rec.get("image_sizes")
+    checked_sizes: list[tuple[float, float] | None] = []
+    if sizes is not None:
+        if not isinstance(sizes, list) or len(sizes) != n_images:
+            errs.append(("image_sizes", f"expected {n_images} [width, height] pairs (one per image)"))
+        else:
+            checked_sizes = [_check_size(s, f"image_sizes[{i}]", errs) for i, s in enumerate(sizes)]
+    boxes = rec.get("boxes")
+    if boxes is not None:
+        if not isinstance(boxes, list):
+            errs.append(("boxes", "expected a list"))
+            boxes = []
+        if boxes and sizes is None:
+            errs.append(("image_sizes", "required when the record has boxes"))
+        for i, box in enumerate(boxes):
+            f = f"boxes[{i}]"
+            if not isinstance(box, dict):
+                errs.append((f, "expected an object {kind, values, image}"))
+                continue
+            img = box.get("image", 0)
+            if not isinstance(img, int) or isinstance(img, bool) or not 0 <= img < max(n_images, 1) \
+                    or n_images == 0:
+                errs.append((f"{f}.image", f"image index {img!r} out of range for {n_images} image(s)"))
+                size = None
+            else:
+                size = checked_sizes[img] if img < len(checked_sizes) else None
+            check_box(box.get("kind"), box.get("values"), *(size or (None, None)), f, errs)
+        for r in sorted(refs):
+            if r >= len(boxes):
+                errs.append(("messages", f"<box:{r}> refers to a missing box ({len(boxes)} boxes)"))
+    elif refs:
+        errs.append(("boxes", f"text refers to {len(refs)} box(es) but the record has no 'boxes'"))
+    if "meta" in rec and not isinstance(rec["meta"], dict):
+        errs.append(("meta", "expected an object"))
+    return errs
+
+
+def validate_grounding(rec) -> list[tuple[str, str]]:
+    """``(field, message)`` for every problem of one refGeo-style grounding record."""
+    if not isinstance(rec, dict):
+        return [("", f"expected a JSON object, got {_short(rec)}")]
+    errs: list[tuple[str, str]] = []
+    for key in ("dataset", "image_id", "question"):
+        if not isinstance(rec.get(key), str) or not rec.get(key, "").strip():
+            errs.append((key, f"required non-empty string, got {_short(rec.get(key))}"))
+    if "question_id" in rec and not isinstance(rec["question_id"], (str, int)):
+        errs.append(("question_id", f"expected a string or an integer, got {_short(rec['question_id'])}"))
+    size = []
+    for key in ("image_width", "image_height"):
+        v = rec.get(key)
+        if not _is_num(v) or v <= 0:
+            errs.append((key, f"required positive number, got {_short(v)}"))
+        else:
+            size.append(float(v))
+    w, h = size if len(size) == 2 else (None, None)
+    check_box("hbb", rec.get("bbox"), w, h, "bbox", errs)
+    errs[:] = [(f.replace("bbox.values", "bbox"), m) for f, m in errs]
+    if rec.get("poly") is not None:
+        poly = rec["poly"]
+        if not isinstance(poly, list) or len(poly) != 4 or not all(
+                isinstance(p, list) and len(p) == 2 for p in poly):
+            errs.append(("poly", f"expected 4 [x, y] points, got {_short(poly)}"))
+        else:
+            sub: list = []
+            check_box("quad", [c for p in poly for c in p], w, h, "poly", sub)
+            errs.extend((f.replace("poly.values", "poly"), m) for f, m in sub)
+    if "image" in rec and (not isinstance(rec["image"], str) or not rec["image"]):
+        errs.append(("image", "expected an image path"))
+    return errs
+
+
+def validate_coco(coco: dict, lines: dict[str, list[int]], path: str) -> list[Problem]:
+    """Every problem of a COCO detection file (ids, references, quad segmentation, bbox consistency)."""
+    probs: list[Problem] = []
+
+    def add(section: str, i: int | None, field: str, msg: str) -> None:
+        line = lines.get(section, [None] * (i + 1 if i is not None else 0))[i] if i is not None else None
+        probs.append(Problem(path, line, f"{section}[{i}].{field}" if i is not None else field, msg))
+
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(coco.get(key), list):
+            add(key, None, key, "required list")
+    if probs:
+        return probs
+    image_sizes: dict[Any, tuple[float, float] | None] = {}
+    for i, img in enumerate(coco["images"]):
+        if not isinstance(img, dict):
+            add("images", i, "", "expected an object")
+            continue
+        iid = img.get("id")
+        if not isinstance(iid, (int, str)) or isinstance(iid, bool):
+            add("images", i, "id", f"expected an integer or string id, got {_short(iid)}")
+        elif iid in image_sizes:
+            add("images", i, "id", f"duplicate image id {iid!r}")
+        if not isinstance(img.get("file_name"), str) or not img.get("file_name"):
+            add("images", i, "file_name", "required image path")
+        w, h = img.get("width"), img.get("height")
+        ok = _is_num(w) and w > 0 and _is_num(h) and h > 0
+        if not ok:
+            add("images", i, "width", f"width and height must be positive numbers, got {_short([w, h])}")
+        if isinstance(iid, (int, str)):
+            image_sizes[iid] = (float(w), float(h)) if ok else None
+    cat_ids = set()
+    for i, cat in enumerate(coco["categories"]):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
+            add("categories", i, "id", "expected {id: int, name: str}")
+            continue
+        if cat["id"] in cat_ids:
+            add("categories", i, "id", f"duplicate category id {cat['id']}")
+        cat_ids.add(cat["id"])
+    ann_ids = set()
+    for i, ann in enumerate(coco["annotations"]):
+        if not isinstance(ann, dict):
+            add("annotations", i, "", "expected an object")
+            continue
+        aid = ann.get("id")
+        if aid in ann_ids:
+            add("annotations", i, "id", f"duplicate annotation id {aid!r}")
+        ann_ids.add(aid)
+        if ann.get("image_id") not in image_sizes:
+            add("annotations", i, "image_id", f"no image with id {ann.get('image_id')!r}")
+        if ann.get("category_id") not in cat_ids:
+            add("annotations", i, "category_id", f"no category with id {ann.get('category_id')!r}")
+        seg = ann.get("segmentation")
+        errs: list = []
+        if not isinstance(seg, list) or len(seg) != 1:
+            errs.append(("segmentation", "expected one polygon [[x1, y1, ..., x4, y4]]"))
+        else:
+            # no bounds check: objects cut by a split window legitimately extend beyond their patch
+            check_box("quad", seg[0], None, None, "segmentation[0]", errs)
+        bbox = _numbers(ann.get("bbox"), 4, "bbox", errs)
+        if bbox is not None and (bbox[2] < 0 or bbox[3] < 0):
+            errs.append(("bbox", f"width and height must be >= 0, got {bbox}"))
+        elif bbox is not None and not errs:
+            xs, ys = seg[0][0::2], seg[0][1::2]
+            env = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+            if max(abs(a - b) for a, b in zip(env, bbox)) > 1.0:
+                errs.append(("bbox", f"{bbox} is not the enclosing box {env} of the segmentation"))
+        if not _is_num(ann.get("area")) or ann.get("area") < 0:
+            errs.append(("area", f"required number >= 0, got {_short(ann.get('area'))}"))
+        if ann.get("difficult", 0) not in (0, 1, 2):
+            errs.append(("difficult", f"expected 0, 1 or 2, got {_short(ann.get('difficult'))}"))
+        for field, msg in errs:
+            add("annotations", i, field.replace("segmentation[0].values", "segmentation[0]"), msg)
+    return probs
+
+
+def detect_kind(path: str | os.PathLike) -> RecordKind:
+    """Guess the record kind of a file: a JSON object with ``images`` is COCO detection; JSON Lines whose first
+    record has ``messages`` are conversations, with ``bbox`` grounding."""
+    path = str(path)
+    with open(path, encoding="utf-8") as fh:
+        head = fh.read(1 << 16).lstrip()
+    first_line = head.split("\n", 1)[0]
+    try:
+        first = json.loads(first_line)
+    except json.JSONDecodeError:
+        return "detection" if head.startswith("{") else "conversation"
+    if isinstance(first, dict) and "messages" in first:
+        return "conversation"
+    if isinstance(first, dict) and "bbox" in first:
+        return "grounding"
+    if isinstance(first, dict) and "images" in first:
+        return "detection"
+    return "conversation"
+
+
+def validate_file(path: str | os.PathLike, kind: RecordKind | None = None,
+                  image_root: str | os.PathLike | None = None) -> list[Problem]:
+    """All problems of a record file (every line, every field). With ``image_root`` the image files must exist."""
+    path = str(path)
+    kind = kind or detect_kind(path)
+    if kind not in RECORD_KINDS:
+        raise ValueError(f"unknown record kind {kind!r}; expected one of {RECORD_KINDS}")
+    probs: list[Problem] = []
+    try:
+        if kind == "detection":
+            coco, lines = read_coco(path)
+            probs = validate_coco(coco, lines, path)
+            if image_root is not None and isinstance(coco.get("images"), list):
+                for i, img in enumerate(coco["images"]):
+                    name = img.get("file_name") if isinstance(img, dict) else None
+                    if isinstance(name, str) and not os.path.exists(os.path.join(image_root, name)):
+                        probs.append(Problem(path, lines["images"][i], f"images[{i}].file_name",
+                                             f"image not found under {image_root}: {name}"))
+            return probs
+        check = validate_conversation if kind == "conversation" else validate_grounding
+        ids: dict = {}
+        for line_no, rec in iter_jsonl(path):
+            for field, msg in check(rec):
+                probs.append(Problem(path, line_no, field, msg))
+            if not isinstance(rec, dict):
+                continue
+            key = rec.get("id") if kind == "conversation" else (rec.get("dataset"), rec.get("question_id"),
+                                                                   rec.get("image_id"), rec.get("question"))
+            if kind == "conversation" and isinstance(key, str):
+                if key in ids:
+                    probs.append(Problem(path, line_no, "id", f"duplicate id {key!r} (first on line {ids[key]})"))
+                ids.setdefault(key, line_no)
+            if image_root is not None:
+                for img, field in _record_images(rec, kind):
+                    if not os.path.exists(os.path.join(image_root, img)):
+                        probs.append(Problem(path, line_no, field, f"image not found under {image_root}: {img}"))
+    except RecordError as err:
+        probs.append(err.problem)
+    return probs
+
+
+def _record_images(rec: dict, kind: str) -> list[tuple[str, str]]:
+    if kind == "grounding":
+        if isinstance(rec.get("image"), str):
+            return [(rec["image"], "image")]
+        if isinstance(rec.get("dataset"), str) and isinstance(rec.get("image_id"), str):
+            return [(grounding_image_path(rec), "image_id")]
+        return []
+    out = []
+    for i, msg in enumerate(rec.get("messages") or []):
+        if isinstance(msg, dict) and isinstance(msg.get("content"), list):
+            for j, part in enumerate(msg["content"]):
+                if isinstance(part, dict) and part.get("type") == "image" and isinstance(part.get("image"), str):
+                    out.append((part["image"], f"messages[{i}].content[{j}].image"))
+    return out
+
+
+def grounding_image_path(rec: dict) -> str:
+    """Image path of a grounding record relative to the image root (refGeo layout ``{dataset}/{image_id}``)."""
+    return rec.get("image") or f"{rec['dataset']}/{rec['image_id']}"
+
+
+def write_jsonl(path: str | os.PathLike, records) -> int:
+    """Write records as JSON Lines (UTF-8, no ASCII escaping); returns the count."""
+    n = 0
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+def write_coco(path: str | os.PathLike, coco: dict) -> None:
+    """Write a COCO file with one image / annotation / category per line (readable diffs, exact line numbers
+    in validation messages)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("{\n")
+        extra = [k for k in coco if k not in ("images", "annotations", "categories")]
+        for k in extra:
+            fh.write(f"{json.dumps(k)}: {json.dumps(coco[k], ensure_ascii=False)},\n")
+        for n, key in enumerate(("images", "categories", "annotations")):
+            items = coco.get(key, [])
+            fh.write(f'"{key}": [')
+            for i, item in enumerate(items):
+                fh.write("\n  " + json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+                if i + 1 < len(items):
+                    fh.write(",")
+            fh.write("\n]" if items else "]")
+            fh.write(",\n" if n < 2 else "\n")
+        fh.write("}\n")

@@ -1,0 +1,350 @@
+"""DOTA detection AP/mAP under the official devkit protocol and the MMRotate protocol.
+
+Protocols (registry :data:`PROTOCOLS`)
+--------------------------------------
+``dota`` - the devkit's Task1 evaluation (``dota_evaluation_task1.py``, ``voc_eval``):
+  boxes are the quads as written; a ground truth is a candidate for a detection of the same class and image when
+  their enclosing boxes, each widened by the devkit's ``+1`` pixel, overlap; IoU is the polygon IoU
+  (:mod:`rscovlm.geometry.iou`, the devkit's ``polyiou`` rule). Each detection goes to the candidate with the
+  highest IoU (first in file order on ties); it is a TP when ``IoU > thr`` (strict) and that ground truth is not
+  taken yet, ignored (neither TP nor FP) when that ground truth is difficult (flag 1 or 2), an FP otherwise
+  (repeat matches included). Positives are the non-difficult ground truths. Where both quads have zero area
+  the devkit computes ``0/0 = NaN``; a NaN among a detection's candidates makes it an FP, as there.
+``mmrotate`` - MMRotate's ``eval_rbbox_map`` with its DOTA loader (``version="le90"``):
+  every quad (ground truth and detection) becomes its minimum-area rectangle (coordinates rounded to float32
+  first, as the loader does) and is dropped when a side is shorter than 2 px; IoU of rotated rectangles; TP
+  when ``IoU >= thr``; every ground-truth object is positive (difficult included); a detection with no
+  overlapping ground truth in an image that has some gets IoU 0 with the first one; precision and AP are
+  float32.
+
+Ranking and ties (``ties=``, registry :data:`TIE_ORDERS`)
+----------------------------------------------------------
+Detections are ranked by score, descending; the input order of a class is the order of the lines in its
+``Task1_{class}.txt``. Equal scores are common (Task1 files often carry 3-4 decimals) and change AP, so the
+order among them is fixed one of two ways:
+
+* ``reference`` (default) - exactly the reference tool's ranking: numpy's default ``argsort`` of the negated
+  scores, over the detections in input order (devkit: the whole class at once; MMRotate: per image, with
+  images in ``image_ids`` order, for matching, then over the concatenated float32 scores for the ranking).
+  Deterministic for a given input and numpy build, and equal to the reference tool's result on the same
+  machine - but numpy's default sort is not stable and its tie order varies with numpy version and CPU.
+* ``stable`` - equal scores keep their input order (a stable sort): portable across machines; differs from
+  the reference tools only where their unstable sort reorders ties.
+
+mAP is the mean AP over the classes that have at least one positive ground truth; the result lists them. IoUs
+are computed once per class (:class:`ClassOverlaps`) and reused for every threshold, seed and order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from rscovlm.eval.ap import AP_MODES, average_precision
+from rscovlm.eval.dota_data import (
+    ClassDets, ClassGT, Detections, GroundTruth, UnknownImages, load_gt_dir, load_task1_dir,
+)
+from rscovlm.geometry.boxes import obb_to_quad, quad_to_obb
+from rscovlm.geometry.iou import hbb_overlap_pairs, poly_areas, poly_intersection_pairs
+
+ApMode = Literal["11point", "area"]
+ProtocolName = Literal["dota", "mmrotate"]
+
+
+# ---- protocols ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Protocol:
+    """How boxes are prepared and matched (see module docstring)."""
+
+    name: str
+    strict: bool = field(metadata={"help": "TP needs IoU > thr (True) or IoU >= thr (False)"})
+    difficult_ignored: bool = field(metadata={"help": "difficult ground truth is ignored, not positive"})
+    candidate_margin: float = field(metadata={"help": "pre-filter: enclosing boxes closer than this are candidates"})
+    min_side: float = field(default=0.0, metadata={"help": "drop boxes whose min-area rectangle has a shorter side"})
+    rotated_rect: bool = field(default=False, metadata={"help": "match min-area rectangles instead of the quads"})
+    zero_iou_default: bool = field(default=False, metadata={
+        "help": "a detection without candidates in an image with ground truth gets IoU 0 with its first one"})
+    dtype: type = field(default=np.float64, metadata={"help": "precision/AP arithmetic (float32 in MMRotate)"})
+
+    def prepare(self, quads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, 8)`` quads -> (boxes used for IoU as quads, indices kept)."""
+        if not self.rotated_rect:
+            return quads, np.arange(len(quads))
+        obb = quad_to_obb(quads.astype(np.float32).astype(np.float64))
+        keep = np.flatnonzero((obb[:, 2] >= self.min_side) & (obb[:, 3] >= self.min_side))
+        return obb_to_quad(obb[keep]), keep
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "dota": Protocol("dota", strict=True, difficult_ignored=True, candidate_margin=1.0),
+    "mmrotate": Protocol("mmrotate", strict=False, difficult_ignored=False, candidate_margin=0.0, min_side=2.0,
+                         rotated_rect=True, zero_iou_default=True, dtype=np.float32),
+}
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    if isinstance(name, Protocol):
+        return name
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise ValueError(f"unknown protocol {name!r}; expected one of {sorted(PROTOCOLS)}") from None
+
+
+# ---- overlaps, computed once per class --------------------------------------------------------------------------
+
+@dataclass
+class ClassOverlaps:
+    """Everything matching needs for one class, independent of thresholds, seeds and ranking.
+
+    ``det_index`` maps the kept detections back to the input rows; ``scores``/``image`` are the kept ones.
+    ``ovmax``/``jmax`` are each detection's best IoU and that ground truth (``-inf``/``-1``: no candidate;
+    ``NaN``: the devkit's 0/0). ``pair_*`` hold every candidate pair's IoU (for one-to-one matching).
+    ``gt_ignore`` marks ground truths that are not positives."""
+
+    protocol: Protocol
+    det_index: np.ndarray
+    scores: np.ndarray | None
+    image: np.ndarray
+    ovmax: np.ndarray
+    jmax: np.ndarray
+    gt_ignore: np.ndarray
+    pair_det: np.ndarray
+    pair_gt: np.ndarray
+    pair_iou: np.ndarray
+
+    @property
+    def num_det(self) -> int:
+        return len(self.det_index)
+
+    @property
+    def num_gt(self) -> int:
+        return len(self.gt_ignore)
+
+    @property
+    def num_pos(self) -> int:
+        return int((~self.gt_ignore).sum())
+
+
+def _hbb(quads: np.ndarray) -> np.ndarray:
+    xs, ys = quads[:, 0::2], quads[:, 1::2]
+    return np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1)
+
+
+def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dota") -> ClassOverlaps:
+    """Candidate pairs, their IoUs and each detection's best match for one class (see module docstring)."""
+    proto = get_protocol(protocol)
+    g_quads, g_keep = proto.prepare(gt.quads)
+    d_quads, d_keep = proto.prepare(dets.quads)
+    g_image, d_image = gt.image[g_keep], dets.image[d_keep]
+    n_det = len(d_keep)
+    gt_ignore = (gt.difficult[g_keep] > 0) if proto.difficult_ignored else np.zeros(len(g_keep), bool)
+    pi, pj = hbb_overlap_pairs(_hbb(d_quads), _hbb(g_quads), margin=proto.candidate_margin,
+                               groups_a=d_image, groups_b=g_image)
+    inter = np.zeros(len(pi))
+    if len(pi):
+        hd, hg = _hbb(d_quads[pi]), _hbb(g_quads[pj])
+        real = (np.minimum(hd[:, 2], hg[:, 2]) > np.maximum(hd[:, 0], hg[:, 0])) & (
+            np.minimum(hd[:, 3], hg[:, 3]) > np.maximum(hd[:, 1], hg[:, 1]))
+        if real.any():
+            inter[real] = poly_intersection_pairs(d_quads[pi[real]], g_quads[pj[real]])
+    union = poly_areas(d_quads)[pi] + poly_areas(g_quads)[pj] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / union
+    ovmax = np.full(n_det, -np.inf)
+    jmax = np.full(n_det, -1, np.int64)
+    if len(pi):
+        key = np.where(np.isnan(iou), -np.inf, iou)
+        order = np.lexsort((pj, -key, pi))  # per detection: best IoU first, then lowest GT index
+        starts = np.flatnonzero(np.r_[True, pi[order][1:] != pi[order][:-1]])
+        dets_with = pi[order][starts]
+        jmax[dets_with] = pj[order][starts]
+        ovmax[dets_with] = key[order][starts]
+        has_nan = np.zeros(n_det, bool)
+        has_nan[pi[np.isnan(iou)]] = True
+        ovmax[has_nan] = np.nan
+    if proto.zero_iou_default and len(g_keep) and n_det:
+        first_gt = np.full(int(max(g_image.max(), d_image.max())) + 1, -1, np.int64)
+        first_gt[g_image[::-1]] = np.arange(len(g_image))[::-1]  # lowest GT index of each image
+        fg = first_gt[d_image]
+        none = (fg >= 0) & ~(ovmax > 0)
+        ovmax[none] = 0.0
+        jmax[none] = fg[none]
+    scores = None if dets.scores is None else dets.scores[d_keep]
+    return ClassOverlaps(proto, d_keep, scores, d_image, ovmax, jmax, gt_ignore, pi, pj, iou)
+
+
+def compute_overlaps(gt: GroundTruth, dets: Detections, protocol: str | Protocol = "dota",
+                     classes: list[str] | None = None) -> dict[str, ClassOverlaps]:
+    """:func:`class_overlaps` for every class with ground truth or detections (sorted)."""
+    names = classes if classes is not None else sorted(set(gt.classes) | set(dets.classes))
+    with_scores = any(d.scores is not None for d in dets.classes.values()) or not dets.classes
+    return {c: class_overlaps(gt.get(c), dets.get(c, with_scores), protocol) for c in names}
+
+
+# ---- matching and AP -------------------------------------------------------------------------------------------
+
+TieOrder = Literal["reference", "stable"]
+TIE_ORDERS = ("reference", "stable")
+
+
+def rank_by_score(scores: np.ndarray | None, n: int) -> np.ndarray:
+    """Score-descending order, ties in input order; input order when there are no scores."""
+    if scores is None:
+        return np.arange(n)
+    return np.argsort(-scores, kind="stable")
+
+
+def ranking(ov: "ClassOverlaps", ties: TieOrder = "reference") -> tuple[np.ndarray, np.ndarray]:
+    """``(matching order, ranking order)`` of the detections of ``ov`` (see "Ranking and ties" above)."""
+    if ties not in TIE_ORDERS:
+        raise ValueError(f"unknown tie order {ties!r}; expected one of {TIE_ORDERS}")
+    if ov.scores is None or ties == "stable":
+        order = rank_by_score(ov.scores, ov.num_det)
+        return order, order
+    if not ov.protocol.rotated_rect:  # devkit: np.argsort(-confidence) over the class file
+        order = np.argsort(-ov.scores)
+        return order, order
+    s32 = ov.scores.astype(np.float32)
+    by_image = np.argsort(ov.image, kind="stable")  # images in order, detections in input order inside
+    bounds = np.flatnonzero(np.r_[True, ov.image[by_image][1:] != ov.image[by_image][:-1], True])
+    match = np.concatenate([by_image[a:b][np.argsort(-s32[by_image[a:b]])] for a, b in zip(bounds[:-1], bounds[1:])]
+                           ) if ov.num_det else by_image
+    return match, by_image[np.argsort(-s32[by_image])]
+
+
+def ranked_matches(ov: "ClassOverlaps", iou_thr: float, ties: TieOrder = "reference"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """TP/FP flags of ``ov``'s detections in ranking order (matching done in the matching order)."""
+    match, rank = ranking(ov, ties)
+    tp_m, fp_m = match_ranked(ov, match, iou_thr)
+    if match is rank:
+        return tp_m, fp_m
+    tp = np.zeros(ov.num_det, bool)
+    fp = np.zeros(ov.num_det, bool)
+    tp[match], fp[match] = tp_m, fp_m
+    return tp[rank], fp[rank]
+
+
+def match_ranked(ov: ClassOverlaps, order: np.ndarray, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching of the detections in ``order`` -> ``(tp, fp)`` boolean arrays aligned with ``order``.
+
+    A detection whose best ground truth qualifies (``>``/``>=`` thr) is TP when it is the first in ``order`` to
+    take it, ignored when that ground truth is ignored; everything else is FP."""
+    ovs = ov.ovmax[order]
+    j = ov.jmax[order]
+    with np.errstate(invalid="ignore"):
+        qualified = ovs > iou_thr if ov.protocol.strict else ovs >= iou_thr
+    ignored = qualified & ov.gt_ignore[np.maximum(j, 0)] if ov.num_gt else np.zeros(len(order), bool)
+    cand = np.flatnonzero(qualified & ~ignored)
+    tp = np.zeros(len(order), bool)
+    if len(cand):
+        _, first = np.unique(j[cand], return_index=True)
+        tp[cand[first]] = True
+    fp = ~tp & ~ignored
+    return tp, fp
+
+
+def ap_from_matches(tp: np.ndarray, fp: np.ndarray, num_pos: int, mode: str, dtype) -> float:
+    return float(average_precision(np.cumsum(tp), np.cumsum(fp), num_pos, mode, dtype)[0])
+
+
+@dataclass
+class ClassAP:
+    ap: float
+    num_gt: int
+    num_det: int
+    num_tp: int
+    recall: float
+    precision: float
+
+
+@dataclass
+class DotaMapResult:
+    """``mAP`` over ``classes`` (those with positives); ``per_class`` for them; ``classes_without_gt`` holds the
+    detection counts of the others. ``num_gt`` counts positives (the recall denominator)."""
+
+    mAP: float
+    classes: list[str]
+    per_class: dict[str, ClassAP]
+    classes_without_gt: dict[str, int]
+    protocol: str
+    iou_thr: float
+    ap_mode: str
+    skipped_lines: int = 0
+    dropped_unknown_image: int = 0
+    missing_det_files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "mAP": self.mAP,
+            "classes": list(self.classes),
+            "per_class": {c: {"ap": r.ap, "num_gt": r.num_gt, "num_det": r.num_det, "num_tp": r.num_tp,
+                              "recall": r.recall, "precision": r.precision} for c, r in self.per_class.items()},
+            "classes_without_gt": {c: {"num_det": n} for c, n in self.classes_without_gt.items()},
+            "protocol": self.protocol, "iou_thr": self.iou_thr, "ap_mode": self.ap_mode,
+            "skipped_lines": self.skipped_lines, "dropped_unknown_image": self.dropped_unknown_image,
+            "missing_det_files": list(self.missing_det_files),
+        }
+
+    def table(self) -> str:
+        rows = [f"{'class':<22}{'AP':>8}{'num_gt':>9}{'num_det':>9}{'recall':>9}"]
+        for c in self.classes:
+            r = self.per_class[c]
+            rows.append(f"{c:<22}{100 * r.ap:>8.2f}{r.num_gt:>9}{r.num_det:>9}{100 * r.recall:>9.2f}")
+        for c, n in self.classes_without_gt.items():
+            rows.append(f"{c:<22}{'-':>8}{0:>9}{n:>9}{'-':>9}  (no ground truth: not in mAP)")
+        rows.append(f"{'mAP':<22}{100 * self.mAP:>8.2f}   ({len(self.classes)} classes, protocol {self.protocol}, "
+                    f"IoU {self.iou_thr}, {self.ap_mode})")
+        return "\n".join(rows)
+
+
+def map_from_overlaps(overlaps: dict[str, ClassOverlaps], iou_thr: float = 0.5, ap_mode: str = "11point",
+                      ties: TieOrder = "reference") -> DotaMapResult:
+    """Per-class AP and mAP from precomputed overlaps (scores required)."""
+    if ap_mode not in AP_MODES:
+        raise ValueError(f"unknown AP mode {ap_mode!r}; expected one of {sorted(AP_MODES)}")
+    per_class: dict[str, ClassAP] = {}
+    without: dict[str, int] = {}
+    proto = None
+    for c, ov in overlaps.items():
+        proto = ov.protocol
+        if ov.num_pos == 0:
+            without[c] = ov.num_det
+            continue
+        tp, fp = ranked_matches(ov, iou_thr, ties)
+        ap = ap_from_matches(tp, fp, ov.num_pos, ap_mode, ov.protocol.dtype)
+        ntp, nfp = int(tp.sum()), int(fp.sum())
+        per_class[c] = ClassAP(ap, ov.num_pos, ov.num_det, ntp, ntp / ov.num_pos, ntp / max(ntp + nfp, 1))
+    classes = list(per_class)
+    aps = np.array([per_class[c].ap for c in classes], dtype=proto.dtype if proto else np.float64)
+    m = float(aps.mean()) if len(aps) else 0.0
+    return DotaMapResult(m, classes, per_class, without, proto.name if proto else "dota", iou_thr, ap_mode)
+
+
+def eval_dota(gt: GroundTruth | str | os.PathLike, dets: Detections | str | os.PathLike, *, iou_thr: float = 0.5,
+              ap_mode: ApMode = "11point", protocol: ProtocolName = "dota", ties: TieOrder = "reference",
+              skip_invalid: bool = False, unknown_images: UnknownImages = "error") -> DotaMapResult:
+    """DOTA mAP of a Task1 folder (or loaded :class:`Detections`) against a labelTxt folder (or
+    :class:`GroundTruth`). Also ``rscovlm eval dota``."""
+    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images)
+    result = map_from_overlaps(compute_overlaps(gt, dets, protocol), iou_thr, ap_mode, ties)
+    result.protocol = get_protocol(protocol).name
+    result.skipped_lines = len(gt.skipped) + len(dets.skipped)
+    result.dropped_unknown_image = dets.dropped_unknown_image
+    result.missing_det_files = list(dets.missing_files)
+    return result
+
+
+def load_pair(gt, dets, *, skip_invalid: bool = False, unknown_images: UnknownImages = "error"
+              ) -> tuple[GroundTruth, Detections]:
+    """Load ground truth / detections given as folders; pass loaded objects through."""
+    if not isinstance(gt, GroundTruth):
+        gt = load_gt_dir(gt, skip_invalid=skip_invalid)
+    if not isinstance(dets, Detections):
+        dets = load_task1_dir(dets, gt, skip_invalid=skip_invalid, unknown_images=unknown_images)
+    return gt, dets

@@ -1,0 +1,342 @@
+"""Conversations -> model tensors with labels on the assistant turns only.
+
+Input format (OpenAI ``messages``)::
+
+    {"messages": [
+        {"role": "system", "content": "..."},                                   # optional
+        {"role": "user", "content": [{"type": "image", "image": "a.png"},      # path or PIL.Image
+                                     {"type": "text", "text": "Detect all planes."}]},
+        {"role": "assistant", "content": "plane: ..."},                         # str or [{"type": "text", ...}]
+        ... more turns; the zoom-in chain has two user images and two assistant turns
+    ]}
+
+A bare list of messages is accepted as well.
+
+How the labels are found
+------------------------
+Nothing about the chat format is hard-coded. For every assistant message ``i`` the processor's own chat template
+renders the conversation up to ``i`` with the generation prompt (``P_i``, exactly the prompt the model gets at
+inference) and the conversation including ``i`` (``Q_i``). ``Q_i`` must extend ``P_i``; the label span is
+``Q_i[len(P_i):]`` without its trailing whitespace, i.e. the assistant content plus the template's end-of-turn
+marker (``<|im_end|>`` for Qwen). Segments are tokenized separately, so prompt tokens are the same as at
+inference time.
+
+Images
+------
+Each image is resized by the :class:`~rscovlm.resolution.ResolutionPolicy` (``smart_resize``: sides multiples of
+``patch * merge``, pixels within ``[min_pixels, max_pixels]``) *before* the image processor, which then runs
+with ``do_resize=False``: the size in :attr:`EncodedSample.plans` is the model frame the vision tower sees,
+``grid_h * patch`` by ``grid_w * patch`` pixels, and the number of ``<|image_pad|>`` tokens per image is
+``grid_t * grid_h * grid_w / merge**2``. An image that the sample builder already resized to a valid model size
+passes through unchanged.
+
+Length limit
+------------
+Sequences longer than ``max_length`` (paper: 6144) are truncated at the end. A sample whose cut would fall
+inside an image's tokens (or that would keep no supervised token) cannot be trained on: it raises
+:class:`SampleDropped`, which :class:`EncodedDataset` counts and reports.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IGNORE_INDEX = -100
+
+
+class SampleDropped(Exception):
+    """A sample that cannot be encoded within the limits; ``reason`` is a short key used in the counts."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class EncodedSample:
+    """One encoded conversation; token tensors are 1-D, ``pixel_values`` is ``(patches, C*T*P*P)``."""
+
+    input_ids: Any
+    labels: Any
+    mm_token_type_ids: Any
+    pixel_values: Any | None
+    image_grid_thw: Any | None
+    plans: list = field(default_factory=list)
+    truncated: bool = False
+
+    def as_dict(self) -> dict:
+        return {"input_ids": self.input_ids, "labels": self.labels, "mm_token_type_ids": self.mm_token_type_ids,
+                "pixel_values": self.pixel_values, "image_grid_thw": self.image_grid_thw}
+
+
+def conversation_messages(sample: Any) -> list[dict]:
+    """The message list of ``sample`` (a ``{"messages": [...]}`` dict or a list), validated."""
+    messages = sample.get("messages") if isinstance(sample, dict) else sample
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("a conversation needs a non-empty 'messages' list")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
+            raise ValueError(f"message {i}: needs role system/user/assistant, got {message!r:.120}")
+        content = message.get("content")
+        if not isinstance(content, (str, list)):
+            raise ValueError(f"message {i}: content must be a string or a list of parts")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind not in ("text", "image"):
+                    raise ValueError(f"message {i} part {j}: type must be 'text' or 'image', got {kind!r}")
+                if kind == "image" and "image" not in part:
+                    raise ValueError(f"message {i} part {j}: an image part needs an 'image' (path or PIL image)")
+                if kind == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError(f"message {i} part {j}: a text part needs a 'text' string")
+                if kind == "image" and message["role"] == "assistant":
+                    raise ValueError(f"message {i}: assistant messages cannot hold images")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ValueError("a training conversation needs at least one assistant message")
+    return messages
+
+
+def _open_image(value):
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value.convert("RGB") if value.mode != "RGB" else value
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        if not path.is_file():
+            raise FileNotFoundError(f"image file not found: {path}")
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    raise TypeError(f"an image must be a path or a PIL image, got {type(value).__name__}")
+
+
+class ConversationEncoder:
+    """Encode one conversation (see the module docstring) with ``processor`` (a Qwen-VL ``AutoProcessor``).
+
+    ``policy`` is the :class:`~rscovlm.resolution.ResolutionPolicy`; by default the processor's own pixel
+    bounds with the family's side factor.
+    """
+
+    def __init__(self, processor, policy=None, max_length: int = 6144):
+        from rscovlm.resolution import ResolutionPolicy
+
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_processor = processor.image_processor
+        self.image_token = processor.image_token
+        self.image_token_id = processor.image_token_id
+        ip = self.image_processor
+        self.merge_size = int(ip.merge_size)
+        self.patch_size = int(ip.patch_size)
+        if policy is None:
+            size = dict(ip.size)
+            policy = ResolutionPolicy(min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"],
+                                      factor=self.patch_size * self.merge_size)
+        if policy.factor != self.patch_size * self.merge_size:
+            raise ValueError(f"resolution policy factor {policy.factor} != patch {self.patch_size} x merge "
+                             f"{self.merge_size} of the processor")
+        self.policy = policy
+        if max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        self.max_length = max_length
+        vision_end = getattr(processor, "vision_end_token", None) or "<|vision_end|>"
+        self.vision_end_id = self.tokenizer.convert_tokens_to_ids(vision_end)
+
+    # ---- text -----------------------------------------------------------------------------------------------
+    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        return self.processor.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def segments(self, messages: list[dict]) -> list[tuple[str, bool]]:
+        """The rendered conversation cut into ``(text, is_label)`` pieces (placeholders not yet expanded)."""
+        full = self.render(messages)
+        spans = []
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prompt = self.render(messages[:i], add_generation_prompt=True)
+            with_turn = self.render(messages[: i + 1])
+            if not with_turn.startswith(prompt) or not full.startswith(with_turn):
+                raise ValueError("the chat template is not prefix-stable: rendering up to assistant message "
+                                 f"{i} with the generation prompt is not a prefix of the full rendering")
+            turn = with_turn[len(prompt):].rstrip()
+            spans.append((len(prompt), len(prompt) + len(turn)))
+        pieces, cursor = [], 0
+        for start, end in spans:
+            if start < cursor:
+                raise ValueError("assistant spans overlap; the chat template renders turns out of order")
+            if start > cursor:
+                pieces.append((full[cursor:start], False))
+            pieces.append((full[start:end], True))
+            cursor = end
+        if cursor < len(full):
+            pieces.append((full[cursor:], False))
+        return pieces
+
+    # ---- images ---------------------------------------------------------------------------------------------
+    def images(self, messages: list[dict]):
+        """Open and resize the images of ``messages`` in order; returns ``(images, plans)``."""
+        from PIL import Image
+
+        images, plans = [], []
+        for message in messages:
+            if isinstance(message["content"], str):
+                continue
+            for part in message["content"]:
+                if part.get("type") != "image":
+                    continue
+                img = _open_image(part["image"])
+                plan = self.policy.plan(*img.size)
+                if plan.model_size != img.size:
+                    img = img.resize(plan.model_size, Image.Resampling.BICUBIC)
+                images.append(img)
+                plans.append(plan)
+        return images, plans
+
+    # ---- everything -----------------------------------------------------------------------------------------
+    def encode(self, sample: Any) -> EncodedSample:
+        """Encode one conversation; raises :class:`SampleDropped` when it cannot fit ``max_length``."""
+        import torch
+
+        messages = conversation_messages(sample)
+        pieces = self.segments(messages)
+        images, plans = self.images(messages)
+        n_placeholders = sum(text.count(self.image_token) for text, _ in pieces)
+        if n_placeholders != len(images):
+            raise ValueError(f"the rendered conversation holds {n_placeholders} image placeholders for "
+                             f"{len(images)} images")
+        pixel_values = grid = None
+        counts: list[int] = []
+        if images:
+            vision = self.image_processor(images=images, do_resize=False, return_tensors="pt")
+            pixel_values, grid = vision["pixel_values"], vision["image_grid_thw"]
+            for (t, h, w), plan in zip(grid.tolist(), plans):
+                if (w * self.patch_size, h * self.patch_size) != plan.model_size:
+                    raise AssertionError(f"vision grid {w}x{h} patches does not match model size {plan.model_size}")
+                counts.append(t * h * w // self.merge_size**2)
+        texts, is_label = [], []
+        image_iter = iter(counts)
+        for text, label in pieces:
+            if not label and self.image_token in text:
+                parts = text.split(self.image_token)
+                text = parts[0] + "".join(self.image_token * next(image_iter) + rest for rest in parts[1:])
+            texts.append(text)
+            is_label.append(label)
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ids: list[int] = []
+        labels: list[int] = []
+        for piece_ids, label in zip(encoded, is_label):
+            ids.extend(piece_ids)
+            labels.extend(piece_ids if label else [IGNORE_INDEX] * len(piece_ids))
+
+        truncated = False
+        if len(ids) > self.max_length:
+            if images:
+                last_image_token = max(i for i, t in enumerate(ids) if t == self.image_token_id)
+                # the image span closes with the vision-end token right after its last placeholder
+                if last_image_token + 1 >= self.max_length:
+                    raise SampleDropped("image_cut", f"{len(ids)} tokens, an image ends at token "
+                                                     f"{last_image_token + 1} > max_length {self.max_length}")
+            ids, labels = ids[: self.max_length], labels[: self.max_length]
+            truncated = True
+        if all(v == IGNORE_INDEX for v in labels):
+            raise SampleDropped("no_target", f"no assistant token left within max_length {self.max_length}")
+        mm_types = self.processor.create_mm_token_type_ids([ids])[0]
+        return EncodedSample(
+            input_ids=torch.tensor(ids, dtype=torch.long), labels=torch.tensor(labels, dtype=torch.long),
+            mm_token_type_ids=torch.tensor(mm_types, dtype=torch.long), pixel_values=pixel_values,
+            image_grid_thw=grid, plans=plans, truncated=truncated,
+        )
+
+    def encode_prompt(self, messages: list[dict]) -> dict:
+        """Inference inputs: the conversation rendered with the generation prompt (images resized the same
+        way), as a batch of one."""
+        text = self.render(messages, add_generation_prompt=True)
+        images, plans = self.images(messages)
+        inputs = self.processor(text=[text], images=images or None, do_resize=False, return_tensors="pt")
+        out = dict(inputs)
+        out["plans"] = plans
+        return out
+
+
+class Collator:
+    """Pad a list of encoded samples (dicts from :meth:`EncodedSample.as_dict`) into a batch.
+
+    Right padding with the tokenizer's pad id; labels padded with ``-100``; pixel values of all images are
+    concatenated in order (the Qwen-VL layout). Keys other than the model inputs are summed into
+    ``rscovlm_dropped`` (dropped-sample counts travelling from the dataset workers to the trainer).
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        if not features:
+            raise ValueError("cannot collate an empty batch")
+        length = max(len(f["input_ids"]) for f in features)
+        n = len(features)
+        input_ids = torch.full((n, length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((n, length), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((n, length), dtype=torch.long)
+        mm_types = torch.zeros((n, length), dtype=torch.long)
+        for i, f in enumerate(features):
+            k = len(f["input_ids"])
+            input_ids[i, :k] = f["input_ids"]
+            labels[i, :k] = f["labels"]
+            attention[i, :k] = 1
+            mm_types[i, :k] = f["mm_token_type_ids"]
+        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
+                 "mm_token_type_ids": mm_types}
+        pixels = [f["pixel_values"] for f in features if f.get("pixel_values") is not None]
+        if pixels:
+            batch["pixel_values"] = torch.cat(pixels, dim=0)
+            batch["image_grid_thw"] = torch.cat([f["image_grid_thw"] for f in features
+                                                 if f.get("image_grid_thw") is not None], dim=0)
+        dropped = Counter()
+        for f in features:
+            dropped.update(f.get("dropped") or {})
+        if dropped:
+            batch["rscovlm_dropped"] = dict(dropped)
+        return batch
+
+
+class EncodedDataset:
+    """A torch-style map dataset of encoded samples over any dataset of conversations.
+
+    A sample that raises :class:`SampleDropped` is counted and replaced by the next index that encodes (wrapping
+    around); the returned item carries ``dropped={reason: 1}`` for the requested index so the counts reach the
+    trainer even from dataloader worker processes (one count per requested index: an epoch counts each
+    dropped sample once). With ``drop=False`` the error propagates instead (naming the index).
+    """
+
+    def __init__(self, conversations, encoder: ConversationEncoder, drop: bool = True):
+        self.conversations = conversations
+        self.encoder = encoder
+        self.drop = drop
+
+    def __len__(self) -> int:
+        return len(self.conversations)
+
+    def __getitem__(self, index: int) -> dict:
+        dropped: Counter = Counter()
+        n = len(self)
+        for step in range(n):
+            i = (index + step) % n
+            try:
+                item = self.encoder.encode(self.conversations[i]).as_dict()
+            except SampleDropped as err:
+                if not self.drop:
+                    raise SampleDropped(err.reason, f"sample {i}: {err}") from err
+                if step == 0:  # a replacement that fails too is counted when its own index is requested
+                    dropped[err.reason] += 1
+                continue
+            except (ValueError, OSError, TypeError) as err:
+                raise type(err)(f"sample {i}: {err}") from err
+            item["dropped"] = dict(dropped)
+            return item
+        raise RuntimeError(f"every one of the {n} samples was dropped (sample {index}: {dict(dropped)})")

@@ -1,0 +1,104 @@
+"""Registry of training data sources: ``data.source`` in the config names one.
+
+A source is a function ``build(data_cfg: DataConfig, seed: int) -> Dataset`` returning a map-style dataset
+(``__len__`` + ``__getitem__``) whose items are conversations ``{"messages": [...]}`` in the format of
+:mod:`rscovlm.model.collator` (images as paths or PIL images, already resized by the sample builder or not - the
+collator applies the resolution policy either way). Register one with::
+
+    @register_source("mixture")
+    def build_mixture(cfg, seed): ...
+
+``jsonl`` is built in: every non-empty line of every file in ``data.paths`` is one conversation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+_SOURCES: dict[str, Callable] = {}
+
+
+def register_source(name: str):
+    """Decorator adding a data source builder under ``name``."""
+
+    def deco(fn: Callable) -> Callable:
+        if name in _SOURCES:
+            raise ValueError(f"data source {name!r} is already registered")
+        _SOURCES[name] = fn
+        return fn
+
+    return deco
+
+
+def sources() -> list[str]:
+    return sorted(_SOURCES)
+
+
+def build_source(cfg, seed: int = 0):
+    """The dataset of ``cfg.source`` (a :class:`~rscovlm.train.config.DataConfig`)."""
+    _import_plugins()
+    try:
+        builder = _SOURCES[cfg.source]
+    except KeyError:
+        raise ValueError(f"data.source {cfg.source!r} is not registered; known sources: {sources()}") from None
+    return builder(cfg, seed)
+
+
+def _import_plugins() -> None:
+    """Sources defined elsewhere in the package register on import (e.g. the curation mixture in
+    ``rscovlm.data``); a missing optional module is fine, a broken one is not."""
+    import importlib
+
+    for module in ("rscovlm.data.mixture",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+
+
+class JsonlConversations:
+    """Conversations from JSON-lines files; relative image paths resolve against ``image_root`` or the file's
+    folder. Each line is validated on load; errors name ``file:line``."""
+
+    def __init__(self, paths: list[str | Path], image_root: str | Path | None = None):
+        from rscovlm.model.collator import conversation_messages
+
+        if not paths:
+            raise ValueError("data.paths is empty: give at least one jsonl file")
+        self.items: list[dict] = []
+        for path in map(Path, paths):
+            if not path.is_file():
+                raise FileNotFoundError(f"data file not found: {path}")
+            root = Path(image_root) if image_root else path.parent
+            with path.open(encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                        messages = conversation_messages(item)
+                    except (json.JSONDecodeError, ValueError) as err:
+                        raise ValueError(f"{path}:{lineno}: {err}") from None
+                    for message in messages:
+                        if isinstance(message["content"], list):
+                            for part in message["content"]:
+                                if part.get("type") == "image" and isinstance(part["image"], str):
+                                    image = Path(part["image"])
+                                    part["image"] = str(image if image.is_absolute() else root / image)
+                    self.items.append(item)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+@register_source("jsonl")
+def _jsonl(cfg, seed: int):
+    if cfg.options:
+        raise ValueError(f"data.source 'jsonl' takes no options, got {sorted(cfg.options)}")
+    return JsonlConversations(cfg.paths, cfg.image_root)

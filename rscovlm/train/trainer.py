@@ -1,0 +1,269 @@
+"""Supervised fine-tuning of a Qwen-VL model on conversations with the ``transformers`` Trainer.
+
+:func:`train` is the whole pipeline: load the model and processor (:mod:`rscovlm.model.loading`), build the
+conversation dataset (:mod:`rscovlm.train.sources`, or any dataset passed in), encode it with the template-derived
+label masks (:mod:`rscovlm.model.collator`) and run :class:`RSCoVLMTrainer`, which adds to the stock Trainer:
+
+* AdamW parameter groups with their own learning rates for the vision tower and the merger (weight decay off
+  for biases and norm weights, as in the stock Trainer);
+* counts of the samples the collator had to drop (``dropped_<reason>`` in the logs and the summary).
+
+Launching on several GPUs or nodes is ``torchrun`` / ``accelerate launch`` around ``rscovlm train`` (see
+docs/training.md); the world size is read from the environment and sets the accumulation steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rscovlm.train.config import Config, ConfigError, config_to_dict, gradient_accumulation_steps
+
+DROP_REASONS = ("image_cut", "no_target")
+
+
+def world_size() -> int:
+    """Number of training processes (``WORLD_SIZE`` set by torchrun / accelerate; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_precision(name: str) -> str:
+    """``bf16`` / ``fp16`` / ``fp32`` for the configured precision (``auto``: bf16 on a capable GPU)."""
+    import torch
+
+    if name == "auto":
+        return "bf16" if _cuda() and torch.cuda.is_bf16_supported() else "fp32"
+    if name in ("bf16", "fp16") and not _cuda():
+        raise ConfigError(f"train.precision={name} needs a CUDA GPU; use fp32 (or auto) on CPU")
+    return name
+
+
+def resolve_deepspeed(name: str | None) -> str | None:
+    """Path of the DeepSpeed config, or None (``auto``: the shipped ZeRO-1 on GPU, none on CPU)."""
+    from rscovlm.train.deepspeed import STAGES, config_path
+
+    if name is None or name == "none":
+        return None
+    if name == "auto":
+        return str(config_path("zero1")) if _cuda() else None
+    if name in STAGES:
+        return str(config_path(name))
+    path = Path(name)
+    if not path.is_file():
+        raise ConfigError(f"train.deepspeed: {name!r} is neither a shipped config ({', '.join(STAGES)}) "
+                          "nor a JSON file")
+    return str(path)
+
+
+def check_liger(enabled: bool) -> None:
+    import importlib.util
+
+    if not enabled:
+        return
+    if not _cuda():
+        raise ConfigError("train.use_liger_kernel=true needs a CUDA GPU (Liger kernels are Triton kernels)")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError("train.use_liger_kernel=true needs the liger-kernel package (install the 'gpu' extra)")
+
+
+def build_training_arguments(cfg: Config, n_processes: int | None = None):
+    """``transformers.TrainingArguments`` for ``cfg`` (accumulation from the world size)."""
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    n_processes = n_processes or world_size()
+    precision = resolve_precision(t.precision)
+    checkpointing = {"auto": _cuda(), "true": True, "false": False}[t.gradient_checkpointing]
+    check_liger(t.use_liger_kernel)
+    # transformers 5.x renamed gradient_checkpointing to activation_checkpointing (old name kept as an alias)
+    ckpt_name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                 else "gradient_checkpointing")
+    ckpt = {ckpt_name: checkpointing,
+            f"{ckpt_name}_kwargs": {"use_reentrant": False} if checkpointing else None}
+    return TrainingArguments(
+        **ckpt,
+        output_dir=t.output_dir,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps(t.global_batch_size, n_processes,
+                                                                t.per_device_batch_size),
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        max_grad_norm=t.max_grad_norm,
+        optim="adamw_torch_fused" if _cuda() else "adamw_torch",
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        deepspeed=resolve_deepspeed(t.deepspeed),
+        use_liger_kernel=t.use_liger_kernel,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        dataloader_num_workers=t.dataloader_num_workers,
+        remove_unused_columns=False,
+        report_to=t.report_to,
+        ddp_backend="gloo" if n_processes > 1 and not _cuda() else None,
+        use_cpu=not _cuda(),
+    )
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class RSCoVLMTrainer(Trainer):
+        """The stock Trainer plus per-module learning rates and dropped-sample accounting."""
+
+        def __init__(self, *args, family=None, module_lrs: dict[str, float] | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.family = family
+            self.module_lrs = dict(module_lrs or {})
+            self.dropped: Counter = Counter()
+
+        def create_optimizer(self, model=None):
+            from rscovlm.model.loading import module_groups
+
+            if self.optimizer is not None or not self.module_lrs or self.family is None:
+                return super().create_optimizer(model)
+            opt_model = self.model if model is None else model
+            decay = set(self.get_decay_parameter_names(opt_model))
+            params = dict(opt_model.named_parameters())
+            groups = []
+            for group, names in module_groups(opt_model, self.family).items():
+                lr = self.module_lrs.get(group, self.args.learning_rate)
+                for with_decay in (True, False):
+                    chosen = [params[n] for n in names if params[n].requires_grad and ((n in decay) == with_decay)]
+                    if chosen:
+                        groups.append({"params": chosen, "lr": lr, "name": f"{group}/{'decay' if with_decay else 'no_decay'}",
+                                       "weight_decay": self.args.weight_decay if with_decay else 0.0})
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
+            return self.optimizer
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            dropped = inputs.pop("rscovlm_dropped", None)
+            if dropped:
+                self.dropped.update({k: int(v) for k, v in dropped.items()})
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+        def dropped_totals(self) -> dict[str, int]:
+            """Dropped-sample counts summed over all processes (a collective call when distributed)."""
+            import torch
+            import torch.distributed as dist
+
+            counts = torch.tensor([self.dropped.get(r, 0) for r in DROP_REASONS], dtype=torch.long)
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                counts = counts.to(self.args.device)
+                dist.all_reduce(counts)
+            return dict(zip(DROP_REASONS, (int(c) for c in counts.tolist())))
+
+        def log(self, logs, start_time=None):
+            if "loss" in logs:
+                for reason, count in self.dropped_totals().items():
+                    logs[f"dropped_{reason}"] = count
+            super().log(logs, start_time)
+
+    return RSCoVLMTrainer
+
+
+def __getattr__(name: str):
+    if name == "RSCoVLMTrainer":
+        return _trainer_class()
+    raise AttributeError(name)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    output_dir: str
+    global_step: int
+    training_loss: float
+    losses: list[float] = field(default_factory=list, metadata={"help": "logged training losses in order"})
+    dropped: dict[str, int] = field(default_factory=dict)
+    trainer: Any = field(default=None, repr=False)
+
+
+def _resume_path(value: str | None, output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if value is None:
+        return None
+    if value == "latest":
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise ConfigError(f"train.resume_from_checkpoint=latest: no checkpoint-* folder in {output_dir}")
+        return last
+    if not Path(value).is_dir():
+        raise ConfigError(f"train.resume_from_checkpoint: {value} is not a checkpoint folder")
+    return value
+
+
+def build_trainer(cfg: Config, dataset=None, callbacks=None):
+    """The configured :class:`RSCoVLMTrainer` (model, processor and encoded dataset loaded)."""
+    from transformers import set_seed
+
+    from rscovlm.model.collator import Collator, ConversationEncoder, EncodedDataset
+    from rscovlm.model.loading import load_model, load_processor
+    from rscovlm.resolution import ResolutionPolicy
+    from rscovlm.train.sources import build_source
+
+    args = build_training_arguments(cfg)
+    set_seed(cfg.train.seed)
+    model_cfg = cfg.model
+    if model_cfg.dtype == "auto":
+        # DeepSpeed keeps fp32 master weights itself; without it the weights stay fp32 under autocast
+        bf16_weights = args.bf16 and args.deepspeed is not None
+        model_cfg = type(model_cfg)(**{**model_cfg.__dict__, "dtype": "bfloat16" if bf16_weights else "float32"})
+    model, family = load_model(model_cfg)
+    if args.gradient_checkpointing:
+        model.config.use_cache = False
+    processor = load_processor(cfg.model.model_name_or_path, cfg.data.min_pixels, cfg.data.max_pixels)
+    policy = ResolutionPolicy(min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
+                              factor=family.factor, uhr_min_pixels=max(cfg.data.max_pixels, 4 * 1008 * 1008))
+    encoder = ConversationEncoder(processor, policy=policy, max_length=cfg.data.max_length)
+    conversations = dataset if dataset is not None else build_source(cfg.data, seed=cfg.train.seed)
+    module_lrs = {k: v for k, v in (("vision_tower", cfg.train.vision_lr), ("merger", cfg.train.merger_lr))
+                  if v is not None}
+    trainer_cls = _trainer_class()
+    trainer = trainer_cls(
+        model=model, args=args, train_dataset=EncodedDataset(conversations, encoder, drop=cfg.data.drop_overlong),
+        data_collator=Collator(processor.tokenizer.pad_token_id), processing_class=processor,
+        callbacks=callbacks, family=family, module_lrs=module_lrs,
+    )
+    return trainer
+
+
+def train(cfg: Config, dataset=None, callbacks=None) -> TrainResult:
+    """Run training for ``cfg``; ``dataset`` (any map-style dataset of conversations) replaces the configured
+    data source. Writes ``rscovlm_config.json`` beside the checkpoints."""
+    trainer = build_trainer(cfg, dataset=dataset, callbacks=callbacks)
+    resume = _resume_path(cfg.train.resume_from_checkpoint, cfg.train.output_dir)
+    out = Path(cfg.train.output_dir)
+    if trainer.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "rscovlm_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    result = trainer.train(resume_from_checkpoint=resume)
+    dropped = trainer.dropped_totals()
+    trainer.save_model(str(out))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return TrainResult(output_dir=str(out), global_step=trainer.state.global_step,
+                       training_loss=float(result.training_loss), losses=losses, dropped=dropped, trainer=trainer)
