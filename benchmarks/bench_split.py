@@ -79,15 +79,15 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float,
     return wall, cpu, peak[0], out
 
 
-def make_data(work: Path, n: int, size: int, seed: int) -> Path:
-    data = work / f"data_n{n}_s{size}_seed{seed}"
+def make_data(work: Path, n: int, size: int, seed: int, density: float) -> Path:
+    data = work / f"data_n{n}_s{size}_seed{seed}_d{density:g}"
     stamp = data / "DONE"
     if not stamp.exists():
         from rscovlm.data.synthetic import generate_dataset
 
         shutil.rmtree(data, ignore_errors=True)
         t0 = time.perf_counter()
-        generate_dataset(data, n, size, seed)
+        generate_dataset(data, n, size, seed, density=density)
         stamp.write_text("ok")
         print(f"generated {n} scenes of {size} x {size} in {time.perf_counter() - t0:.1f} s -> {data}")
     return data
@@ -126,6 +126,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=8, help="number of generated images")
     ap.add_argument("--size", type=int, default=4000, help="generated image side")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--density", type=float, default=40.0, help="objects per megapixel in the generated scenes")
     ap.add_argument("--split-size", type=int, default=1024)
     ap.add_argument("--gap", type=int, default=200)
     ap.add_argument("--iof-thr", type=float, default=0.7)
@@ -137,7 +138,7 @@ def main() -> int:
     args = ap.parse_args()
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    data = make_data(args.work_dir, args.n, args.size, args.seed)
+    data = make_data(args.work_dir, args.n, args.size, args.seed, args.density)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     common = ["--size", str(args.split_size), "--gap", str(args.gap), "--iof-thr", str(args.iof_thr),
               "--img-rate-thr", str(args.img_rate_thr), "--workers", str(args.workers)]
