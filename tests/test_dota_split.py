@@ -259,3 +259,14 @@ def test_real_dota_labels_iof_matches_the_pair_loop():
         span = quads32.max(axis=0)
         windows = sliding_windows(int(span[0::2].max()) + 1, int(span[1::2].max()) + 1, 512, 100)
         np.testing.assert_array_equal(window_iof(quads32, windows), _iof_pair_loop(quads32, windows), err_msg=stem)
+
+
+def test_explicit_fpng_without_the_package_is_a_clear_error(monkeypatch):
+    import sys
+
+    from rscovlm.data.dota_split import resolve_png_encoder
+
+    monkeypatch.setitem(sys.modules, "fpng", None)  # import fpng -> ImportError
+    assert resolve_png_encoder("auto") == "opencv"
+    with pytest.raises(ValueError, match="needs the fpng package"):
+        resolve_png_encoder("fpng")

@@ -36,7 +36,7 @@ import multiprocessing
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable, Literal
@@ -243,11 +243,15 @@ PNG_ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {"fpng": _encode_fpng, 
 
 
 def resolve_png_encoder(name: str) -> str:
-    if name != "auto":
+    """``auto`` -> ``fpng`` when installed, else ``opencv``; an explicit ``fpng`` must be installed."""
+    if name == "opencv":
         return name
     try:
         import fpng  # noqa: F401
     except ImportError:
+        if name == "fpng":
+            raise ValueError("png_encoder 'fpng' needs the fpng package (pip install fpng, or rscovlm[fast]); "
+                             "use 'opencv' or 'auto'") from None
         return "opencv"
     return "fpng"
 
@@ -389,6 +393,7 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
 
     cfg = cfg or SplitConfig()
     t0 = time.perf_counter()
+    encoder = resolve_png_encoder(cfg.png_encoder)
     tasks, report = plan_split(img_dir, ann_dir, cfg)
     out_dir = Path(out_dir)
     for sub in ("images", "annfiles"):
@@ -396,35 +401,26 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
         if d.is_dir() and any(d.iterdir()):
             raise FileExistsError(f"{d} already holds files; split into a new or empty folder")
         d.mkdir(parents=True, exist_ok=True)
-    encoder = resolve_png_encoder(cfg.png_encoder)
     work = partial(split_image, out_dir=str(out_dir), cfg=cfg, encoder=encoder)
-    bar = tqdm(total=len(tasks), unit="img", desc="split", disable=not progress)
+    pool = None
+    if cfg.workers > 1 and len(tasks) > 1:
+        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        pool = ctx.Pool(min(cfg.workers, len(tasks)), initializer=_worker_init)
     try:
-        if cfg.workers == 1 or len(tasks) <= 1:
-            results = (work(t) for t in tasks)
-            pool = None
-        else:
-            pool = multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(
-                min(cfg.workers, len(tasks)), initializer=_worker_init)
-            results = pool.imap_unordered(work, tasks, chunksize=1)
-        for res in results:
-            report.images += 1
-            report.patches += res.patches
-            report.objects += res.objects
-            report.kept_objects += res.kept
-            bar.set_postfix(patches=report.patches, refresh=False)
-            bar.update()
-        if pool is not None:
+        results = pool.imap_unordered(work, tasks, chunksize=1) if pool else map(work, tasks)
+        with tqdm(total=len(tasks), unit="img", desc="split", disable=not progress) as bar:
+            for res in results:
+                report.images += 1
+                report.patches += res.patches
+                report.objects += res.objects
+                report.kept_objects += res.kept
+                bar.set_postfix(patches=report.patches, refresh=False)
+                bar.update()
+        if pool:
             pool.close()
             pool.join()
     finally:
-        bar.close()
-        if "pool" in locals() and pool is not None:
+        if pool:
             pool.terminate()
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def config_help() -> dict[str, str]:
-    """Field -> help text of :class:`SplitConfig` (used by the CLI)."""
-    return {k: SplitConfig.__dataclass_fields__[k].metadata.get("help", "") for k in asdict(SplitConfig())}
