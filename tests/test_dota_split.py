@@ -164,7 +164,8 @@ def test_missing_label_file_is_an_error_or_counted(tmp_path, capsys):
 
 
 def test_malformed_label_line_stops_the_split_naming_file_and_line(tmp_path, capsys):
-    img_dir, ann_dir = _write_case(tmp_path, np.zeros((50, 50, 3), np.uint8), "1 2 3 4 5 6 7 8 plane 0\n1 2 3\n")
+    labels = "1 2 11 2 11 12 1 12 plane 0\n1 2 3\n"
+    img_dir, ann_dir = _write_case(tmp_path, np.zeros((50, 50, 3), np.uint8), labels)
     cv2.imwrite(str(img_dir / "Q1.png"), np.zeros((50, 50, 3), np.uint8))
     (ann_dir / "Q1.txt").write_text("")
     for workers in ("1", "2"):  # the error also crosses the worker pool intact
@@ -172,6 +173,12 @@ def test_malformed_label_line_stops_the_split_naming_file_and_line(tmp_path, cap
                    str(tmp_path / f"o{workers}"), "--size", "64", "--gap", "16", "--no-progress",
                    "--workers", workers])
         assert rc == 2 and f"{ann_dir / 'P9.txt'}:2" in capsys.readouterr().err
+    rc = main(["dota", "split", "--img-dir", str(img_dir), "--ann-dir", str(ann_dir), "--out-dir",
+               str(tmp_path / "o3"), "--size", "64", "--gap", "16", "--no-progress", "--skip-invalid"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "skipped 1 malformed label lines" in err and "P9.txt:2" in err
+    kept = (tmp_path / "o3" / "annfiles" / "P9__64__0___0.txt").read_text()
+    assert kept == "1.0 2.0 11.0 2.0 11.0 12.0 1.0 12.0 plane 0\n"
 
 
 def _png_with_chunk(png: bytes, ctype: bytes, payload: bytes) -> bytes:

@@ -67,6 +67,8 @@ class SplitConfig:
     missing_labels: Literal["error", "empty"] = field(
         default="error", metadata={"help": "an image without a label file: 'error', or 'empty' (no objects; "
                                            "counted in the report)"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip malformed label lines (counted and "
+                                                                "listed in the report) instead of stopping"})
     png_encoder: Literal["auto", "fpng", "opencv"] = field(
         default="auto", metadata={"help": "PNG writer: 'fpng' (fast, pip install fpng), 'opencv', or 'auto' "
                                           "(fpng when installed)"})
@@ -273,6 +275,7 @@ class ImageResult:
     objects: int
     kept: int
     seconds: float
+    skipped: list = field(default_factory=list)  # SkippedLine of the label file
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -292,7 +295,7 @@ def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, e
     stem = Path(task.image_path).stem
     encode = PNG_ENCODERS[resolve_png_encoder(encoder or cfg.png_encoder)]
     if task.label_path is not None:
-        labels = read_labeltxt_arrays(task.label_path)
+        labels = read_labeltxt_arrays(task.label_path, skip_invalid=cfg.skip_invalid)
         quads32 = labels.quads.astype(np.float32)  # mmrotate keeps label coordinates in float32
         names, diffs = labels.labels, labels.difficult
     else:
@@ -315,7 +318,8 @@ def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, e
                                     x1, y1)
         with open(out_dir / "annfiles" / f"{name}.txt", "w", encoding="utf-8", newline="") as f:
             f.write(text)
-    return ImageResult(task.image_path, len(windows), len(quads32), kept_total, time.perf_counter() - t0)
+    return ImageResult(task.image_path, len(windows), len(quads32), kept_total, time.perf_counter() - t0,
+                       labels.skipped if task.label_path is not None else [])
 
 
 # ---- a folder ------------------------------------------------------------------------------------------------
@@ -328,6 +332,7 @@ class SplitReport:
     kept_objects: int = 0
     missing_label_files: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
+    skipped_lines: list = field(default_factory=list)  # SkippedLine, with skip_invalid
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -337,6 +342,9 @@ class SplitReport:
             lines.append(f"{len(self.missing_label_files)} images had no label file and were split without "
                          f"objects: {', '.join(self.missing_label_files[:5])}"
                          + (" ..." if len(self.missing_label_files) > 5 else ""))
+        if self.skipped_lines:
+            lines.append(f"skipped {len(self.skipped_lines)} malformed label lines, e.g. "
+                         + "; ".join(str(x) for x in self.skipped_lines[:3]))
         if self.ignored_files:
             lines.append(f"{len(self.ignored_files)} files in the image folder are not images with the "
                          f"extensions {' '.join(IMAGE_EXTENSIONS)} and were not split: "
@@ -414,6 +422,7 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
                 report.patches += res.patches
                 report.objects += res.objects
                 report.kept_objects += res.kept
+                report.skipped_lines += res.skipped
                 bar.set_postfix(patches=report.patches, refresh=False)
                 bar.update()
         if pool:
