@@ -23,8 +23,10 @@ inference time.
 
 Images
 ------
-Each image is resized by the :class:`~rscovlm.resolution.ResolutionPolicy` (``smart_resize``: sides multiples of
-``patch * merge``, pixels within ``[min_pixels, max_pixels]``) *before* the image processor, which then runs
+Each image is resized to the ``resized_width`` x ``resized_height`` of its part when given (what the sample
+builder writes after its random resize; sides must be multiples of ``patch * merge``), else by the
+:class:`~rscovlm.resolution.ResolutionPolicy` (``smart_resize``: sides multiples of ``patch * merge``, pixels
+within ``[min_pixels, max_pixels]``), *before* the image processor, which then runs
 with ``do_resize=False``: the size in :attr:`EncodedSample.plans` is the model frame the vision tower sees,
 ``grid_h * patch`` by ``grid_w * patch`` pixels, and the number of ``<|image_pad|>`` tokens per image is
 ``grid_t * grid_h * grid_w / merge**2``. An image that the sample builder already resized to a valid model size
@@ -189,12 +191,31 @@ class ConversationEncoder:
                 if part.get("type") != "image":
                     continue
                 img = _open_image(part["image"])
-                plan = self.policy.plan(*img.size)
+                plan = self._plan(part, img.size)
                 if plan.model_size != img.size:
                     img = img.resize(plan.model_size, Image.Resampling.BICUBIC)
                 images.append(img)
                 plans.append(plan)
         return images, plans
+
+    def _plan(self, part: dict, size: tuple[int, int]):
+        """The resize of one image part: the sample builder's ``resized_width``/``resized_height`` (qwen-vl-utils
+        keys) when given, else the policy's deterministic plan."""
+        from rscovlm.geometry.boxes import Frame
+        from rscovlm.resolution import ResizePlan
+
+        if "resized_width" not in part and "resized_height" not in part:
+            return self.policy.plan(*size)
+        try:
+            w, h = int(part["resized_width"]), int(part["resized_height"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"image part {part.get('image')!r}: resized_width and resized_height must both be "
+                             "integers") from None
+        factor = self.policy.factor
+        if w <= 0 or h <= 0 or w % factor or h % factor:
+            raise ValueError(f"image part {part.get('image')!r}: resized size {w}x{h} is not a positive multiple "
+                             f"of {factor} (patch {self.patch_size} x merge {self.merge_size})")
+        return ResizePlan(Frame.original(*size), Frame.model(w, h))
 
     # ---- everything -----------------------------------------------------------------------------------------
     def encode(self, sample: Any) -> EncodedSample:
@@ -321,6 +342,11 @@ class EncodedDataset:
 
     def __len__(self) -> int:
         return len(self.conversations)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the epoch to datasets that draw per-epoch samples (the curation mixture)."""
+        if hasattr(self.conversations, "set_epoch"):
+            self.conversations.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict:
         dropped: Counter = Counter()

@@ -126,6 +126,8 @@ _CORPUS_SENTENCES = (
     "Describe the image in detail. This is an aerial image of an urban area with many buildings and roads.",
     "Question: How many ships are in the harbor? Options: A. 2 B. 3 C. 4 D. 5. Answer: B",
     "punctuation: . , ; : ! ? ' \" ( ) [ ] { } < > / \\ - _ + = * & % $ # @ ~ ` ^ |",
+    "plane: (12,30),(40,30),(40,52),(12,52); (100,200),(300,200),(300,400),(100,400)\nship: (5,6),(7,8),(9,10),(11,12)",
+    '```json\n[\n  {"bbox_2d": [12, 30, 40, 52], "label": "plane"},\n  {"quad": [1, 2, 3, 4, 5, 6, 7, 8], "label": "ship"}\n]\n```',
 )
 
 

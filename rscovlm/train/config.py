@@ -45,6 +45,10 @@ class DataConfig:
     options: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "extra keyword arguments passed to the data source"},
     )
+    shuffle: bool = field(
+        default=True, metadata={"help": "shuffle the sample order each epoch; false keeps the source's order (the "
+                                        "mixture source already draws a seeded random order)"},
+    )
     min_pixels: int = field(default=224 * 224, metadata={"help": "lower pixel bound of model inputs (paper 224^2)"})
     max_pixels: int = field(default=1008 * 1008, metadata={"help": "upper pixel bound of model inputs (paper 1008^2)"})
     max_length: int = field(default=6144, metadata={"help": "token limit per sample; text beyond is truncated"})
@@ -84,7 +88,7 @@ class TrainConfig:
     deepspeed: str | None = field(
         default="auto",
         metadata={"help": "'zero1' / 'zero2' / 'zero3' (shipped configs), a JSON path, 'none', or 'auto' = zero1 "
-                          "on GPU, none on CPU"},
+                          "on GPU when deepspeed is installed, none on CPU"},
     )
     use_liger_kernel: bool = field(default=False, metadata={"help": "Liger kernels (GPU only, liger-kernel pkg)"})
     logging_steps: int = field(default=10, metadata={"help": "log every N optimizer steps"})

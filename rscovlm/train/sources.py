@@ -8,7 +8,14 @@ collator applies the resolution policy either way). Register one with::
     @register_source("mixture")
     def build_mixture(cfg, seed): ...
 
-``jsonl`` is built in: every non-empty line of every file in ``data.paths`` is one conversation.
+Built in:
+
+* ``jsonl`` - every non-empty line of every file in ``data.paths`` is one conversation;
+* ``mixture`` - registered by :mod:`rscovlm.data.mixture` (imported on first use): the weighted online mixture
+  of subset units; ``data.paths`` holds one mixture YAML; each item is built on the fly by
+  :class:`rscovlm.data.builder.SampleBuilder` (prompt templates, plain/JSON targets, random resize with boxes in
+  the model frame). The mixture already draws a seeded random order per epoch, so set ``data.shuffle: false``
+  to keep it.
 """
 
 from __future__ import annotations
@@ -47,8 +54,8 @@ def build_source(cfg, seed: int = 0):
 
 
 def _import_plugins() -> None:
-    """Sources defined elsewhere in the package register on import (e.g. the curation mixture in
-    ``rscovlm.data``); a missing optional module is fine, a broken one is not."""
+    """Sources defined elsewhere in the package register on import: the curation mixture
+    (``rscovlm.data.mixture`` registers ``mixture``). A missing optional module is fine, a broken one is not."""
     import importlib
 
     for module in ("rscovlm.data.mixture",):
@@ -102,3 +109,4 @@ def _jsonl(cfg, seed: int):
     if cfg.options:
         raise ValueError(f"data.source 'jsonl' takes no options, got {sorted(cfg.options)}")
     return JsonlConversations(cfg.paths, cfg.image_root)
+

@@ -49,13 +49,18 @@ def resolve_precision(name: str) -> str:
 
 
 def resolve_deepspeed(name: str | None) -> str | None:
-    """Path of the DeepSpeed config, or None (``auto``: the shipped ZeRO-1 on GPU, none on CPU)."""
+    """Path of the DeepSpeed config, or None (``auto``: the shipped ZeRO-1 on GPU when deepspeed is installed,
+    none otherwise)."""
+    import importlib.util
+
     from rscovlm.train.deepspeed import STAGES, config_path
 
     if name is None or name == "none":
         return None
     if name == "auto":
-        return str(config_path("zero1")) if _cuda() else None
+        return str(config_path("zero1")) if _cuda() and importlib.util.find_spec("deepspeed") else None
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"train.deepspeed={name} needs the deepspeed package (the 'train' extra)")
     if name in STAGES:
         return str(config_path(name))
     path = Path(name)
@@ -119,7 +124,7 @@ def build_training_arguments(cfg: Config, n_processes: int | None = None):
         dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=False,
         report_to=t.report_to,
-        ddp_backend="gloo" if n_processes > 1 and not _cuda() else None,
+        ddp_backend="gloo" if world_size() > 1 and not _cuda() else None,
         use_cpu=not _cuda(),
     )
 
@@ -130,11 +135,37 @@ def _trainer_class():
     class RSCoVLMTrainer(Trainer):
         """The stock Trainer plus per-module learning rates and dropped-sample accounting."""
 
-        def __init__(self, *args, family=None, module_lrs: dict[str, float] | None = None, **kwargs):
+        def __init__(self, *args, family=None, module_lrs: dict[str, float] | None = None, keep_order=False,
+                     **kwargs):
+            self.keep_order = keep_order  # read by _get_train_sampler during super().__init__
             super().__init__(*args, **kwargs)
             self.family = family
             self.module_lrs = dict(module_lrs or {})
             self.dropped: Counter = Counter()
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            # transformers saves Qwen-VL weights under the hub's key names (visual.*, model.layers.*) and its resume
+            # path loads them with load_state_dict(strict=False) without the renaming from_pretrained applies:
+            # nothing is restored and no error is raised (huggingface/transformers#43701). Load through
+            # from_pretrained instead and copy strictly. DeepSpeed / FSDP / PEFT checkpoints keep their own paths.
+            from transformers import PreTrainedModel
+
+            model = self.model if model is None else model
+            if (self.is_deepspeed_enabled or self.is_fsdp_enabled or not isinstance(model, PreTrainedModel)
+                    or hasattr(model, "peft_config")):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            dtype = next(model.parameters()).dtype
+            restored = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype,
+                                                   attn_implementation=model.config._attn_implementation)
+            model.load_state_dict(restored.state_dict(), strict=True)
+            del restored
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.keep_order:
+                import torch
+
+                return torch.utils.data.SequentialSampler(train_dataset or self.train_dataset)
+            return super()._get_train_sampler(train_dataset)
 
         def create_optimizer(self, model=None):
             from rscovlm.model.loading import module_groups
@@ -247,7 +278,7 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None):
     trainer = trainer_cls(
         model=model, args=args, train_dataset=EncodedDataset(conversations, encoder, drop=cfg.data.drop_overlong),
         data_collator=Collator(processor.tokenizer.pad_token_id), processing_class=processor,
-        callbacks=callbacks, family=family, module_lrs=module_lrs,
+        callbacks=callbacks, family=family, module_lrs=module_lrs, keep_order=not cfg.data.shuffle,
     )
     return trainer
 

@@ -1,0 +1,238 @@
+"""Training configuration: paper defaults, YAML + overrides, argument mapping, data sources, optimizer groups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rscovlm.train.config import (
+    Config, ConfigError, build_config, gradient_accumulation_steps, load_config,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_the_paper_recipe():
+    cfg = Config()
+    t, d = cfg.train, cfg.data
+    assert (t.learning_rate, t.weight_decay, t.lr_scheduler_type, t.warmup_ratio) == (2e-6, 0.1, "cosine", 0.05)
+    assert t.global_batch_size == 32 and d.max_length == 6144
+    assert (d.min_pixels, d.max_pixels) == (224 * 224, 1008 * 1008)
+    assert t.deepspeed == "auto" and t.precision == "auto" and t.gradient_checkpointing == "auto"
+    assert cfg.model.model_name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert not (cfg.model.freeze_vision_tower or cfg.model.freeze_merger or cfg.model.freeze_language_model)
+
+
+def test_overrides_are_typed_and_unknown_keys_name_themselves(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 2e-6\n  max_steps: 10\nmodel:\n  use_lora: false\n")
+    cfg = load_config(path, ["train.max_steps=20", "use_lora=true", "data.paths=[a.jsonl, b.jsonl]",
+                             "vision_lr=1e-5", "gradient_checkpointing=true", "resume_from_checkpoint=latest"])
+    assert cfg.train.max_steps == 20 and cfg.model.use_lora is True
+    assert cfg.train.learning_rate == 2e-6 and isinstance(cfg.train.learning_rate, float)
+    assert cfg.data.paths == ["a.jsonl", "b.jsonl"] and cfg.train.vision_lr == 1e-5
+    assert cfg.train.gradient_checkpointing == "true" and cfg.train.resume_from_checkpoint == "latest"
+    with pytest.raises(ConfigError, match="'train.learnig_rate'.*train.learning_rate"):
+        load_config(None, ["train.learnig_rate=1"])
+    with pytest.raises(ConfigError, match="'batch'"):
+        load_config(None, ["batch=4"])
+    with pytest.raises(ConfigError, match="train.max_steps: expected an integer"):
+        load_config(None, ["max_steps=many"])
+    with pytest.raises(ConfigError, match="model.use_lora: expected true or false"):
+        load_config(None, ["use_lora=3"])
+    with pytest.raises(ConfigError, match="train.precision: 'bf32' is not one of"):
+        load_config(None, ["precision=bf32"])
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        load_config(None, ["max_steps"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'train.lr'"):
+        load_config(bad)
+    bad.write_text("optim:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'optim'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_example_configs_load():
+    files = sorted((REPO / "configs").glob("*.yaml"))
+    assert files
+    for path in files:
+        cfg = load_config(path)
+        assert cfg.data.paths, path
+    paper = load_config(REPO / "configs" / "rscovlm_qwen2_5_vl_7b.yaml")
+    assert paper.train.deepspeed == "zero1" and paper.train.precision == "bf16"
+    assert paper.train.gradient_checkpointing == "true" and paper.train.use_liger_kernel
+
+
+@pytest.mark.parametrize("global_batch, world, per_device, expected", [
+    (32, 1, 1, 32), (32, 8, 1, 4), (32, 8, 4, 1), (32, 2, 2, 8),
+])
+def test_accumulation_from_world_size(global_batch, world, per_device, expected):
+    assert gradient_accumulation_steps(global_batch, world, per_device) == expected
+
+
+def test_accumulation_must_divide():
+    with pytest.raises(ConfigError, match="not a multiple"):
+        gradient_accumulation_steps(32, 3, 1)
+    with pytest.raises(ConfigError, match="not a multiple"):
+        gradient_accumulation_steps(4, 8, 1)
+
+
+def test_training_arguments_on_cpu(tmp_path, monkeypatch):
+    import torch
+
+    from rscovlm.train.deepspeed import config_path
+    from rscovlm.train.trainer import build_training_arguments, resolve_deepspeed
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU resolution of the 'auto' settings")
+    cfg = build_config({}, [f"output_dir={tmp_path}", "per_device_batch_size=2"])
+    args = build_training_arguments(cfg, n_processes=4)
+    assert args.gradient_accumulation_steps == 4
+    assert args.learning_rate == 2e-6 and args.weight_decay == 0.1
+    assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "cosine" and args.warmup_steps == 0.05
+    assert not args.bf16 and not args.gradient_checkpointing and args.deepspeed is None
+    assert getattr(args.optim, "value", args.optim) == "adamw_torch"
+    with pytest.raises(ConfigError, match="CUDA"):
+        build_training_arguments(build_config({}, [f"output_dir={tmp_path}", "precision=bf16"]))
+    with pytest.raises(ConfigError, match="liger"):
+        build_training_arguments(build_config({}, [f"output_dir={tmp_path}", "use_liger_kernel=true"]))
+    for stage in (1, 2, 3):
+        ds = json.loads(config_path(f"zero{stage}").read_text())
+        assert ds["zero_optimization"]["stage"] == stage
+        assert ds["train_micro_batch_size_per_gpu"] == "auto" and ds["gradient_accumulation_steps"] == "auto"
+    assert resolve_deepspeed("zero2") == str(config_path("zero2"))
+    assert resolve_deepspeed("auto") is None and resolve_deepspeed("none") is None
+    with pytest.raises(ConfigError, match="zero4"):
+        resolve_deepspeed("zero4")
+
+
+def _png(path, w=64, h=48):
+    from PIL import Image
+
+    Image.new("RGB", (w, h), (30, 60, 90)).save(path)
+    return path
+
+
+def test_jsonl_source_resolves_images_and_names_bad_lines(tmp_path):
+    from rscovlm.train.config import DataConfig
+    from rscovlm.train.sources import build_source, register_source, sources
+
+    (tmp_path / "img").mkdir()
+    _png(tmp_path / "img" / "a.png")
+    good = {"messages": [{"role": "user", "content": [{"type": "image", "image": "img/a.png"},
+                                                       {"type": "text", "text": "What?"}]},
+                         {"role": "assistant", "content": "harbor"}]}
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps(good) + "\n")
+    data = build_source(DataConfig(paths=[str(path)]))
+    assert len(data) == 2
+    assert data[0]["messages"][0]["content"][0]["image"] == str(tmp_path / "img" / "a.png")
+    other_root = build_source(DataConfig(paths=[str(path)], image_root="/data/root"))
+    assert other_root[1]["messages"][0]["content"][0]["image"] == "/data/root/img/a.png"
+
+    path.write_text(json.dumps(good) + "\n" + '{"messages": [{"role": "user", "content": "q"}]}\n')
+    with pytest.raises(ValueError, match=r"train.jsonl:2: .*assistant"):
+        build_source(DataConfig(paths=[str(path)]))
+    path.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"train.jsonl:1"):
+        build_source(DataConfig(paths=[str(path)]))
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        build_source(DataConfig(paths=[str(tmp_path / "missing.jsonl")]))
+    with pytest.raises(ValueError, match="not registered.*jsonl"):
+        build_source(DataConfig(source="nope"))
+
+    @register_source("test_constant")
+    def _constant(cfg, seed):
+        return [good] * cfg.options["n"]
+
+    assert "test_constant" in sources()
+    assert len(build_source(DataConfig(source="test_constant", options={"n": 3}))) == 3
+    with pytest.raises(ValueError, match="already registered"):
+        register_source("jsonl")(lambda cfg, seed: [])
+
+
+def test_optimizer_groups_give_vision_and_merger_their_learning_rates(tiny_model_dir, tmp_path):
+    from rscovlm.model.loading import module_groups
+    from rscovlm.train.trainer import build_trainer
+
+    convs = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]}]
+    cfg = build_config({}, [f"model.model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path}",
+                            "global_batch_size=1", "vision_lr=1e-5", "merger_lr=3e-5", "learning_rate=2e-6",
+                            "dataloader_num_workers=0"])
+    trainer = build_trainer(cfg, dataset=convs)
+    optimizer = trainer.create_optimizer()
+    by_name = {g["name"]: g for g in optimizer.param_groups}
+    assert by_name["vision_tower/decay"]["lr"] == 1e-5
+    assert by_name["merger/decay"]["lr"] == 3e-5
+    assert by_name["language_model/decay"]["lr"] == 2e-6
+    assert by_name["language_model/no_decay"]["weight_decay"] == 0.0
+    assert by_name["language_model/decay"]["weight_decay"] == 0.1
+    groups = module_groups(trainer.model, trainer.family)
+    params = dict(trainer.model.named_parameters())
+    ids = {id(params[n]) for n in groups["merger"]}
+    assert ids == {id(p) for g in ("merger/decay", "merger/no_decay") for p in by_name[g]["params"]}
+    no_decay_names = {n for n in groups["language_model"]
+                      if any(params[n] is p for p in by_name["language_model/no_decay"]["params"])}
+    assert no_decay_names and all(n.endswith("bias") or "norm" in n for n in no_decay_names)
+    total = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert total == sum(1 for p in trainer.model.parameters() if p.requires_grad)
+
+
+def test_cli_train_rejects_unknown_keys_and_prints_config(capsys):
+    from rscovlm.cli import main
+
+    assert main(["train", "train.nope=1"]) == 2
+    assert "unknown config key 'train.nope'" in capsys.readouterr().err
+    assert main(["train", "--print-config", "max_steps=7"]) == 0
+    assert "max_steps: 7" in capsys.readouterr().out
+
+
+def test_mixture_source_feeds_the_collator_at_the_builders_model_size(tiny_model_dir, tmp_path):
+    """The curation mixture plugs in through the registry; the collator keeps the builder's random resize, so
+    the target's model-frame coordinates refer to exactly the pixels the vision tower sees."""
+    from PIL import Image
+
+    from rscovlm.model.collator import ConversationEncoder
+    from rscovlm.model.loading import load_processor
+    from rscovlm.protocol.detection import parse_detections
+    from rscovlm.train.config import DataConfig
+    from rscovlm.train.sources import build_source
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (640, 480), (80, 90, 100)).save(tmp_path / "images" / "a.png")
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 640, "height": 480}],
+            "categories": [{"id": 1, "name": "plane"}, {"id": 2, "name": "ship"}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[100, 100, 200, 100, 200, 180, 100, 180]],
+                 "bbox": [100, 100, 100, 80], "area": 8000, "iscrowd": 0, "difficult": 0},
+                {"id": 2, "image_id": 1, "category_id": 2, "segmentation": [[300, 200, 420, 200, 420, 260, 300, 260]],
+                 "bbox": [300, 200, 120, 60], "area": 7200, "iscrowd": 0, "difficult": 0}]}
+    (tmp_path / "det.json").write_text(json.dumps(coco))
+    (tmp_path / "mix.yaml").write_text(
+        "seed: 3\nepoch_size: 4\nbuilder: {json_prob: 0.5, open_ended_prob: 0.0, subset_prob: 0.0}\n"
+        "units:\n  - {name: det, path: det.json, type: detection, images: images, weight: 1.0}\n")
+    data = build_source(DataConfig(source="mixture", paths=[str(tmp_path / "mix.yaml")]))
+    assert len(data) == 4
+    encoder = ConversationEncoder(load_processor(str(tiny_model_dir)))
+    sizes = set()
+    for i in range(len(data)):
+        item = data[i]
+        part = item["messages"][-2]["content"][0]
+        sample = encoder.encode(item)
+        (t, h, w), = sample.image_grid_thw.tolist()
+        model_size = tuple(item["meta"]["plans"][0]["model"])
+        assert (w * 14, h * 14) == (part["resized_width"], part["resized_height"]) == model_size
+        assert sample.plans[0].model_size == model_size
+        sizes.add(sample.plans[0].model_size)
+        target = item["messages"][-1]["content"][0]["text"]
+        parsed = parse_detections(target)
+        assert sorted(parsed.objects.labels) == ["plane", "ship"]
+        assert parsed.objects.boxes.data.max() <= max(sample.plans[0].model_size)
+    assert len(sizes) > 1  # random resize drew different model sizes
+    with pytest.raises(ValueError, match="one mixture YAML"):
+        build_source(DataConfig(source="mixture", paths=[]))
