@@ -126,3 +126,17 @@ def test_real_dota_sample_labels_round_trip(tmp_path):
         back = read_labeltxt(out)
         np.testing.assert_array_equal(back.objects.boxes.data, lab.objects.boxes.data)
         assert back.objects.labels == lab.objects.labels and back.gsd == lab.gsd
+
+
+def test_task1_fast_path_keeps_line_numbers_and_order(tmp_path):
+    from rscovlm.data.dota_io import read_task1_file
+
+    p = tmp_path / "Task1_ship.txt"
+    p.write_text("B 0.5 0 0 1 0 1 1 0 1\n\nA 0.25 2 2 3 2 3 3 2 3\n  \nB 1e-3 4 4 5 4 5 5 4 5\n")
+    ids, scores, quads, lines = read_task1_file(p, with_lines=True)
+    assert ids == ["B", "A", "B"] and lines == [1, 3, 5]
+    np.testing.assert_array_equal(scores, [0.5, 0.25, 1e-3])
+    got = read_task1_dir(tmp_path)
+    assert list(got) == ["A", "B"]
+    np.testing.assert_array_equal(got["B"].scores, [0.5, 1e-3])
+    np.testing.assert_array_equal(got["B"].boxes.data[1], [4, 4, 5, 4, 5, 5, 4, 5])

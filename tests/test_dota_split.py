@@ -164,7 +164,8 @@ def test_missing_label_file_is_an_error_or_counted(tmp_path, capsys):
 
 
 def test_malformed_label_line_stops_the_split_naming_file_and_line(tmp_path, capsys):
-    img_dir, ann_dir = _write_case(tmp_path, np.zeros((50, 50, 3), np.uint8), "1 2 3 4 5 6 7 8 plane 0\n1 2 3\n")
+    labels = "1 2 11 2 11 12 1 12 plane 0\n1 2 3\n"
+    img_dir, ann_dir = _write_case(tmp_path, np.zeros((50, 50, 3), np.uint8), labels)
     cv2.imwrite(str(img_dir / "Q1.png"), np.zeros((50, 50, 3), np.uint8))
     (ann_dir / "Q1.txt").write_text("")
     for workers in ("1", "2"):  # the error also crosses the worker pool intact
@@ -172,3 +173,107 @@ def test_malformed_label_line_stops_the_split_naming_file_and_line(tmp_path, cap
                    str(tmp_path / f"o{workers}"), "--size", "64", "--gap", "16", "--no-progress",
                    "--workers", workers])
         assert rc == 2 and f"{ann_dir / 'P9.txt'}:2" in capsys.readouterr().err
+    rc = main(["dota", "split", "--img-dir", str(img_dir), "--ann-dir", str(ann_dir), "--out-dir",
+               str(tmp_path / "o3"), "--size", "64", "--gap", "16", "--no-progress", "--skip-invalid"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "skipped 1 malformed label lines" in err and "P9.txt:2" in err
+    kept = (tmp_path / "o3" / "annfiles" / "P9__64__0___0.txt").read_text()
+    assert kept == "1.0 2.0 11.0 2.0 11.0 12.0 1.0 12.0 plane 0\n"
+
+
+def _png_with_chunk(png: bytes, ctype: bytes, payload: bytes) -> bytes:
+    """Insert an ancillary chunk right after IHDR (8-byte signature + 25-byte IHDR chunk)."""
+    import struct
+    import zlib
+
+    chunk = struct.pack(">I", len(payload)) + ctype + payload
+    chunk += struct.pack(">I", zlib.crc32(ctype + payload) & 0xFFFFFFFF)
+    return png[:33] + chunk + png[33:]
+
+
+@pytest.mark.parametrize("variant", ["rgb", "gamma", "trns", "gray", "rgb16", "rgba", "palette", "jpg"])
+def test_decoder_gives_opencv_imread_pixels(tmp_path, variant):
+    from PIL import Image
+
+    from rscovlm.data.dota_split import decode_rgb
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    path = tmp_path / ("x.jpg" if variant == "jpg" else "x.png")
+    if variant in ("rgb", "gamma", "trns", "jpg"):
+        cv2.imwrite(str(path), rgb[..., ::-1])
+        if variant == "gamma":
+            path.write_bytes(_png_with_chunk(path.read_bytes(), b"gAMA", (45455).to_bytes(4, "big")))
+        if variant == "trns":
+            path.write_bytes(_png_with_chunk(path.read_bytes(), b"tRNS", bytes([0, 10, 0, 20, 0, 30])))
+    elif variant == "gray":
+        cv2.imwrite(str(path), rgb[..., 0])
+    elif variant == "rgb16":
+        cv2.imwrite(str(path), rgb.astype(np.uint16) * 257 + 3)
+    elif variant == "rgba":
+        cv2.imwrite(str(path), np.dstack([rgb, rgb[..., :1]]))
+    else:
+        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(path)
+    expected = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(decode_rgb(path), expected)
+
+
+def _iof_pair_loop(quads32, windows):
+    """The definition, one pair at a time (as img_split evaluates it): polygon intersection area with the window
+    where the enclosing boxes overlap, over the float32 object area clipped at 1e-6."""
+    import shapely
+    import shapely.geometry as sg
+
+    out = np.zeros((len(quads32), len(windows)))
+    for i, q in enumerate(quads32):
+        poly = sg.Polygon(q.reshape(4, 2))
+        xs, ys = q[0::2], q[1::2]
+        for j, (x1, y1, x2, y2) in enumerate(windows):
+            w = max(0.0, min(float(xs.max()), x2) - max(float(xs.min()), x1))
+            h = max(0.0, min(float(ys.max()), y2) - max(float(ys.min()), y1))
+            if w * h:
+                win = sg.Polygon([(x1, y1), (x2, y1), (x2, y2), (x1, y2)])
+                try:
+                    out[i, j] = poly.intersection(win).area
+                except shapely.errors.GEOSException:  # where img_split stops: the repaired polygon
+                    out[i, j] = shapely.make_valid(poly).intersection(win).area
+        out[i] /= max(np.float32(poly.area), np.float32(1e-6))
+    return out
+
+
+def test_vectorized_iof_equals_the_pair_loop_bit_for_bit():
+    rng = np.random.default_rng(5)
+    windows = sliding_windows(700, 500, size=256, gap=64)
+    quads = []
+    for _ in range(300):
+        c = rng.uniform(0, [700, 500])
+        quads.append((c + rng.normal(0, 25, (4, 2))).ravel())  # random quads: convex, concave, bow ties
+    quads.append([10, 10, 10, 10, 10, 10, 10, 10])  # degenerate
+    quads32 = np.round(np.array(quads), 1).astype(np.float32)
+    got = window_iof(quads32, windows)
+    want = _iof_pair_loop(quads32, windows)
+    np.testing.assert_array_equal(got, want)
+    assert ((got > 0) & (got < 1)).sum() > 50
+
+
+@pytest.mark.skipif(not Path("/work/shared/data/dota_examples/labelTxt").is_dir(),
+                    reason="public DOTA sample labels not present")
+def test_real_dota_labels_iof_matches_the_pair_loop():
+    from rscovlm.data.dota_io import read_labeltxt_dir
+
+    for stem, lab in read_labeltxt_dir("/work/shared/data/dota_examples/labelTxt").items():
+        quads32 = lab.objects.boxes.data.astype(np.float32)
+        span = quads32.max(axis=0)
+        windows = sliding_windows(int(span[0::2].max()) + 1, int(span[1::2].max()) + 1, 512, 100)
+        np.testing.assert_array_equal(window_iof(quads32, windows), _iof_pair_loop(quads32, windows), err_msg=stem)
+
+
+def test_explicit_fpng_without_the_package_is_a_clear_error(monkeypatch):
+    import sys
+
+    from rscovlm.data.dota_split import resolve_png_encoder
+
+    monkeypatch.setitem(sys.modules, "fpng", None)  # import fpng -> ImportError
+    assert resolve_png_encoder("auto") == "opencv"
+    with pytest.raises(ValueError, match="needs the fpng package"):
+        resolve_png_encoder("fpng")

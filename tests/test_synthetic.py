@@ -66,7 +66,7 @@ def test_tiles_render_exactly_the_whole_scene():
 
 def test_write_scene_streams_a_tiled_tiff(tmp_path):
     tifffile = pytest.importorskip("tifffile")
-    objs = write_scene(tmp_path / "big.tif", 700, 530, seed=3, strip_rows=256, tile=256)
+    objs = write_scene(tmp_path / "big.tif", 700, 530, seed=3, tile=128, block_tiles=2)
     with tifffile.TiffFile(tmp_path / "big.tif") as tif:
         page = tif.pages[0]
         assert page.is_tiled and page.shape == (530, 700, 3)

@@ -32,6 +32,7 @@ def register(sub) -> None:
                    help=_help(SplitConfig, "missing_labels"))
     p.add_argument("--png-encoder", choices=["auto", "fpng", "opencv"], default="auto",
                    help=_help(SplitConfig, "png_encoder"))
+    p.add_argument("--skip-invalid", action="store_true", help=_help(SplitConfig, "skip_invalid"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_split)
 
@@ -52,7 +53,8 @@ def _split(args) -> int:
     try:
         cfg = SplitConfig(size=args.size, gap=args.gap, iof_thr=args.iof_thr, img_rate_thr=args.img_rate_thr,
                           padding_value=args.padding_value, workers=args.workers,
-                          missing_labels=args.missing_labels, png_encoder=args.png_encoder)
+                          missing_labels=args.missing_labels, png_encoder=args.png_encoder,
+                          skip_invalid=args.skip_invalid)
         report = split_dataset(args.img_dir, args.out_dir, cfg, ann_dir=args.ann_dir,
                                progress=not args.no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, DotaFormatError) as err:

@@ -30,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rscovlm.geometry import Boxes, Frame, ObjectSet
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the geometry package is imported where objects are built: the split workers need arrays only
+    from rscovlm.geometry import Frame, ObjectSet
 
 TASK1_PREFIX = "Task1_"
 HEADER_KEYS = ("imagesource", "gsd")
@@ -130,10 +133,32 @@ class _Problems:
 
 # ---- labelTxt ------------------------------------------------------------------------------------------------
 
+@dataclass
+class LabelArrays:
+    """Plain contents of a labelTxt file: ``quads`` (N, 8) float64 as written, ``labels``, ``difficult`` (N,)."""
+
+    quads: np.ndarray
+    labels: list[str]
+    difficult: np.ndarray
+    imagesource: str | None
+    gsd: float | None
+    skipped: list[SkippedLine]
+
+
 def read_labeltxt(path: str | os.PathLike, *, vocabulary: Collection[str] | None = None,
                   skip_invalid: bool = False, frame: Frame | None = None) -> DotaLabels:
     """Read one labelTxt file into quads (``Boxes`` kind ``quad``, in ``frame`` if given) with labels and
     difficult flags. Vertex order is kept as written (no normalization)."""
+    from rscovlm.geometry import Boxes, ObjectSet
+
+    arr = read_labeltxt_arrays(path, vocabulary=vocabulary, skip_invalid=skip_invalid)
+    objects = ObjectSet(Boxes(arr.quads, "quad", frame), arr.labels, difficult=arr.difficult)
+    return DotaLabels(objects, arr.imagesource, arr.gsd, str(path), arr.skipped)
+
+
+def read_labeltxt_arrays(path: str | os.PathLike, *, vocabulary: Collection[str] | None = None,
+                         skip_invalid: bool = False) -> LabelArrays:
+    """:func:`read_labeltxt` without building geometry objects (same parsing and errors)."""
     path = Path(path)
     problems = _Problems(skip_invalid)
     imagesource: str | None = None
@@ -183,9 +208,8 @@ def read_labeltxt(path: str | os.PathLike, *, vocabulary: Collection[str] | None
         coords.append(values)
         labels.append(label)
         difficult.append(diff)
-    boxes = Boxes(np.asarray(coords, dtype=np.float64).reshape(-1, 8), "quad", frame)
-    objects = ObjectSet(boxes, labels, difficult=np.asarray(difficult, dtype=np.int64))
-    return DotaLabels(objects, imagesource, gsd, str(path), problems.skipped)
+    return LabelArrays(np.asarray(coords, dtype=np.float64).reshape(-1, 8), labels,
+                       np.asarray(difficult, dtype=np.int64), imagesource, gsd, problems.skipped)
 
 
 def read_labeltxt_dir(directory: str | os.PathLike, *, vocabulary: Collection[str] | None = None,
@@ -230,31 +254,56 @@ def write_labeltxt(path: str | os.PathLike, objects: ObjectSet, *, imagesource: 
 def read_task1_file(path: str | os.PathLike, *, skip_invalid: bool = False, problems: _Problems | None = None,
                     with_lines: bool = False) -> tuple:
     """One ``Task1_{class}.txt``: ``(image_ids, scores (N,), quads (N,8))`` in file order, plus the 1-based
-    line number of each detection when ``with_lines``."""
+    line number of each detection when ``with_lines``.
+
+    Well-formed files take a vectorized path (one numpy conversion for the whole file); when it finds any
+    problem the file is re-read line by line to name the first bad line (or to skip the bad lines)."""
     path = Path(path)
     problems = problems or _Problems(skip_invalid)
-    ids: list[str] = []
-    line_nos: list[int] = []
-    rows: list[list[float]] = []
-    for line_no, line in enumerate(_read_lines(path), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        if len(tokens) != 10:
-            problems.report(path, line_no, f"expected 'image_id score x1 y1 ... x4 y4' (10 fields), "
-                                           f"got {len(tokens)} fields", line)
-            continue
-        values = _finite_floats(tokens[1:])
-        if isinstance(values, str):
-            problems.report(path, line_no, values, line)
-            continue
-        ids.append(tokens[0])
-        line_nos.append(line_no)
-        rows.append(values)
-    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 9)
+    lines = _read_lines(path)
+    fast = _task1_fast(lines)
+    if fast is not None:
+        ids, arr, line_nos = fast
+    else:
+        ids, rows, line_nos = [], [], []
+        for line_no, line in enumerate(lines, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if len(tokens) != 10:
+                problems.report(path, line_no, f"expected 'image_id score x1 y1 ... x4 y4' (10 fields), "
+                                               f"got {len(tokens)} fields", line)
+                continue
+            values = _finite_floats(tokens[1:])
+            if isinstance(values, str):
+                problems.report(path, line_no, values, line)
+                continue
+            ids.append(tokens[0])
+            line_nos.append(line_no)
+            rows.append(values)
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 9)
     if with_lines:
         return ids, arr[:, 0].copy(), arr[:, 1:].copy(), line_nos
     return ids, arr[:, 0].copy(), arr[:, 1:].copy()
+
+
+def _task1_fast(lines: list[str]) -> tuple[list[str], np.ndarray, list[int]] | None:
+    """All non-blank lines with 10 fields and finite numbers -> ``(ids, (N, 9) values, line numbers)``; else
+    ``None`` (the caller then reports line by line)."""
+    line_nos = [i for i, line in enumerate(lines, start=1) if line and not line.isspace()]
+    tokens = [lines[i - 1].split() for i in line_nos]
+    if any(len(t) != 10 for t in tokens):
+        return None
+    if not tokens:
+        return [], np.zeros((0, 9)), []
+    table = np.array(tokens, dtype=object)
+    try:
+        values = table[:, 1:].astype(np.float64)
+    except (ValueError, TypeError):
+        return None
+    if not np.isfinite(values).all():
+        return None
+    return table[:, 0].tolist(), values, line_nos
 
 
 def task1_class(path: str | os.PathLike) -> str:
@@ -273,7 +322,7 @@ def read_task1_dir(directory: str | os.PathLike, skip_invalid: bool = False, *,
     if not directory.is_dir():
         raise FileNotFoundError(f"Task1 directory {directory} does not exist")
     problems = _Problems(skip_invalid)
-    per_image: dict[str, tuple[list[np.ndarray], list[float], list[str]]] = {}
+    all_ids, all_scores, all_quads, all_labels = [], [], [], []
     for path in sorted(directory.glob(f"{TASK1_PREFIX}*.txt")):
         label = task1_class(path)
         if vocabulary is not None and label not in vocabulary:
@@ -282,15 +331,24 @@ def read_task1_dir(directory: str | os.PathLike, skip_invalid: bool = False, *,
             problems.skipped.append(SkippedLine(str(path), 0, f"unknown class {label!r} (whole file)"))
             continue
         ids, scores, quads = read_task1_file(path, problems=problems)
-        for image_id, score, quad in zip(ids, scores, quads):
-            entry = per_image.setdefault(image_id, ([], [], []))
-            entry[0].append(quad)
-            entry[1].append(score)
-            entry[2].append(label)
+        all_ids += ids
+        all_scores.append(scores)
+        all_quads.append(quads)
+        all_labels += [label] * len(ids)
+    from rscovlm.geometry import Boxes, ObjectSet
+
     out = Task1Detections(skipped=problems.skipped)
-    for image_id in sorted(per_image):
-        quads, scores, labels = per_image[image_id]
-        out[image_id] = ObjectSet(Boxes(np.stack(quads), "quad"), labels, scores=np.asarray(scores))
+    if not all_ids:
+        return out
+    scores = np.concatenate(all_scores)
+    quads = np.concatenate(all_quads)
+    labels = np.asarray(all_labels, dtype=object)
+    names, inverse = np.unique(np.asarray(all_ids), return_inverse=True)  # sorted image ids
+    order = np.argsort(inverse, kind="stable")  # grouped by image, file/line order inside a group
+    bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
+    for k, image_id in enumerate(names.tolist()):
+        idx = order[bounds[k]:bounds[k + 1]]
+        out[image_id] = ObjectSet(Boxes(quads[idx], "quad"), labels[idx].tolist(), scores=scores[idx])
     return out
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,8 +33,9 @@ from rscovlm.data.dota_io import (
     write_task1_dir,
 )
 from rscovlm.data.dota_split import parse_patch_name
-from rscovlm.geometry import Boxes, ObjectSet
-from rscovlm.geometry.nms import poly_nms
+
+if TYPE_CHECKING:
+    from rscovlm.geometry import ObjectSet
 
 
 @dataclass
@@ -71,6 +73,8 @@ class MergeReport:
 
 def nms_per_class(objects: ObjectSet, iou_thr: float) -> ObjectSet:
     """Per-class :func:`poly_nms`; kept objects ordered by class name, then by descending score."""
+    from rscovlm.geometry.nms import poly_nms
+
     if len(objects) == 0:
         return objects
     quads = objects.boxes.to_quad().data
@@ -85,6 +89,8 @@ def nms_per_class(objects: ObjectSet, iou_thr: float) -> ObjectSet:
 def merge_patch_objects(patches: Mapping[str, ObjectSet], iou_thr: float = 0.1) -> dict[str, ObjectSet]:
     """``{patch_id: ObjectSet in patch pixels}`` -> ``{stem: ObjectSet in image pixels}`` (shift + per-class
     NMS). Raises ``ValueError`` for an id that is not a patch name."""
+    from rscovlm.geometry import Boxes
+
     grouped: dict[str, list[ObjectSet]] = {}
     for patch_id, objects in patches.items():
         parsed = parse_patch_name(patch_id)
@@ -97,6 +103,8 @@ def merge_patch_objects(patches: Mapping[str, ObjectSet], iou_thr: float = 0.1) 
 
 
 def _concat(parts: list[ObjectSet]) -> ObjectSet:
+    from rscovlm.geometry import Boxes, ObjectSet
+
     return ObjectSet(Boxes(np.concatenate([p.boxes.data for p in parts]), "quad"),
                      [lab for p in parts for lab in p.labels],
                      scores=np.concatenate([p.scores for p in parts]))
@@ -111,6 +119,8 @@ def read_patch_task1_dir(det_dir: str | os.PathLike, skip_invalid: bool = False
                          ) -> tuple[dict[str, ObjectSet], list[str], list[SkippedLine], int]:
     """Read a patch Task1 folder into ``{stem: ObjectSet}`` already shifted into image pixels (before NMS).
     Returns ``(objects_by_stem, classes, skipped, n_detections)``."""
+    from rscovlm.geometry import Boxes, ObjectSet
+
     det_dir = Path(det_dir)
     if not det_dir.is_dir():
         raise FileNotFoundError(f"Task1 directory {det_dir} does not exist")

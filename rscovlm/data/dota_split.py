@@ -36,7 +36,7 @@ import multiprocessing
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable, Literal
@@ -44,7 +44,7 @@ from typing import Callable, Literal
 import numpy as np
 import shapely
 
-from rscovlm.data.dota_io import read_labeltxt
+from rscovlm.data.dota_io import read_labeltxt_arrays
 
 IMAGE_EXTENSIONS = (".jpg", ".JPG", ".png", ".tif", ".bmp")  # the set mmrotate's img_split accepts
 PATCH_NAME_RE = re.compile(r"^(?P<stem>.+)__(?P<size>\d+)__(?P<x>\d+)___(?P<y>\d+)$")
@@ -67,6 +67,8 @@ class SplitConfig:
     missing_labels: Literal["error", "empty"] = field(
         default="error", metadata={"help": "an image without a label file: 'error', or 'empty' (no objects; "
                                            "counted in the report)"})
+    skip_invalid: bool = field(default=False, metadata={"help": "skip malformed label lines (counted and "
+                                                                "listed in the report) instead of stopping"})
     png_encoder: Literal["auto", "fpng", "opencv"] = field(
         default="auto", metadata={"help": "PNG writer: 'fpng' (fast, pip install fpng), 'opencv', or 'auto' "
                                           "(fpng when installed)"})
@@ -136,12 +138,31 @@ def window_iof(quads: np.ndarray, windows: np.ndarray) -> np.ndarray:
         obj_polys = shapely.polygons(pts)
         l, t, r, b = (windows[:, k] for k in range(4))
         win_polys = shapely.polygons(np.stack([l, t, r, t, r, b, l, b], axis=-1).reshape(cols, 4, 2))
-        # only the objects/windows that take part in some pair need a polygon
-        overlaps[ii, jj] = shapely.area(shapely.intersection(obj_polys[ii], win_polys[jj]))
+        overlaps[ii, jj] = _intersection_areas(obj_polys, win_polys, ii, jj)
         areas = shapely.area(obj_polys).astype(np.float32)[:, None]
     else:
         areas = np.ones((rows, 1), dtype=np.float32)
     return overlaps / np.clip(areas, _AREA_EPS, np.inf)
+
+
+def _intersection_areas(obj_polys: np.ndarray, win_polys: np.ndarray, ii: np.ndarray, jj: np.ndarray
+                        ) -> np.ndarray:
+    """Areas of ``obj_polys[ii] & win_polys[jj]``. Valid polygons in one vectorized GEOS call. Invalid ones
+    (self-intersecting quads occur in real labels) pair by pair: GEOS still answers most of them exactly as
+    img_split's loop gets them; where it raises a TopologyException (img_split stops there) the polygon is
+    repaired with ``shapely.make_valid`` for that pair."""
+    areas = np.zeros(len(ii))
+    bad = ~shapely.is_valid(obj_polys)[ii]
+    good = ~bad
+    if good.any():
+        areas[good] = shapely.area(shapely.intersection(obj_polys[ii[good]], win_polys[jj[good]]))
+    for k in np.flatnonzero(bad):
+        obj, win = obj_polys[ii[k]], win_polys[jj[k]]
+        try:
+            areas[k] = obj.intersection(win).area
+        except shapely.errors.GEOSException:
+            areas[k] = shapely.make_valid(obj).intersection(win).area
+    return areas
 
 
 def patch_name(stem: str, size: int, x: int, y: int) -> str:
@@ -168,33 +189,71 @@ def format_patch_objects(quads32: np.ndarray, labels: list[str], difficult: np.n
     return "".join(out)
 
 
-# ---- PNG writers (pixels identical; bytes differ) ------------------------------------------------------------
+# ---- pixels in and out (pixels identical to img_split's; PNG bytes differ) ----------------------------------
 
-def _encode_opencv(bgr: np.ndarray) -> bytes:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_rgb8_png(head: bytes) -> bool:
+    """8-bit truecolour PNG (IHDR bit depth 8, colour type 2): decoders agree on these pixels exactly."""
+    return len(head) >= 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 8 \
+        and head[25] == 2
+
+
+def decode_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image to ``(H, W, 3)`` uint8 RGB with the pixels of OpenCV's ``imread(IMREAD_COLOR)``.
+
+    8-bit RGB PNGs go through imagecodecs (libspng + zlib-ng, ~25% faster than OpenCV's libpng) when it is
+    installed; everything else (grey, palette, 16 bit, alpha, JPEG, TIFF, BMP) through OpenCV, whose
+    conversions (e.g. 16 -> 8 bit) img_split relies on."""
     import cv2
 
-    ok, buf = cv2.imencode(".png", bgr)
+    path = str(path)
+    with open(path, "rb") as f:
+        head = f.read(26)
+        if _is_rgb8_png(head):
+            try:
+                import imagecodecs
+            except ImportError:
+                imagecodecs = None
+            if imagecodecs is not None:
+                rgb = imagecodecs.spng_decode(head + f.read())
+                if rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8:  # a tRNS chunk adds alpha
+                    return rgb
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: OpenCV cannot decode this image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _encode_opencv(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("OpenCV failed to encode a PNG patch")
     return buf.tobytes()
 
 
-def _encode_fpng(bgr: np.ndarray) -> bytes:
-    import cv2
+def _encode_fpng(rgb: np.ndarray) -> bytes:
     import fpng
 
-    return bytes(fpng.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    return bytes(fpng.from_ndarray(rgb))
 
 
 PNG_ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {"fpng": _encode_fpng, "opencv": _encode_opencv}
 
 
 def resolve_png_encoder(name: str) -> str:
-    if name != "auto":
+    """``auto`` -> ``fpng`` when installed, else ``opencv``; an explicit ``fpng`` must be installed."""
+    if name == "opencv":
         return name
     try:
         import fpng  # noqa: F401
     except ImportError:
+        if name == "fpng":
+            raise ValueError("png_encoder 'fpng' needs the fpng package (pip install fpng, or rscovlm[fast]); "
+                             "use 'opencv' or 'auto'") from None
         return "opencv"
     return "fpng"
 
@@ -216,6 +275,7 @@ class ImageResult:
     objects: int
     kept: int
     seconds: float
+    skipped: list = field(default_factory=list)  # SkippedLine of the label file
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -230,23 +290,19 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
 def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, encoder: str | None = None
                 ) -> ImageResult:
     """Cut one image (and its labels) into patches under ``out_dir/images`` and ``out_dir/annfiles``."""
-    import cv2
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     stem = Path(task.image_path).stem
     encode = PNG_ENCODERS[resolve_png_encoder(encoder or cfg.png_encoder)]
     if task.label_path is not None:
-        labels = read_labeltxt(task.label_path).objects
-        quads32 = labels.boxes.data.astype(np.float32)
+        labels = read_labeltxt_arrays(task.label_path, skip_invalid=cfg.skip_invalid)
+        quads32 = labels.quads.astype(np.float32)  # mmrotate keeps label coordinates in float32
         names, diffs = labels.labels, labels.difficult
     else:
         quads32, names, diffs = np.zeros((0, 8), np.float32), [], np.zeros(0, np.int64)
     windows = sliding_windows(task.width, task.height, cfg.size, cfg.gap, cfg.img_rate_thr)
     iofs = window_iof(quads32, windows)
-    img = cv2.imread(task.image_path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"{task.image_path}: OpenCV cannot decode this image")
+    img = decode_rgb(task.image_path)
     kept_total = 0
     for j, (x1, y1, x2, y2) in enumerate(windows.tolist()):
         name = patch_name(stem, x2 - x1, x1, y1)
@@ -262,7 +318,8 @@ def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, e
                                     x1, y1)
         with open(out_dir / "annfiles" / f"{name}.txt", "w", encoding="utf-8", newline="") as f:
             f.write(text)
-    return ImageResult(task.image_path, len(windows), len(quads32), kept_total, time.perf_counter() - t0)
+    return ImageResult(task.image_path, len(windows), len(quads32), kept_total, time.perf_counter() - t0,
+                       labels.skipped if task.label_path is not None else [])
 
 
 # ---- a folder ------------------------------------------------------------------------------------------------
@@ -275,6 +332,7 @@ class SplitReport:
     kept_objects: int = 0
     missing_label_files: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
+    skipped_lines: list = field(default_factory=list)  # SkippedLine, with skip_invalid
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -284,6 +342,9 @@ class SplitReport:
             lines.append(f"{len(self.missing_label_files)} images had no label file and were split without "
                          f"objects: {', '.join(self.missing_label_files[:5])}"
                          + (" ..." if len(self.missing_label_files) > 5 else ""))
+        if self.skipped_lines:
+            lines.append(f"skipped {len(self.skipped_lines)} malformed label lines, e.g. "
+                         + "; ".join(str(x) for x in self.skipped_lines[:3]))
         if self.ignored_files:
             lines.append(f"{len(self.ignored_files)} files in the image folder are not images with the "
                          f"extensions {' '.join(IMAGE_EXTENSIONS)} and were not split: "
@@ -340,6 +401,7 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
 
     cfg = cfg or SplitConfig()
     t0 = time.perf_counter()
+    encoder = resolve_png_encoder(cfg.png_encoder)
     tasks, report = plan_split(img_dir, ann_dir, cfg)
     out_dir = Path(out_dir)
     for sub in ("images", "annfiles"):
@@ -347,35 +409,27 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
         if d.is_dir() and any(d.iterdir()):
             raise FileExistsError(f"{d} already holds files; split into a new or empty folder")
         d.mkdir(parents=True, exist_ok=True)
-    encoder = resolve_png_encoder(cfg.png_encoder)
     work = partial(split_image, out_dir=str(out_dir), cfg=cfg, encoder=encoder)
-    bar = tqdm(total=len(tasks), unit="img", desc="split", disable=not progress)
+    pool = None
+    if cfg.workers > 1 and len(tasks) > 1:
+        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        pool = ctx.Pool(min(cfg.workers, len(tasks)), initializer=_worker_init)
     try:
-        if cfg.workers == 1 or len(tasks) <= 1:
-            results = (work(t) for t in tasks)
-            pool = None
-        else:
-            pool = multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(
-                min(cfg.workers, len(tasks)), initializer=_worker_init)
-            results = pool.imap_unordered(work, tasks, chunksize=1)
-        for res in results:
-            report.images += 1
-            report.patches += res.patches
-            report.objects += res.objects
-            report.kept_objects += res.kept
-            bar.set_postfix(patches=report.patches, refresh=False)
-            bar.update()
-        if pool is not None:
+        results = pool.imap_unordered(work, tasks, chunksize=1) if pool else map(work, tasks)
+        with tqdm(total=len(tasks), unit="img", desc="split", disable=not progress) as bar:
+            for res in results:
+                report.images += 1
+                report.patches += res.patches
+                report.objects += res.objects
+                report.kept_objects += res.kept
+                report.skipped_lines += res.skipped
+                bar.set_postfix(patches=report.patches, refresh=False)
+                bar.update()
+        if pool:
             pool.close()
             pool.join()
     finally:
-        bar.close()
-        if "pool" in locals() and pool is not None:
+        if pool:
             pool.terminate()
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def config_help() -> dict[str, str]:
-    """Field -> help text of :class:`SplitConfig` (used by the CLI)."""
-    return {k: SplitConfig.__dataclass_fields__[k].metadata.get("help", "") for k in asdict(SplitConfig())}

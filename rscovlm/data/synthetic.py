@@ -377,12 +377,12 @@ def generate_scene(width: int, height: int, seed: int = 0, config: SceneConfig |
 
 
 def write_scene(path: str | os.PathLike, width: int, height: int, seed: int = 0, config: SceneConfig | None = None,
-                *, label_path: str | os.PathLike | None = None, strip_rows: int = 1024, tile: int = 512,
+                *, label_path: str | os.PathLike | None = None, tile: int = 512, block_tiles: int = 8,
                 **overrides) -> ObjectSet:
     """Render a scene of any size to ``path`` and its labelTxt to ``label_path`` (default: ``path`` with
-    ``.txt``). ``.tif``/``.tiff``: a tiled (``tile`` px), deflate-compressed TIFF written strip by strip, so
-    memory stays near ``width * strip_rows * 3`` bytes whatever the height. Other extensions (``.png``...)
-    are rendered whole and written with OpenCV. Returns the objects."""
+    ``.txt``). ``.tif``/``.tiff``: a tiled (``tile`` px), deflate-compressed BigTIFF rendered block by block
+    (``tile`` rows x ``block_tiles * tile`` columns), so memory stays in the tens of MB whatever the size.
+    Other extensions (``.png``...) are rendered whole and written with OpenCV. Returns the objects."""
     from rscovlm.data.dota_io import write_labeltxt
 
     config = config or SceneConfig(**overrides)
@@ -392,19 +392,20 @@ def write_scene(path: str | os.PathLike, width: int, height: int, seed: int = 0,
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
-        strip_rows = max(tile, strip_rows // tile * tile)
+        block_cols = tile * max(1, block_tiles)
 
-        def tiles():
-            for sy in range(0, height, strip_rows):
-                strip = render_region(scene, 0, sy, width, min(strip_rows, height - sy))
-                for ty in range(0, strip.shape[0], tile):
-                    for tx in range(0, width, tile):
-                        block = strip[ty:ty + tile, tx:tx + tile]
-                        if block.shape[:2] != (tile, tile):  # edge tiles are padded to the full tile size
+        def tiles():  # row-major tile order, as the TIFF stores them
+            for ty in range(0, height, tile):
+                rows = min(tile, height - ty)
+                for bx in range(0, width, block_cols):
+                    block = render_region(scene, bx, ty, min(block_cols, width - bx), rows)
+                    for tx in range(0, block.shape[1], tile):
+                        piece = block[:, tx:tx + tile]
+                        if piece.shape[:2] != (tile, tile):  # edge tiles are padded to the full tile size
                             padded = np.zeros((tile, tile, 3), np.uint8)
-                            padded[:block.shape[0], :block.shape[1]] = block
-                            block = padded
-                        yield block
+                            padded[:piece.shape[0], :piece.shape[1]] = piece
+                            piece = padded
+                        yield piece
 
         tifffile.imwrite(path, tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(tile, tile),
                          photometric="rgb", compression="zlib", compressionargs={"level": 1}, bigtiff=True)
