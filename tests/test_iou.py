@@ -169,3 +169,25 @@ def test_poly_nms_greedy_and_ties():
     assert poly_nms(half, [1, 0.5], 0.49).tolist() == [0]
     kept = batched_poly_nms(np.concatenate([same, same]), [0.5, 0.4, 0.6, 0.3], ["a", "a", "b", "b"], 0.5)
     assert kept.tolist() == [2, 0]
+
+
+def test_property_symmetric_bounded_and_translation_invariant():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    coord = st.floats(-50, 50, allow_nan=False, allow_infinity=False).map(lambda v: round(v, 2))
+    quad = st.lists(coord, min_size=8, max_size=8)
+
+    @settings(max_examples=150, deadline=None)
+    @given(quad, quad, st.floats(-1000, 1000).map(lambda v: round(v, 1)))
+    def check(p, q, shift):
+        m = poly_iou([p], [q])[0, 0]
+        assert m == pytest.approx(poly_iou([q], [p])[0, 0], abs=1e-9)
+        moved = poly_iou([np.add(p, shift)], [np.add(q, shift)])[0, 0]
+        assert np.isfinite(m) and np.isfinite(moved)
+        pa, pb = shapely.Polygon(np.reshape(p, (4, 2))), shapely.Polygon(np.reshape(q, (4, 2)))
+        if pa.is_valid and pb.is_valid and pa.area > 1e-3 and pb.area > 1e-3:
+            assert -1e-12 <= m <= 1 + 1e-12
+            assert moved == pytest.approx(m, abs=1e-9)
+
+    check()

@@ -14,6 +14,7 @@ line order); that order breaks score ties (see :mod:`rscovlm.eval.dota_map`).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -90,8 +91,120 @@ class Detections:
         return self.classes.get(cls) or ClassDets.empty(with_scores)
 
 
+def _token_spans(buf: np.ndarray, is_ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    starts = ~is_ws
+    starts[1:] &= is_ws[:-1]
+    ends = ~is_ws
+    ends[:-1] &= is_ws[1:]
+    return np.flatnonzero(starts), np.flatnonzero(ends) + 1
+
+
+def _gather_tokens(buf: np.ndarray, tok_s: np.ndarray, tok_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-width byte strings of the tokens ``[tok_s, tok_e)`` and their byte positions (for blanking)."""
+    length = tok_e - tok_s
+    width = max(int(length.max(initial=1)), 1)
+    cols = np.arange(width)[None, :]
+    inside = cols < length[:, None]
+    pos = np.where(inside, tok_s[:, None] + cols, 0)
+    data = np.where(inside, buf[pos], 0).astype(np.uint8)
+    return data.view(f"S{width}").ravel(), pos[inside]
+
+
+def _txt_files(directory: Path, prefix: str) -> list[Path]:
+    """``prefix*.txt`` files of ``directory`` sorted by name (what ``sorted(glob)`` gives, without building and
+    comparing thousands of Path objects)."""
+    with os.scandir(directory) as it:
+        names = sorted(e.name for e in it if e.name.endswith(".txt") and e.name.startswith(prefix) and e.is_file())
+    return [directory / n for n in names]
+
+
+def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
+    """All labelTxt files at once on their concatenated bytes, or ``None`` when anything needs the careful
+    per-line reader of :mod:`rscovlm.data.dota_io` (which then names the file and line): object lines must have
+    10 fields (8 finite numbers, a class, a difficult flag 0/1/2) in plain ASCII; ``imagesource:``/``gsd:``
+    header lines are allowed."""
+    chunks, file_of_line = [], []
+    for k, p in enumerate(paths):
+        raw = p.read_bytes()
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        chunks.append(raw if raw.endswith(b"\n") or not raw else raw + b"\n")
+    sizes = [c.count(b"\n") for c in chunks]
+    file_of_line = np.repeat(np.arange(len(paths)), sizes)
+    buf = np.frombuffer(b"".join(chunks), np.uint8)
+    image_ids = [p.stem for p in paths]
+    if len(buf) == 0:
+        return GroundTruth(image_ids, {})
+    if _ODD[buf].any():
+        return None
+    is_ws = _WS[buf]
+    tok_s, tok_e = _token_spans(buf, is_ws)
+    line_starts = np.r_[0, np.flatnonzero(buf == 10)[:-1] + 1]
+    line_of_tok = np.searchsorted(line_starts, tok_s, side="right") - 1
+    fields = np.bincount(line_of_tok, minlength=len(line_starts))
+    header = (fields > 0) & (fields < 9)
+    for line in np.flatnonzero(header).tolist():
+        text = bytes(buf[line_starts[line]:(line_starts[line + 1] if line + 1 < len(line_starts) else len(buf))])
+        key, sep, value = text.decode("ascii").strip().partition(":")
+        if not sep or key.strip().lower() not in dota_io.HEADER_KEYS:
+            return None
+        value = value.strip().lower()
+        if key.strip().lower() == "gsd" and value not in ("", "null", "none", "nan"):
+            try:
+                float(value)
+            except ValueError:
+                return None
+    if np.any((fields != 0) & ~header & (fields != 10)):
+        return None
+    obj_line = fields == 10
+    keep_tok = obj_line[line_of_tok]
+    tok_s, tok_e = tok_s[keep_tok], tok_e[keep_tok]
+    n = len(tok_s) // 10
+    if n == 0:
+        return GroundTruth(image_ids, {})
+    names, name_pos = _gather_tokens(buf, tok_s[8::10], tok_e[8::10])
+    diff_len = tok_e[9::10] - tok_s[9::10]
+    diff_byte = buf[tok_s[9::10]]
+    if np.any(diff_len != 1) or np.any((diff_byte < 48) | (diff_byte > 50)):
+        return None
+    numbers = np.full(len(buf), 32, np.uint8)
+    coord_tok = np.ones(len(tok_s), bool)
+    coord_tok[8::10] = coord_tok[9::10] = False
+    sel_s, sel_e = tok_s[coord_tok], tok_e[coord_tok]
+    # copy the 8 coordinate tokens of every object line, everything else becomes blank
+    width = int((sel_e - sel_s).max())
+    cols = np.arange(width)[None, :]
+    inside = cols < (sel_e - sel_s)[:, None]
+    pos = (sel_s[:, None] + cols)[inside]
+    numbers[pos] = buf[pos]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            values = np.fromstring(numbers.tobytes(), sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    if values.size != 8 * n or not np.isfinite(values).all():
+        return None
+    quads = values.reshape(n, 8)
+    difficult = (diff_byte - 48).astype(np.int64)
+    image = file_of_line[np.flatnonzero(obj_line)]
+    uniq, inverse = np.unique(names, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    classes = {}
+    for k, name in enumerate(uniq):
+        sel = inverse == k
+        classes[name.decode("ascii")] = ClassGT(np.ascontiguousarray(quads[sel]), image[sel], difficult[sel])
+    return GroundTruth(image_ids, dict(sorted(classes.items())))
+
+
 def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> GroundTruth:
     """Read a labelTxt folder (one ``{image_id}.txt`` per image) into a :class:`GroundTruth`."""
+    directory = Path(gt_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"label directory {directory} does not exist")
+    fast = _load_gt_fast(_txt_files(directory, ""))
+    if fast is not None:
+        return fast
     labels = dota_io.read_labeltxt_dir(gt_dir, skip_invalid=skip_invalid)
     image_ids = list(labels)
     per_class: dict[str, tuple[list, list, list]] = {}
@@ -112,39 +225,71 @@ def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> Gro
     return GroundTruth(image_ids, classes, skipped)
 
 
-def _read_task1_fast(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(image_ids, scores, quads)`` of a well-formed Task1 file, or ``None`` when any line needs the careful
-    reader (which then names the bad line)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
+_WS = np.zeros(256, bool)
+_WS[[9, 10, 11, 12, 13, 32]] = True
+_ODD = np.zeros(256, bool)  # bytes where str.split() and this fast path could disagree
+_ODD[[b for b in range(32) if not _WS[b]] + list(range(127, 256))] = True
+
+
+def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(unique image ids, index into them per line, scores, quads)`` of a well-formed Task1 file, or ``None``
+    when any line needs the careful reader (which then names the bad line): every non-blank line must have
+    exactly 10 fields, the last 9 finite numbers, in plain ASCII. Works on the bytes, without a Python loop over
+    lines: the id fields are cut out by position and the rest is parsed by numpy in one call."""
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    buf = np.frombuffer(raw, np.uint8)
+    if _ODD[buf].any():
         return None
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return np.zeros(0, dtype=str), np.zeros(0), np.zeros((0, 8))
-    tokens = text.split()
-    if len(tokens) != 10 * len(lines) or any(len(ln.split()) != 10 for ln in lines):
+    is_ws = _WS[buf]
+    if is_ws.all():
+        return [], np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 8))
+    starts = ~is_ws
+    starts[1:] &= is_ws[:-1]
+    line_starts = np.r_[0, np.flatnonzero(buf == 10) + 1]
+    line_starts = line_starts[line_starts < len(buf)]
+    fields = np.add.reduceat(starts, line_starts, dtype=np.int64)
+    if np.any((fields != 0) & (fields != 10)):
         return None
-    arr = np.asarray(tokens).reshape(-1, 10)
-    try:
-        values = arr[:, 1:].astype(np.float64)
-    except ValueError:
+    ends = ~is_ws
+    ends[:-1] &= is_ws[1:]
+    tok_s, tok_e = np.flatnonzero(starts)[0::10], np.flatnonzero(ends)[0::10] + 1  # the id field of each line
+    length = tok_e - tok_s
+    width = int(length.max())
+    cols = np.arange(width)[None, :]
+    inside = cols < length[:, None]
+    pos = np.where(inside, tok_s[:, None] + cols, 0)
+    id_bytes = np.where(inside, buf[pos], 0).astype(np.uint8)
+    uniq, inverse = np.unique(id_bytes.view(f"S{width}").ravel(), return_inverse=True)
+    numbers = buf.copy()
+    numbers[pos[inside]] = 32  # blank the ids; what is left is 9 numbers per line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            values = np.fromstring(numbers.tobytes(), sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    n = len(tok_s)
+    if values.size != 9 * n or not np.isfinite(values).all():
         return None
-    if not np.isfinite(values).all():
-        return None
-    return arr[:, 0], values[:, 0].copy(), np.ascontiguousarray(values[:, 1:])
+    values = values.reshape(n, 9)
+    return [u.decode("ascii") for u in uniq], inverse.reshape(-1), values[:, 0].copy(), \
+        np.ascontiguousarray(values[:, 1:])
 
 
 def read_task1_class_file(path: str | os.PathLike, *, skip_invalid: bool = False
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[SkippedLine]]:
-    """One ``Task1_{class}.txt`` -> ``(image_ids, scores, quads, skipped)`` in file order."""
+                          ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[SkippedLine]]:
+    """One ``Task1_{class}.txt`` -> ``(unique image ids, per-line index into them, scores, quads, skipped)`` in
+    file order."""
     path = Path(path)
     fast = _read_task1_fast(path)
     if fast is not None:
         return (*fast, [])
     problems = dota_io._Problems(skip_invalid)
     ids, scores, quads = dota_io.read_task1_file(path, problems=problems)
-    return np.asarray(ids, dtype=str), scores, quads, problems.skipped
+    uniq, inverse = np.unique(np.asarray(ids, dtype=str), return_inverse=True)
+    return uniq.tolist(), inverse.reshape(-1).astype(np.int64), scores, quads, problems.skipped
 
 
 def load_task1_dir(det_dir: str | os.PathLike, gt: GroundTruth, *, skip_invalid: bool = False,
@@ -162,15 +307,15 @@ def load_task1_dir(det_dir: str | os.PathLike, gt: GroundTruth, *, skip_invalid:
     skipped: list[SkippedLine] = []
     dropped = 0
     lookup = gt.index
-    for path in sorted(det_dir.glob(f"{dota_io.TASK1_PREFIX}*.txt")):
+    for path in _txt_files(det_dir, dota_io.TASK1_PREFIX):
         name = dota_io.task1_class(path)
-        ids, scores, quads, skip = read_task1_class_file(path, skip_invalid=skip_invalid)
+        uniq, inverse, scores, quads, skip = read_task1_class_file(path, skip_invalid=skip_invalid)
         skipped.extend(skip)
-        image = np.fromiter((lookup.get(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+        image = np.asarray([lookup.get(i, -1) for i in uniq], dtype=np.int64)[inverse] if uniq else inverse
         unknown = image < 0
         if unknown.any():
             if unknown_images == "error":
-                first = ids[np.flatnonzero(unknown)[0]]
+                first = uniq[inverse[np.flatnonzero(unknown)[0]]]
                 line_no = _line_of(path, first)
                 raise DotaFormatError(path, line_no, f"image {first!r} has no ground-truth file "
                                                      f"({int(unknown.sum())} such detections; "

@@ -11,8 +11,8 @@ Protocols (registry :data:`PROTOCOLS`)
   (repeat matches included). Positives are the non-difficult ground truths. Where both quads have zero area
   the devkit computes ``0/0 = NaN``; a NaN among a detection's candidates makes it an FP, as there.
 ``mmrotate`` - MMRotate's ``eval_rbbox_map`` with its DOTA loader (``version="le90"``):
-  every quad (ground truth and detection) becomes its minimum-area rectangle (coordinates rounded to float32
-  first, as the loader does) and is dropped when a side is shorter than 2 px; IoU of rotated rectangles; TP
+  every quad (ground truth and detection) becomes its minimum-area rectangle (:func:`min_area_rects`: OpenCV's
+  ``minAreaRect`` on float32 points, as the loader does) and is dropped when a side is shorter than 2 px; IoU of rotated rectangles; TP
   when ``IoU >= thr``; every ground-truth object is positive (difficult included); a detection with no
   overlapping ground truth in an image that has some gets IoU 0 with the first one; precision and AP are
   float32.
@@ -48,7 +48,7 @@ from rscovlm.eval.dota_data import (
     ClassDets, ClassGT, Detections, GroundTruth, UnknownImages, load_gt_dir, load_task1_dir,
 )
 from rscovlm.geometry.boxes import obb_to_quad, quad_to_obb
-from rscovlm.geometry.iou import hbb_overlap_pairs, poly_areas, poly_intersection_pairs
+from rscovlm.geometry.iou import _hbb_of, hbb_overlap_pairs, poly_areas, poly_intersection_pairs
 
 ApMode = Literal["11point", "area"]
 ProtocolName = Literal["dota", "mmrotate"]
@@ -74,9 +74,36 @@ class Protocol:
         """``(N, 8)`` quads -> (boxes used for IoU as quads, indices kept)."""
         if not self.rotated_rect:
             return quads, np.arange(len(quads))
-        obb = quad_to_obb(quads.astype(np.float32).astype(np.float64))
+        obb = min_area_rects(quads)
         keep = np.flatnonzero((obb[:, 2] >= self.min_side) & (obb[:, 3] >= self.min_side))
-        return obb_to_quad(obb[keep]), keep
+        obb = obb[keep]
+        quads = obb_to_quad(obb)
+        # axis-aligned rectangles exactly (cos(pi/2) is not 0 in floating point)
+        turns = obb[:, 4] / (np.pi / 2)
+        aligned = np.abs(turns - np.round(turns)) < 1e-12
+        if aligned.any():
+            odd = (np.round(turns[aligned]).astype(np.int64) % 2) == 1
+            cx, cy, w, h = (obb[aligned, i] for i in range(4))
+            hx, hy = np.where(odd, h, w) / 2, np.where(odd, w, h) / 2
+            quads[aligned] = np.stack([cx - hx, cy - hy, cx + hx, cy - hy, cx + hx, cy + hy, cx - hx, cy + hy], 1)
+        return quads, keep
+
+
+def min_area_rects(quads: np.ndarray) -> np.ndarray:
+    """``(N, 8)`` quads -> ``(N, 5)`` minimum-area rectangles ``cx, cy, w, h, theta`` (radians), the way MMRotate's
+    loader gets them: OpenCV's ``minAreaRect`` on float32 points when OpenCV is installed (it decides near-ties
+    between two candidate rectangles - e.g. for triangles - the same way), else
+    :func:`rscovlm.geometry.boxes.quad_to_obb` (the same rectangle except on such ties)."""
+    pts = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
+    try:
+        import cv2
+    except ImportError:
+        return quad_to_obb(pts.reshape(-1, 8).astype(np.float64))
+    out = np.empty((len(pts), 5))
+    for k, p in enumerate(pts):
+        (cx, cy), (w, h), a = cv2.minAreaRect(p)
+        out[k] = (cx, cy, w, h, np.deg2rad(a))
+    return out
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -130,9 +157,8 @@ class ClassOverlaps:
         return int((~self.gt_ignore).sum())
 
 
-def _hbb(quads: np.ndarray) -> np.ndarray:
-    xs, ys = quads[:, 0::2], quads[:, 1::2]
-    return np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1)
+def _hbb(q: np.ndarray) -> np.ndarray:
+    return _hbb_of(q)
 
 
 def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dota") -> ClassOverlaps:
@@ -143,11 +169,11 @@ def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dot
     g_image, d_image = gt.image[g_keep], dets.image[d_keep]
     n_det = len(d_keep)
     gt_ignore = (gt.difficult[g_keep] > 0) if proto.difficult_ignored else np.zeros(len(g_keep), bool)
-    pi, pj = hbb_overlap_pairs(_hbb(d_quads), _hbb(g_quads), margin=proto.candidate_margin,
-                               groups_a=d_image, groups_b=g_image)
+    d_hbb, g_hbb = _hbb(d_quads), _hbb(g_quads)
+    pi, pj = hbb_overlap_pairs(d_hbb, g_hbb, margin=proto.candidate_margin, groups_a=d_image, groups_b=g_image)
     inter = np.zeros(len(pi))
     if len(pi):
-        hd, hg = _hbb(d_quads[pi]), _hbb(g_quads[pj])
+        hd, hg = d_hbb[pi], g_hbb[pj]
         real = (np.minimum(hd[:, 2], hg[:, 2]) > np.maximum(hd[:, 0], hg[:, 0])) & (
             np.minimum(hd[:, 3], hg[:, 3]) > np.maximum(hd[:, 1], hg[:, 1]))
         if real.any():

@@ -6,16 +6,16 @@ bounding corner."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
-try:  # numba is the optional ``fast`` extra
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    numba = None
+_KERNEL = None  # compiled on first use: importing numba costs ~0.5 s, so not at import time
 
 
 def available() -> bool:
-    return numba is not None
+    """numba (the optional ``fast`` extra) is installed."""
+    return importlib.util.find_spec("numba") is not None
 
 
 def _clip(px, py, n, ax, ay, bx, by, ox, oy):
@@ -144,16 +144,19 @@ def _pairs(a, b):
     return out
 
 
-if numba is not None:
-    _jit = numba.njit(cache=True, nogil=True)
-    _clip = _jit(_clip)
-    _ring_area = _jit(_ring_area)
-    _reverse4 = _jit(_reverse4)
-    _negative = _jit(_negative)
-    _strictly_convex = _jit(_strictly_convex)
-    _pairs = _jit(_pairs)
+def _compile():
+    global _KERNEL, _clip, _ring_area, _reverse4, _negative, _strictly_convex
+    import numba
+
+    jit = numba.njit(cache=True, nogil=True)
+    # helpers first: the kernel resolves these module globals when it is compiled
+    _clip, _ring_area, _reverse4 = jit(_clip), jit(_ring_area), jit(_reverse4)
+    _negative, _strictly_convex = jit(_negative), jit(_strictly_convex)
+    _KERNEL = jit(_pairs)
 
 
 def intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Aligned ``(K, 8)`` float64 quads -> ``(K,)`` intersection areas (the devkit rule)."""
-    return _pairs(np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64))
+    if _KERNEL is None:
+        _compile()
+    return _KERNEL(np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64))

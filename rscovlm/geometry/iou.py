@@ -197,9 +197,12 @@ def poly_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _hbb_of(quads: np.ndarray) -> np.ndarray:
-    return np.stack([quads[:, 0::2].min(1), quads[:, 1::2].min(1), quads[:, 0::2].max(1), quads[:, 1::2].max(1)],
-                    axis=1)
+def _hbb_of(q: np.ndarray) -> np.ndarray:
+    # element-wise over the 4 vertices: much faster than a reduction along a length-4 strided axis
+    return np.stack([np.minimum(np.minimum(q[:, 0], q[:, 2]), np.minimum(q[:, 4], q[:, 6])),
+                     np.minimum(np.minimum(q[:, 1], q[:, 3]), np.minimum(q[:, 5], q[:, 7])),
+                     np.maximum(np.maximum(q[:, 0], q[:, 2]), np.maximum(q[:, 4], q[:, 6])),
+                     np.maximum(np.maximum(q[:, 1], q[:, 3]), np.maximum(q[:, 5], q[:, 7]))], axis=1)
 
 
 def hbb_overlap_pairs(hbb_a: np.ndarray, hbb_b: np.ndarray, margin: float = 0.0,

@@ -1,0 +1,213 @@
+"""``rscovlm eval ...``: detection metrics on DOTA folders and model responses (see docs/metrics.md).
+
+Each command is a thin wrapper over the function of the same name in :mod:`rscovlm.eval` (``eval dota`` ->
+``eval_dota``, ``eval dota-nc`` -> ``eval_dota_nc``, ...); ``--json OUT`` writes that function's result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rscovlm.cli import CliError, add_group
+
+_PROTOCOL_HELP = ("dota: the devkit's Task1 rules (polygon IoU > thr, difficult ignored); mmrotate: min-area "
+                  "rectangles, sides < 2 px dropped, IoU >= thr, every object positive")
+
+
+def _common(p, *, thr: bool = True, mode: bool = True) -> None:
+    p.add_argument("--gt-dir", required=True, help="labelTxt folder: one {image_id}.txt per image")
+    p.add_argument("--det-dir", required=True, help="Task1 folder: Task1_{class}.txt, lines 'image_id score x1 y1 "
+                                                    "... x4 y4'")
+    _options(p, thr=thr, mode=mode)
+
+
+def _options(p, *, thr: bool = True, mode: bool = True) -> None:
+    if thr:
+        p.add_argument("--iou-thr", type=float, default=0.5, help="IoU threshold (default 0.5)")
+    if mode:
+        p.add_argument("--ap-mode", choices=["11point", "area"], default="11point",
+                       help="VOC07 11-point (DOTA's official choice) or area under the envelope")
+    p.add_argument("--protocol", choices=["dota", "mmrotate"], default="dota", help=_PROTOCOL_HELP)
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip malformed label/Task1 lines instead of failing (they are counted and reported)")
+    p.add_argument("--unknown-images", choices=["error", "ignore"], default="error",
+                   help="detections on images without a labelTxt file: fail (default) or drop and count them")
+    p.add_argument("--json", dest="json_out", default=None, help="write the full result as JSON to this file")
+
+
+def register(sub) -> None:
+    group = add_group(sub, "eval", "evaluate detections: DOTA mAP (devkit / MMRotate protocols), AP_nc, "
+                                   "threshold sweep, mF1, model responses")
+
+    p = group.add_parser("dota", help="per-class AP and mAP of a Task1 folder against labelTxt ground truth")
+    _common(p)
+    p.add_argument("--ties", choices=["reference", "stable"], default="reference",
+                   help="order of equal scores: 'reference' = numpy's default argsort as the devkit/MMRotate "
+                        "use it (same numbers as they give on this machine); 'stable' = input (line) order")
+    p.set_defaults(handler=_dota)
+
+    p = group.add_parser("dota-nc", help="AP_nc: drop scores below a threshold, randomize the rest, mean/std "
+                                         "over seeds")
+    _common(p, thr=False)
+    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this (default 0)")
+    p.add_argument("--seeds", type=int, default=10, help="number of random seeds (0..N-1; default 10)")
+    p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95",
+                   help="metrics to report: single IoUs and ranges a:b[:step] (default 0.5,0.75,0.5:0.95)")
+    p.set_defaults(handler=_dota_nc)
+
+    p = group.add_parser("dota-sweep", help="sweep the score threshold 0.00..0.95 on val, apply the best on test, "
+                                            "plot AP_nc vs threshold")
+    p.add_argument("--val-gt", required=True, help="val labelTxt folder")
+    p.add_argument("--val-det", required=True, nargs="+", help="val Task1 folder(s), one per detector")
+    p.add_argument("--test-gt", default=None, help="test labelTxt folder")
+    p.add_argument("--test-det", default=None, nargs="+", help="test Task1 folder(s), same detectors in the "
+                                                               "same order as --val-det")
+    p.add_argument("--names", default=None, nargs="+", help="detector names (default: the val folder names)")
+    p.add_argument("--seeds", type=int, default=10, help="number of random seeds (default 10)")
+    p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95", help="metrics (as in dota-nc)")
+    p.add_argument("--select", default="AP_nc50", help="metric that picks the best threshold (default AP_nc50)")
+    p.add_argument("--plot", default=None, help="write the AP_nc-vs-threshold plot (PNG) here")
+    _options(p, thr=False)
+    p.set_defaults(handler=_dota_sweep)
+
+    p = group.add_parser("dota-f1", help="precision/recall/F1 with one-to-one matching; mF1 and micro")
+    _common(p)
+    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this (default 0)")
+    p.set_defaults(handler=_dota_f1)
+
+    p = group.add_parser("responses", help="score a jsonl of model responses ({image_id, response, resize}) "
+                                           "against labelTxt ground truth: AP_nc, mF1, unparsed fraction")
+    p.add_argument("--responses", required=True, help="jsonl file, one response per image")
+    p.add_argument("--gt-dir", required=True, help="labelTxt folder")
+    p.add_argument("--seeds", type=int, default=10, help="number of random seeds (default 10)")
+    p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95", help="AP_nc metrics (as in dota-nc)")
+    p.add_argument("--categories", default="dota-v1.0", help="category vocabulary (dota-v1.0, dota-v1.5, "
+                                                              "dota-v2.0)")
+    _options(p)
+    p.set_defaults(handler=_responses)
+
+
+def _write_json(path: str | None, result: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+
+
+def _run(fn, *args, **kwargs):
+    from rscovlm.data.dota_io import DotaFormatError
+    from rscovlm.eval.responses import ResponseFormatError
+
+    try:
+        return fn(*args, **kwargs)
+    except (DotaFormatError, ResponseFormatError, FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from err
+
+
+def _notes(result: dict) -> None:
+    if result.get("skipped_lines"):
+        print(f"note: skipped {result['skipped_lines']} malformed line(s) (--skip-invalid)", file=sys.stderr)
+    if result.get("dropped_unknown_image"):
+        print(f"note: dropped {result['dropped_unknown_image']} detection(s) on images without ground truth",
+              file=sys.stderr)
+    if result.get("missing_det_files"):
+        print(f"note: no Task1 file for {', '.join(result['missing_det_files'])} (scored as no detections)",
+              file=sys.stderr)
+
+
+def _nc_table(res: dict) -> str:
+    names = list(res["metrics"])
+    rows = [f"{'class':<22}" + "".join(f"{n:>14}" for n in names)]
+    for c in res["classes"]:
+        rows.append(f"{c:<22}" + "".join(f"{100 * res['per_class'][c][n]['mean']:>14.2f}" for n in names))
+    rows.append(f"{'mean':<22}" + "".join(
+        f"{100 * res['metrics'][n]['mean']:>8.2f}±{100 * res['metrics'][n]['std']:<5.2f}" for n in names))
+    return "\n".join(rows)
+
+
+def _dota(args) -> int:
+    from rscovlm.eval.dota_map import eval_dota
+
+    res = _run(eval_dota, args.gt_dir, args.det_dir, iou_thr=args.iou_thr, ap_mode=args.ap_mode,
+               protocol=args.protocol, ties=args.ties, skip_invalid=args.skip_invalid,
+               unknown_images=args.unknown_images)
+    print(res.table())
+    out = res.to_dict()
+    _notes(out)
+    _write_json(args.json_out, out)
+    return 0
+
+
+def _dota_nc(args) -> int:
+    from rscovlm.eval.ap_nc import eval_dota_nc
+
+    res = _run(eval_dota_nc, args.gt_dir, args.det_dir, score_thr=args.score_thr, seeds=args.seeds,
+               iou_thrs=args.iou_thrs, ap_mode=args.ap_mode, protocol=args.protocol,
+               skip_invalid=args.skip_invalid, unknown_images=args.unknown_images)
+    print(_nc_table(res))
+    print(f"(score threshold {res['score_thr']}, {len(res['seeds'])} seeds, protocol {res['protocol']})")
+    _notes(res)
+    _write_json(args.json_out, res)
+    return 0
+
+
+def _dota_sweep(args) -> int:
+    from rscovlm.eval.sweep import eval_dota_sweep
+
+    names = args.names or [Path(d).name or str(d) for d in args.val_det]
+    if len(names) != len(args.val_det) or len(set(names)) != len(names):
+        raise CliError("--names needs one distinct name per --val-det folder")
+    if args.test_det is not None and len(args.test_det) != len(args.val_det):
+        raise CliError("--test-det needs as many folders as --val-det (same detectors, same order)")
+    val = dict(zip(names, args.val_det))
+    test = dict(zip(names, args.test_det)) if args.test_det is not None else None
+    res = _run(eval_dota_sweep, args.val_gt, val, args.test_gt, test, seeds=args.seeds, iou_thrs=args.iou_thrs,
+               select=args.select, ap_mode=args.ap_mode, protocol=args.protocol, skip_invalid=args.skip_invalid,
+               plot=args.plot)
+    for name, entry in res["detectors"].items():
+        v = entry["val"]
+        best = v["thresholds"].index(v["best_threshold"])
+        line = (f"{name}: best threshold {v['best_threshold']:.2f} on val ({args.select} "
+                f"{100 * v['mean'][args.select][best]:.2f}±{100 * v['std'][args.select][best]:.2f})")
+        if "test" in entry:
+            line += "; test " + ", ".join(f"{m} {100 * r['mean']:.2f}±{100 * r['std']:.2f}"
+                                          for m, r in entry["test"]["metrics"].items())
+        print(line)
+    if args.plot:
+        print(f"plot: {args.plot}")
+    _write_json(args.json_out, res)
+    return 0
+
+
+def _dota_f1(args) -> int:
+    from rscovlm.eval.f1 import eval_dota_f1
+
+    res = _run(eval_dota_f1, args.gt_dir, args.det_dir, score_thr=args.score_thr, iou_thr=args.iou_thr,
+               protocol=args.protocol, skip_invalid=args.skip_invalid, unknown_images=args.unknown_images)
+    print(f"{'class':<22}{'P':>8}{'R':>8}{'F1':>8}{'tp':>8}{'fp':>8}{'num_gt':>8}")
+    for c in res["classes"]:
+        r = res["per_class"][c]
+        print(f"{c:<22}{100 * r['precision']:>8.2f}{100 * r['recall']:>8.2f}{100 * r['f1']:>8.2f}"
+              f"{r['tp']:>8}{r['fp']:>8}{r['num_gt']:>8}")
+    m = res["micro"]
+    print(f"{'mF1':<22}{'':>16}{100 * res['mF1']:>8.2f}   micro P/R/F1 {100 * m['precision']:.2f} / "
+          f"{100 * m['recall']:.2f} / {100 * m['f1']:.2f}")
+    _notes(res)
+    _write_json(args.json_out, res)
+    return 0
+
+
+def _responses(args) -> int:
+    from rscovlm.eval.responses import eval_responses
+
+    res = _run(eval_responses, args.responses, args.gt_dir, iou_thr=args.iou_thr, seeds=args.seeds,
+               iou_thrs=args.iou_thrs, ap_mode=args.ap_mode, protocol=args.protocol, categories=args.categories,
+               skip_invalid=args.skip_invalid, unknown_images=args.unknown_images)
+    print(_nc_table(res))
+    pr = res["parsing"]
+    print(f"mF1 {100 * res['f1']['mF1']:.2f} (IoU {args.iou_thr}); responses {pr['n_responses']}, unparsed "
+          f"{100 * pr['unparsed_fraction']:.2f}% of {pr['n_fragments']} fragments, "
+          f"{pr['images_without_response']} image(s) without a response")
+    _write_json(args.json_out, res)
+    return 0

@@ -1,0 +1,149 @@
+"""Score detection straight from model responses (a jsonl written by inference).
+
+Each line is one image::
+
+    {"image_id": "P0003", "response": "plane: (12,30),(40,30),(40,60),(12,60)",
+     "resize": {"original": [W, H], "model": [w, h]}}
+
+``resize`` is :meth:`rscovlm.resolution.ResizePlan.as_dict` (top-level ``"original"``/``"model"`` keys are
+accepted too). The response is read by :func:`rscovlm.protocol.detection.parse_detections` with the boxes in the
+model frame, mapped back to the original frame, turned into quads and scored against labelTxt ground truth
+with the score-free metrics: AP_nc (random scores; no threshold) and mF1. The report includes the fraction of
+object fragments that could not be read (``unparsed_fraction``, unknown labels included), boxes that came out
+non-finite (dropped and counted), and ground-truth images without a response (scored as "no detections").
+
+A malformed jsonl line (bad JSON, missing field, bad resize, duplicate image id) raises an error naming
+``file:line``; with ``skip_invalid=True`` it is skipped and counted. A response for an image without ground
+truth is an error unless ``unknown_images="ignore"`` (then dropped and counted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rscovlm.data.dota_io import SkippedLine
+from rscovlm.eval.ap_nc import DEFAULT_IOU_SPEC, ap_nc_table
+from rscovlm.eval.dota_data import ClassDets, Detections, GroundTruth, load_gt_dir
+from rscovlm.eval.dota_map import compute_overlaps
+from rscovlm.eval.f1 import f1_from_overlaps
+from rscovlm.protocol.categories import get_category_set
+from rscovlm.protocol.detection import parse_detections
+from rscovlm.resolution import ResizePlan
+
+
+class ResponseFormatError(ValueError):
+    """A bad line in a responses jsonl; the message starts with ``file:line``."""
+
+
+@dataclass
+class ResponseStats:
+    n_responses: int = 0
+    n_fragments: int = 0
+    n_unparsed: int = 0
+    n_unknown_labels: int = 0
+    n_nonfinite_boxes: int = 0
+    n_none_answers: int = 0
+    images_without_response: int = 0
+    dropped_unknown_image: int = 0
+    skipped: list[SkippedLine] = field(default_factory=list)
+
+    @property
+    def unparsed_fraction(self) -> float:
+        return (self.n_unparsed + self.n_unknown_labels) / self.n_fragments if self.n_fragments else 0.0
+
+    def to_dict(self) -> dict:
+        return {"n_responses": self.n_responses, "n_fragments": self.n_fragments, "n_unparsed": self.n_unparsed,
+                "n_unknown_labels": self.n_unknown_labels, "unparsed_fraction": self.unparsed_fraction,
+                "n_nonfinite_boxes": self.n_nonfinite_boxes, "n_none_answers": self.n_none_answers,
+                "images_without_response": self.images_without_response,
+                "dropped_unknown_image": self.dropped_unknown_image, "skipped_lines": len(self.skipped)}
+
+
+def _plan_of(record: dict) -> ResizePlan:
+    data = record.get("resize", record)
+    if not isinstance(data, dict) or "original" not in data or "model" not in data:
+        raise ValueError('needs "resize": {"original": [W, H], "model": [w, h]}')
+    plan = ResizePlan.from_dict(data)
+    return plan
+
+
+def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str = "dota-v1.0",
+                   skip_invalid: bool = False, unknown_images: str = "error") -> tuple[Detections, ResponseStats]:
+    """Parse a responses jsonl into score-free :class:`Detections` (quads, original frame) against ``gt``."""
+    path = Path(path)
+    cats = get_category_set(categories)
+    stats = ResponseStats()
+    per_class: dict[str, tuple[list, list]] = {}
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("a line must be a JSON object")
+            image_id = record.get("image_id")
+            if not isinstance(image_id, str) or not image_id:
+                raise ValueError('missing "image_id" (a string)')
+            response = record.get("response")
+            if not isinstance(response, str):
+                raise ValueError('missing "response" (a string)')
+            plan = _plan_of(record)
+            if image_id in seen:
+                raise ValueError(f"image {image_id!r} has a second response")
+        except (ValueError, TypeError, KeyError) as err:
+            if not skip_invalid:
+                raise ResponseFormatError(f"{path}:{line_no}: {err}") from None
+            stats.skipped.append(SkippedLine(str(path), line_no, str(err)))
+            continue
+        seen.add(image_id)
+        if image_id not in gt.index:
+            if unknown_images == "error":
+                raise ResponseFormatError(f"{path}:{line_no}: image {image_id!r} has no ground-truth file "
+                                          f"(use unknown_images='ignore' to drop such responses)")
+            stats.dropped_unknown_image += 1
+            continue
+        stats.n_responses += 1
+        parsed = parse_detections(response, frame=plan.model, categories=cats)
+        stats.n_fragments += parsed.n_fragments
+        stats.n_unparsed += len(parsed.unparsed)
+        stats.n_unknown_labels += len(parsed.unknown_labels)
+        stats.n_none_answers += int(parsed.none)
+        objs = parsed.objects
+        if len(objs) == 0:
+            continue
+        quads = plan.to_original(objs.boxes).to_quad().data
+        finite = np.isfinite(quads).all(axis=1)
+        stats.n_nonfinite_boxes += int((~finite).sum())
+        img = gt.index[image_id]
+        for k in np.flatnonzero(finite):
+            entry = per_class.setdefault(objs.labels[k], ([], []))
+            entry[0].append(quads[k])
+            entry[1].append(img)
+    stats.images_without_response = len(set(gt.image_ids) - seen)
+    classes = {c: ClassDets(np.asarray(q, np.float64).reshape(-1, 8), np.asarray(i, np.int64), None)
+               for c, (q, i) in sorted(per_class.items())}
+    return Detections(classes, stats.skipped, stats.dropped_unknown_image), stats
+
+
+def eval_responses(responses: str | os.PathLike, gt, *, iou_thr: float = 0.5, seeds=10,
+                   iou_thrs: str = DEFAULT_IOU_SPEC, ap_mode: str = "11point", protocol: str = "dota",
+                   categories: str = "dota-v1.0", skip_invalid: bool = False, unknown_images: str = "error") -> dict:
+    """AP_nc (``metrics``/``per_class``, as :func:`rscovlm.eval.ap_nc.eval_dota_nc`), mF1 at ``iou_thr``
+    (``f1``) and parsing statistics (``parsing``) of a responses jsonl. Also ``rscovlm eval responses``."""
+    if not isinstance(gt, GroundTruth):
+        gt = load_gt_dir(gt, skip_invalid=skip_invalid)
+    dets, stats = load_responses(responses, gt, categories=categories, skip_invalid=skip_invalid,
+                                 unknown_images=unknown_images)
+    overlaps = compute_overlaps(gt, dets, protocol)
+    table = ap_nc_table(overlaps, score_thrs=[0.0], seeds=seeds, iou_spec=iou_thrs, ap_mode=ap_mode)
+    return {"classes": table.classes, **table.summary(0), "seeds": table.seeds, "iou_thrs": table.iou_thrs,
+            "f1": f1_from_overlaps(overlaps, iou_thr=iou_thr), "parsing": stats.to_dict(), "protocol": protocol,
+            "ap_mode": ap_mode}

@@ -1,0 +1,103 @@
+"""Scoring model responses (jsonl) and the ``rscovlm eval`` commands end to end."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rscovlm.cli import main
+from rscovlm.eval.responses import ResponseFormatError, eval_responses
+from rscovlm.eval.synthetic_dets import make_detection_set, write_detection_set
+from rscovlm.geometry import Boxes, ObjectSet
+from rscovlm.protocol.detection import format_detections
+from rscovlm.resolution import ResizePlan
+
+PLAN = {"original": [1000, 800], "model": [812, 644]}
+
+
+def _write_gt(tmp_path):
+    g = tmp_path / "gt"
+    g.mkdir()
+    (g / "A.txt").write_text("100 100 300 100 300 200 100 200 plane 0\n500 500 540 500 540 520 500 520 "
+                             "small-vehicle 0\n")
+    (g / "B.txt").write_text("10 10 90 10 90 60 10 60 ship 0\n")
+    (g / "C.txt").write_text("")
+    return g
+
+
+def _response(quads, labels, form="plain"):
+    plan = ResizePlan.from_dict(PLAN)
+    objs = ObjectSet(Boxes(np.asarray(quads, float), "quad", plan.original), labels)
+    return format_detections(objs.to_frame(plan.model), form)
+
+
+def test_perfect_responses_score_one(tmp_path):
+    g = _write_gt(tmp_path)
+    lines = [
+        {"image_id": "A", "response": _response([[100, 100, 300, 100, 300, 200, 100, 200],
+                                                 [500, 500, 540, 500, 540, 520, 500, 520]],
+                                                ["plane", "small-vehicle"]), "resize": PLAN},
+        {"image_id": "B", "response": _response([[10, 10, 90, 10, 90, 60, 10, 60]], ["ship"], "json"),
+         "resize": PLAN},
+        {"image_id": "C", "response": "There is none.", "resize": PLAN},
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    r = eval_responses(path, g, seeds=2)
+    assert r["classes"] == ["plane", "ship", "small-vehicle"]
+    assert r["metrics"]["AP_nc50"]["mean"] == pytest.approx(1.0)
+    assert r["f1"]["mF1"] == pytest.approx(1.0)
+    assert r["parsing"]["unparsed_fraction"] == 0.0 and r["parsing"]["n_none_answers"] == 1
+
+
+def test_unparsed_fraction_missing_images_and_errors(tmp_path):
+    g = _write_gt(tmp_path)
+    good = _response([[100, 100, 300, 100, 300, 200, 100, 200]], ["plane"])
+    lines = [{"image_id": "A", "response": good + "\nbanana: (1,2),(3\ncar: (1,1),(5,5)", "resize": PLAN}]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    r = eval_responses(path, g, seeds=1)
+    p = r["parsing"]
+    assert p["n_fragments"] == 3 and p["unparsed_fraction"] == pytest.approx(2 / 3)
+    assert p["images_without_response"] == 2
+    assert r["f1"]["per_class"]["plane"]["tp"] == 1 and r["f1"]["per_class"]["ship"]["recall"] == 0.0
+
+    path.write_text(json.dumps(lines[0]) + "\n{not json\n")
+    with pytest.raises(ResponseFormatError, match=r"r.jsonl:2"):
+        eval_responses(path, g, seeds=1)
+    assert eval_responses(path, g, seeds=1, skip_invalid=True)["parsing"]["skipped_lines"] == 1
+    path.write_text(json.dumps({"image_id": "Z", "response": good, "resize": PLAN}) + "\n")
+    with pytest.raises(ResponseFormatError, match=r"r.jsonl:1: image 'Z' has no ground-truth file"):
+        eval_responses(path, g, seeds=1)
+    path.write_text(json.dumps({"image_id": "A", "response": good}) + "\n")
+    with pytest.raises(ResponseFormatError, match=r"r.jsonl:1: .*resize"):
+        eval_responses(path, g, seeds=1)
+
+
+def test_cli_commands(tmp_path, capsys):
+    ds = make_detection_set(n_images=4, n_gt=100, n_det=300, seed=31)
+    write_detection_set(ds, tmp_path / "gt", tmp_path / "det")
+    gt, det = str(tmp_path / "gt"), str(tmp_path / "det")
+    out = tmp_path / "map.json"
+    assert main(["eval", "dota", "--gt-dir", gt, "--det-dir", det, "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) >= {"mAP", "classes", "per_class"}
+    assert all(set(v) >= {"ap", "num_gt", "num_det"} for v in res["per_class"].values())
+    assert res["mAP"] == pytest.approx(np.mean([res["per_class"][c]["ap"] for c in res["classes"]]))
+    assert "mAP" in capsys.readouterr().out
+    assert main(["eval", "dota", "--gt-dir", gt, "--det-dir", det, "--protocol", "mmrotate", "--ap-mode", "area",
+                 "--iou-thr", "0.7"]) == 0
+    assert main(["eval", "dota-nc", "--gt-dir", gt, "--det-dir", det, "--score-thr", "0.3", "--seeds", "2",
+                 "--iou-thrs", "0.5,0.5:0.95", "--json", str(tmp_path / "nc.json")]) == 0
+    nc = json.loads((tmp_path / "nc.json").read_text())
+    assert list(nc["metrics"]) == ["AP_nc50", "AP_nc50:95"] and len(nc["metrics"]["AP_nc50"]["per_seed"]) == 2
+    assert main(["eval", "dota-f1", "--gt-dir", gt, "--det-dir", det, "--json", str(tmp_path / "f1.json")]) == 0
+    assert "mF1" in json.loads((tmp_path / "f1.json").read_text())
+    assert main(["eval", "dota-sweep", "--val-gt", gt, "--val-det", det, "--test-gt", gt, "--test-det", det,
+                 "--seeds", "1", "--iou-thrs", "0.5", "--plot", str(tmp_path / "p.png"),
+                 "--json", str(tmp_path / "s.json")]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert len(s["detectors"]["det"]["val"]["thresholds"]) == 20 and (tmp_path / "p.png").exists()
+    (tmp_path / "det" / "Task1_plane.txt").write_text("P0000 0.5 1 2 3\n")
+    assert main(["eval", "dota", "--gt-dir", gt, "--det-dir", det]) == 2
+    assert "Task1_plane.txt:1" in capsys.readouterr().err
