@@ -11,10 +11,11 @@ collator applies the resolution policy either way). Register one with::
 Built in:
 
 * ``jsonl`` - every non-empty line of every file in ``data.paths`` is one conversation;
-* ``mixture`` - the weighted online mixture of subset units (:mod:`rscovlm.data.mixture`): ``data.paths`` holds
-  one mixture YAML; each item is built on the fly by :class:`rscovlm.data.builder.SampleBuilder` (prompt
-  templates, plain/JSON targets, random resize with boxes in the model frame). The mixture already draws a
-  seeded random order per epoch, so set ``data.shuffle: false`` to keep it.
+* ``mixture`` - registered by :mod:`rscovlm.data.mixture` (imported on first use): the weighted online mixture
+  of subset units; ``data.paths`` holds one mixture YAML; each item is built on the fly by
+  :class:`rscovlm.data.builder.SampleBuilder` (prompt templates, plain/JSON targets, random resize with boxes in
+  the model frame). The mixture already draws a seeded random order per epoch, so set ``data.shuffle: false``
+  to keep it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,16 @@ def build_source(cfg, seed: int = 0):
 
 
 def _import_plugins() -> None:
-    """Hook for sources that register from other modules on import; none needed so far."""
+    """Sources defined elsewhere in the package register on import: the curation mixture
+    (``rscovlm.data.mixture`` registers ``mixture``). A missing optional module is fine, a broken one is not."""
+    import importlib
+
+    for module in ("rscovlm.data.mixture",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
 
 
 class JsonlConversations:
@@ -100,14 +110,3 @@ def _jsonl(cfg, seed: int):
         raise ValueError(f"data.source 'jsonl' takes no options, got {sorted(cfg.options)}")
     return JsonlConversations(cfg.paths, cfg.image_root)
 
-
-@register_source("mixture")
-def _mixture(cfg, seed: int):
-    from rscovlm.data.mixture import MixtureDataset
-
-    if len(cfg.paths) != 1:
-        raise ValueError(f"data.source 'mixture' takes exactly one mixture YAML in data.paths, got {cfg.paths}")
-    if cfg.options:
-        raise ValueError(f"data.source 'mixture' takes no options (put them in the mixture YAML), got "
-                         f"{sorted(cfg.options)}")
-    return MixtureDataset.from_yaml(cfg.paths[0])
