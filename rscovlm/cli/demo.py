@@ -28,13 +28,13 @@ def _demo(args) -> int:
     from rscovlm.demo import DemoConfig, format_report, run_demo
 
     cfg = DemoConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)})
-    if cfg.scenes < 1 or cfg.batch < 1 or cfg.steps < 0:
-        raise CliError("--scenes and --batch must be positive and --steps not negative")
+    if cfg.scenes < 1 or cfg.batch < 1 or cfg.steps < 0 or cfg.holdout < 0:
+        raise CliError("--scenes and --batch must be positive, --steps and --holdout not negative")
     report = run_demo(cfg)
     print()
     print(format_report(report))
     run = report["run"]
-    print(f"\n{run['samples']} samples from {cfg.scenes} scenes, scored on the training scenes; "
-          f"{run['seconds']:.0f} s. Report: {cfg.out}/report.json, answers: {cfg.out}/responses.jsonl, "
-          f"{run['overlays']} overlays (ground truth | prediction): {cfg.out}/overlays/")
+    print(f"\ntrained on {run['train_samples']} samples from {cfg.scenes} scenes, also scored on {cfg.holdout} "
+          f"unseen scenes; {run['seconds']:.0f} s. Report: {cfg.out}/report.json, answers: "
+          f"{cfg.out}/responses.jsonl, {run['overlays']} overlays (ground truth | prediction): {cfg.out}/overlays/")
     return 0
