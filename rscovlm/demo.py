@@ -260,7 +260,7 @@ _ROWS = (("classification", "accuracy", "accuracy"), ("vqa", "accuracy", "accura
 def format_report(report: dict) -> str:
     """The score table: one column per split (``train`` = the scenes trained on, ``holdout`` = unseen ones)."""
     splits = [s for s in ("train", "holdout") if s in report]
-    heads = {"train": "trained scenes", "holdout": "unseen scenes"}
+    heads = {"train": "train scenes", "holdout": "held-out scenes"}
     lines = [f"{'task':<16}{'metric':<12}" + "".join(f"{heads[s]:>16}" for s in splits)]
     for task, metric, key in _ROWS:
         lines.append(f"{task:<16}{metric:<12}" + "".join(f"{100 * report[s][task][key]:>15.1f}%" for s in splits))
@@ -306,6 +306,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         from rscovlm.model.loading import ModelConfig, load_model, load_processor
 
         model, _ = load_model(ModelConfig(model_name_or_path=model_path))
+        if torch.cuda.is_available():
+            model = model.to("cuda")
         processor = load_processor(model_path)
         losses = []
     everything = samples + unseen

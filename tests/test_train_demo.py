@@ -15,7 +15,7 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--scenes", "5", "--holdout", "1", "--steps", "400", "--size", "224",
                  "--batch", "4", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "trained scenes" in printed and "AP_nc50" in printed and "mF1" in printed
+    assert "train scenes" in printed and "AP_nc50" in printed and "mF1" in printed
     report = json.loads((out / "report.json").read_text())
     train = report["train"]
     # memorised: every stage (builder prompts, collator frames, decoding, parsers, frame mapping, metrics) agrees
