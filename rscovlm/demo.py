@@ -297,6 +297,8 @@ def run_demo(cfg: DemoConfig) -> dict:
                  f"max_steps={max(cfg.steps, 1)}", f"learning_rate={cfg.learning_rate}", "deepspeed=none",
                  "dataloader_num_workers=0", f"logging_steps={max(cfg.steps // 8, 1)}",
                  f"save_steps={max(cfg.steps, 1) + 1}", f"seed={cfg.seed}", "report_to=none"]
+    if cfg.model is None:
+        overrides.append("gradient_checkpointing=false")  # pointless for the tiny model, and slow on a GPU
     if cfg.steps > 0:
         print(f"3/4 training {cfg.steps} steps on {len(samples)} samples", flush=True)
         result = train(build_config({}, overrides), dataset=conversations)
