@@ -52,12 +52,23 @@ def _user(img, text):
     return {"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": text}]}
 
 
-DETECTION_PLAIN = "plane: (10, 20), (60, 20), (60, 70), (10, 70); ship: (100, 120), (140, 120), (140, 200), (100, 200)"
-DETECTION_JSON = ('[{"quad": [10, 20, 60, 20, 60, 70, 10, 70], "label": "plane"}, '
-                  '{"quad": [100, 120, 140, 120, 140, 200, 100, 200], "label": "ship"}]')
+def _detection_target(form):
+    from rscovlm.geometry.boxes import Boxes, Frame
+    from rscovlm.geometry.objects import ObjectSet
+    from rscovlm.protocol.detection import format_detections
+
+    quads = [[10, 20, 60, 20, 60, 70, 10, 70], [100, 120, 140, 120, 140, 200, 100, 200],
+             [200, 30, 250, 35, 245, 80, 195, 75]]
+    objects = ObjectSet(Boxes(quads, "quad", Frame.model(308, 252)), ["plane", "ship", "small-vehicle"])
+    return format_detections(objects, form)
 
 
-@pytest.mark.parametrize("target", ["airport", DETECTION_PLAIN, DETECTION_JSON, "There is none."])
+DETECTION_PLAIN = _detection_target("plain")
+DETECTION_JSON = _detection_target("json")  # fenced JSON list with "quad_2d" and "label"
+
+
+@pytest.mark.parametrize("target", ["airport", DETECTION_PLAIN, DETECTION_JSON, "There is none."],
+                         ids=["classification", "detection_plain", "detection_json", "none"])
 def test_single_turn_labels_are_exactly_the_answer_and_end_of_turn(processor, encoder, target):
     messages = [_user(_image(300, 250), "Detect all objects."), {"role": "assistant", "content": target}]
     sample = encoder.encode({"messages": messages})
