@@ -319,7 +319,7 @@ def plan_scene(width: int, height: int, seed: int, config: SceneConfig | None = 
 
     n_target = config.num_objects if config.num_objects is not None else rng.poisson(config.density * mpix)
     cats = list(config.categories)
-    weights = np.array([STYLES[c].weight for c in cats])
+    weights = np.array([STYLES[c].weight for c in cats], dtype=np.float64)
     weights /= weights.sum()
     cell = 64.0
     grid: dict[tuple[int, int], list[int]] = {}
