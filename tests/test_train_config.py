@@ -183,11 +183,15 @@ def test_optimizer_groups_give_vision_and_merger_their_learning_rates(tiny_model
     assert total == sum(1 for p in trainer.model.parameters() if p.requires_grad)
 
 
-def test_cli_train_rejects_unknown_keys_and_prints_config(capsys):
+def test_cli_train_rejects_unknown_keys_and_prints_config(capsys, tmp_path):
     from rscovlm.cli import main
 
     assert main(["train", "train.nope=1"]) == 2
     assert "unknown config key 'train.nope'" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "q"}]}\n')
+    assert main(["train", f"data.paths=[{bad}]", f"output_dir={tmp_path / 'out'}", "model.model_name_or_path=none"]) == 2
+    assert "bad.jsonl:1" in capsys.readouterr().err  # the data error comes first, before any model loading
     assert main(["train", "--print-config", "max_steps=7"]) == 0
     assert "max_steps: 7" in capsys.readouterr().out
 

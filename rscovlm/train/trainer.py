@@ -258,6 +258,13 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None):
     from rscovlm.train.sources import build_source
 
     args = build_training_arguments(cfg)
+    if dataset is not None:
+        conversations = dataset
+    else:  # before the model: a bad data file should fail in seconds, not after loading 7B weights
+        try:
+            conversations = build_source(cfg.data, seed=cfg.train.seed)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"data ({cfg.data.source}): {err}") from err
     set_seed(cfg.train.seed)
     model_cfg = cfg.model
     if model_cfg.dtype == "auto":
@@ -271,7 +278,6 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None):
     policy = ResolutionPolicy(min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
                               factor=family.factor, uhr_min_pixels=max(cfg.data.max_pixels, 4 * 1008 * 1008))
     encoder = ConversationEncoder(processor, policy=policy, max_length=cfg.data.max_length)
-    conversations = dataset if dataset is not None else build_source(cfg.data, seed=cfg.train.seed)
     module_lrs = {k: v for k, v in (("vision_tower", cfg.train.vision_lr), ("merger", cfg.train.merger_lr))
                   if v is not None}
     trainer_cls = _trainer_class()
