@@ -142,25 +142,12 @@ def _plan(sample: DemoSample):
 
 
 def generate_answers(model, processor, samples: list[DemoSample], max_new_tokens: int, progress=None) -> list[str]:
-    """Greedy answers to the user turn of every sample (the inference input path of the collator: same resize,
-    same chat template as training)."""
-    import torch
+    """Greedy answers to the user turn of every sample, through the inference backend (same resize, same chat
+    template as training)."""
+    from rscovlm.infer.backends import GenerationConfig, TransformersBackend
 
-    from rscovlm.model.collator import ConversationEncoder
-
-    encoder = ConversationEncoder(processor)
-    answers = []
-    model.eval()
-    for sample in samples:
-        inputs = encoder.encode_prompt(sample.conversation["messages"][:-1])
-        inputs.pop("plans")
-        inputs = {k: v.to(model.device) for k, v in inputs.items()}
-        with torch.inference_mode():
-            out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
-        answers.append(encoder.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-        if progress is not None:
-            progress.update(1)
-    return answers
+    backend = TransformersBackend(model, processor, GenerationConfig(max_new_tokens=max_new_tokens, batch_size=4))
+    return backend.generate([s.conversation["messages"][:-1] for s in samples], progress=progress)
 
 
 def score(samples: list[DemoSample], answers: list[str], size: int) -> tuple[dict, dict]:

@@ -20,7 +20,7 @@ def register(sub) -> None:
     for f in dataclasses.fields(DemoConfig):
         kind = {"int": int, "float": float}.get(str(f.type).replace("'", ""), str)
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default,
-                            help=f"{f.metadata['help']} (default: {f.default})")
+                            help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
     parser.set_defaults(handler=_demo)
 
 

@@ -52,24 +52,38 @@ class GenerationConfig:
 
 @register_backend("transformers")
 class TransformersBackend:
-    """Greedy decoding with a loaded transformers model and processor (left padding for batches)."""
+    """Greedy decoding with a loaded transformers model and processor, batched with left padding.
 
-    def __init__(self, model, processor, config: GenerationConfig | None = None):
+    Prompts go through the training collator's encoder (:class:`rscovlm.model.collator.ConversationEncoder`):
+    the same chat template and the same image resize (the part's ``resized_width``/``resized_height`` when
+    given, else the resolution policy), so answers are written in the frame the model was trained in."""
+
+    def __init__(self, model, processor, config: GenerationConfig | None = None, policy=None):
+        from rscovlm.model.collator import ConversationEncoder
+
         self.model, self.processor = model, processor
+        self.encoder = ConversationEncoder(processor, policy)
         self.config = config or GenerationConfig()
 
-    def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None) -> list[str]:
+    def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None,
+                 progress=None) -> list[str]:
+        """``progress`` (e.g. a tqdm bar) is advanced by one per answered conversation."""
         import torch
 
         tokenizer = self.processor.tokenizer
-        tokenizer.padding_side = "left"
         responses: list[str] = []
         size = self.config.batch_size
+        self.model.eval()
         for start in range(0, len(conversations), size):
             batch = conversations[start:start + size]
-            texts = [self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in batch]
-            images = [img for c in batch for img in conversation_images(c)]
-            inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+            texts = [self.encoder.render(c, add_generation_prompt=True) for c in batch]
+            images = [img for c in batch for img in self.encoder.images(c)[0]]
+            side, tokenizer.padding_side = tokenizer.padding_side, "left"
+            try:
+                inputs = self.processor(text=texts, images=images or None, do_resize=False, padding=True,
+                                        return_tensors="pt")
+            finally:
+                tokenizer.padding_side = side
             inputs = inputs.to(self.model.device)
             with torch.inference_mode():
                 out = self.model.generate(**inputs, do_sample=False,
@@ -77,4 +91,6 @@ class TransformersBackend:
                                           pad_token_id=tokenizer.pad_token_id)
             new_tokens = out[:, inputs["input_ids"].shape[1]:]
             responses.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            if progress is not None:
+                progress.update(len(batch))
         return responses
