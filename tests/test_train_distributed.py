@@ -52,10 +52,14 @@ WORKER = textwrap.dedent('''
                             "data.min_pixels=3136"])
     result = train(cfg, dataset=data)
     plugin = result.trainer.accelerator.state.deepspeed_plugin
+    engine = result.trainer.model_wrapped
     with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as fh:
         json.dump({"seen": data.seen, "losses": result.losses, "world": int(os.environ["WORLD_SIZE"]),
                    "accumulation": result.trainer.args.gradient_accumulation_steps,
                    "zero_stage": plugin.zero_stage if plugin else None,
+                   "engine": type(engine).__name__, "engine_stage": getattr(engine, "zero_optimization_stage", lambda: None)(),
+                   "optimizer": type(getattr(engine, "optimizer", None)).__name__,
+                   "backend": torch.distributed.get_backend(),
                    "step": result.global_step}, fh)
 ''')
 
@@ -85,6 +89,9 @@ def test_torchrun_two_ranks_deepspeed_zero1_gloo(tiny_model_dir, tmp_path):
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r in ranks:
         assert r["world"] == 2 and r["zero_stage"] == 1 and r["step"] == 3
+        # the training step really ran inside a DeepSpeed engine with the ZeRO stage-1 optimizer, over gloo
+        assert r["engine"] == "DeepSpeedEngine" and r["engine_stage"] == 1, r
+        assert r["optimizer"] == "DeepSpeedZeroOptimizer" and r["backend"] == "gloo", r
         assert r["accumulation"] == 2  # global batch 4 = 2 ranks x 1 per device x 2 accumulation steps
         assert len(r["losses"]) == 3 and all(math.isfinite(x) for x in r["losses"])
     assert ranks[0]["losses"] == ranks[1]["losses"]  # the logged loss is the all-reduced mean
