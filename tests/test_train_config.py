@@ -240,3 +240,17 @@ def test_mixture_source_feeds_the_collator_at_the_builders_model_size(tiny_model
     assert len(sizes) > 1  # random resize drew different model sizes
     with pytest.raises(ValueError, match="one mixture YAML"):
         build_source(DataConfig(source="mixture", paths=[]))
+
+
+def test_logged_learning_rate_is_the_base_rate_when_vision_has_its_own(tiny_model_dir, tmp_path):
+    """The Trainer logs the first parameter group's rate: that must be the language model's (base) rate."""
+    from rscovlm.train.trainer import build_trainer
+
+    convs = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]}]
+    cfg = build_config({}, [f"model.model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path}",
+                            "global_batch_size=1", "vision_lr=1e-5", "merger_lr=3e-5", "learning_rate=2e-6",
+                            "dataloader_num_workers=0", "warmup_ratio=0.0", "lr_scheduler_type=constant"])
+    trainer = build_trainer(cfg, dataset=convs)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    assert trainer.optimizer.param_groups[0]["name"].startswith("language_model/")
+    assert trainer._get_learning_rate() == 2e-6

@@ -176,7 +176,10 @@ def _trainer_class():
             decay = set(self.get_decay_parameter_names(opt_model))
             params = dict(opt_model.named_parameters())
             groups = []
-            for group, names in module_groups(opt_model, self.family).items():
+            by_module = module_groups(opt_model, self.family)
+            # the language model first: the Trainer logs the first group's rate as "learning_rate"
+            for group in ("language_model", "vision_tower", "merger"):
+                names = by_module[group]
                 lr = self.module_lrs.get(group, self.args.learning_rate)
                 for with_decay in (True, False):
                     chosen = [params[n] for n in names if params[n].requires_grad and ((n in decay) == with_decay)]
