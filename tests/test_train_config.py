@@ -254,3 +254,17 @@ def test_logged_learning_rate_is_the_base_rate_when_vision_has_its_own(tiny_mode
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     assert trainer.optimizer.param_groups[0]["name"].startswith("language_model/")
     assert trainer._get_learning_rate() == 2e-6
+
+
+@pytest.mark.parametrize("override, match", [
+    ("warmup_ratio=2", r"train.warmup_ratio: 2.0 must be in \[0, 1\)"),  # >= 1 would silently mean 2 steps
+    ("learning_rate=-1", "train.learning_rate: -1.0 must be > 0"),
+    ("vision_lr=0", "train.vision_lr: 0.0 must be > 0"),
+    ("data.max_length=0", "data.max_length: 0 must be >= 1"),
+    ("per_device_batch_size=0", "train.per_device_batch_size: 0 must be >= 1"),
+    ("model.lora_r=0", "model.lora_r: 0 must be >= 1"),
+    ("data.min_pixels=2000000", "data.min_pixels: 2000000 must be <= data.max_pixels"),
+])
+def test_out_of_range_values_name_their_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])

@@ -23,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from rscovlm.model.loading import ModelConfig
 
@@ -238,7 +238,47 @@ def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None 
         hints = typing.get_type_hints(cls)
         kwargs = {name: _coerce(v, hints[name], f"{section}.{name}") for name, v in values[section].items()}
         built[section] = cls(**kwargs)
-    return Config(**built)
+    cfg = Config(**built)
+    check_ranges(cfg)
+    return cfg
+
+
+# key -> (test, the rule as the error states it); None values (an unset optional) pass
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model.lora_r": (lambda v: v >= 1, ">= 1"),
+    "model.lora_alpha": (lambda v: v > 0, "> 0"),
+    "model.lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "data.min_pixels": (lambda v: v >= 1, ">= 1"),
+    "data.max_length": (lambda v: v >= 1, ">= 1"),
+    "train.learning_rate": (lambda v: v > 0, "> 0"),
+    "train.vision_lr": (lambda v: v > 0, "> 0"),
+    "train.merger_lr": (lambda v: v > 0, "> 0"),
+    "train.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "train.adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.max_grad_norm": (lambda v: v >= 0, ">= 0"),
+    # transformers reads a warmup value >= 1 as a number of steps, so 2 would silently mean 2 steps
+    "train.warmup_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.global_batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.per_device_batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.num_train_epochs": (lambda v: v > 0, "> 0"),
+    "train.logging_steps": (lambda v: v >= 1, ">= 1"),
+    "train.save_steps": (lambda v: v >= 1, ">= 1"),
+    "train.save_total_limit": (lambda v: v >= 1, ">= 1"),
+    "train.dataloader_num_workers": (lambda v: v >= 0, ">= 0"),
+}
+
+
+def check_ranges(cfg: Config) -> None:
+    """Raise :class:`ConfigError` naming the first key whose value is out of its range."""
+    for key, (ok, rule) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{key}: {value!r} must be {rule}")
+    if cfg.data.min_pixels > cfg.data.max_pixels:
+        raise ConfigError(f"data.min_pixels: {cfg.data.min_pixels} must be <= data.max_pixels "
+                          f"({cfg.data.max_pixels})")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
