@@ -268,3 +268,16 @@ def test_logged_learning_rate_is_the_base_rate_when_vision_has_its_own(tiny_mode
 def test_out_of_range_values_name_their_key(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override])
+
+
+def test_cli_train_names_a_missing_model_and_checks_resume_before_loading(capsys, tmp_path):
+    from rscovlm.cli import main
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    common = ["train", f"data.paths=[{good}]", f"output_dir={tmp_path / 'out'}"]
+    assert main([*common, f"model.model_name_or_path={tmp_path / 'no_model'}"]) == 2
+    assert "model.model_name_or_path" in capsys.readouterr().err
+    # a resume that cannot work fails before the (possibly 7B) model is loaded
+    assert main([*common, "model.model_name_or_path=none", "resume_from_checkpoint=latest"]) == 2
+    assert "train.resume_from_checkpoint=latest: no checkpoint" in capsys.readouterr().err

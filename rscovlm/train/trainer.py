@@ -274,10 +274,13 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None):
         # DeepSpeed keeps fp32 master weights itself; without it the weights stay fp32 under autocast
         bf16_weights = args.bf16 and args.deepspeed is not None
         model_cfg = type(model_cfg)(**{**model_cfg.__dict__, "dtype": "bfloat16" if bf16_weights else "float32"})
-    model, family = load_model(model_cfg)
+    try:
+        model, family = load_model(model_cfg)
+        processor = load_processor(cfg.model.model_name_or_path, cfg.data.min_pixels, cfg.data.max_pixels)
+    except (OSError, KeyError, ValueError) as err:  # missing folder / unknown hub id / unknown family / all frozen
+        raise ConfigError(f"model.model_name_or_path={cfg.model.model_name_or_path}: cannot load: {err}") from err
     if args.gradient_checkpointing:
         model.config.use_cache = False
-    processor = load_processor(cfg.model.model_name_or_path, cfg.data.min_pixels, cfg.data.max_pixels)
     policy = ResolutionPolicy(min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
                               factor=family.factor, uhr_min_pixels=max(cfg.data.max_pixels, 4 * 1008 * 1008))
     encoder = ConversationEncoder(processor, policy=policy, max_length=cfg.data.max_length)
@@ -295,8 +298,8 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None):
 def train(cfg: Config, dataset=None, callbacks=None) -> TrainResult:
     """Run training for ``cfg``; ``dataset`` (any map-style dataset of conversations) replaces the configured
     data source. Writes ``rscovlm_config.json`` beside the checkpoints."""
+    resume = _resume_path(cfg.train.resume_from_checkpoint, cfg.train.output_dir)  # fails before loading
     trainer = build_trainer(cfg, dataset=dataset, callbacks=callbacks)
-    resume = _resume_path(cfg.train.resume_from_checkpoint, cfg.train.output_dir)
     out = Path(cfg.train.output_dir)
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
