@@ -281,3 +281,22 @@ def test_cli_train_names_a_missing_model_and_checks_resume_before_loading(capsys
     # a resume that cannot work fails before the (possibly 7B) model is loaded
     assert main([*common, "model.model_name_or_path=none", "resume_from_checkpoint=latest"]) == 2
     assert "train.resume_from_checkpoint=latest: no checkpoint" in capsys.readouterr().err
+
+
+def test_progress_bar_only_console_keeps_one_bar_and_no_log_dicts(tiny_model_dir, tmp_path, capfd):
+    """``console="bar"`` (the demo): one training bar with the loss as postfix, no raw log dicts in between;
+    the losses still reach the log history."""
+    from rscovlm.train.trainer import train
+
+    convs = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]}] * 2
+    cfg = build_config({}, [f"model.model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path}",
+                            "global_batch_size=1", "max_steps=3", "logging_steps=1", "save_steps=100",
+                            "dataloader_num_workers=0", "learning_rate=1e-3"])
+    result = train(cfg, dataset=convs, console="bar", progress_desc="training")
+    printed = capfd.readouterr()
+    text = printed.out + printed.err
+    assert len(result.losses) == 3
+    assert "{'loss'" not in text and "train_runtime" not in text
+    assert "training: 100%" in text and "loss=" in text
+    with pytest.raises(ValueError, match="console"):
+        train(cfg, dataset=convs, console="loud")

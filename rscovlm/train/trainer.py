@@ -218,6 +218,28 @@ def _trainer_class():
     return RSCoVLMTrainer
 
 
+def _bar_only_progress(desc: str | None):
+    """The Trainer's progress bar with the latest loss as its postfix instead of log dicts printed between bar
+    lines (the losses still go to ``state.log_history``)."""
+    from tqdm.auto import tqdm
+    from transformers import ProgressCallback
+
+    class BarOnlyProgress(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.training_bar = tqdm(total=state.max_steps, desc=desc, unit="step", dynamic_ncols=True)
+            self.current_step = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+
+    return BarOnlyProgress()
+
+
+CONSOLE_MODES = ("logs", "bar")
+
+
 def __getattr__(name: str):
     if name == "RSCoVLMTrainer":
         return _trainer_class()
@@ -251,8 +273,10 @@ def _resume_path(value: str | None, output_dir: str) -> str | None:
     return value
 
 
-def build_trainer(cfg: Config, dataset=None, callbacks=None):
-    """The configured :class:`RSCoVLMTrainer` (model, processor and encoded dataset loaded)."""
+def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "logs", progress_desc: str | None = None):
+    """The configured :class:`RSCoVLMTrainer` (model, processor and encoded dataset loaded). ``console``:
+    ``"logs"`` = the Trainer's progress bar with every log dict printed, ``"bar"`` = only the bar (described by
+    ``progress_desc``) with the latest loss."""
     from transformers import set_seed
 
     from rscovlm.model.collator import Collator, ConversationEncoder, EncodedDataset
@@ -260,6 +284,8 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None):
     from rscovlm.resolution import ResolutionPolicy
     from rscovlm.train.sources import build_source
 
+    if console not in CONSOLE_MODES:
+        raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
     args = build_training_arguments(cfg)
     if dataset is not None:
         conversations = dataset
@@ -292,14 +318,24 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None):
         data_collator=Collator(processor.tokenizer.pad_token_id), processing_class=processor,
         callbacks=callbacks, family=family, module_lrs=module_lrs, keep_order=not cfg.data.shuffle,
     )
+    if console == "bar":
+        from transformers import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_bar_only_progress(progress_desc))
     return trainer
 
 
-def train(cfg: Config, dataset=None, callbacks=None) -> TrainResult:
+def train(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
+          progress_desc: str | None = None) -> TrainResult:
     """Run training for ``cfg``; ``dataset`` (any map-style dataset of conversations) replaces the configured
-    data source. Writes ``rscovlm_config.json`` beside the checkpoints."""
+    data source; ``console`` / ``progress_desc`` as in :func:`build_trainer`. Writes ``rscovlm_config.json``
+    beside the checkpoints."""
+    if console not in CONSOLE_MODES:
+        raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
     resume = _resume_path(cfg.train.resume_from_checkpoint, cfg.train.output_dir)  # fails before loading
-    trainer = build_trainer(cfg, dataset=dataset, callbacks=callbacks)
+    trainer = build_trainer(cfg, dataset=dataset, callbacks=callbacks, console=console,
+                            progress_desc=progress_desc)
     out = Path(cfg.train.output_dir)
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
