@@ -22,6 +22,7 @@ works and fits together - a stage that garbles prompts, boxes or frames scores ~
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -150,8 +151,10 @@ def generate_answers(model, processor, samples: list[DemoSample], max_new_tokens
     return backend.generate([s.conversation["messages"][:-1] for s in samples], progress=progress)
 
 
-def score(samples: list[DemoSample], answers: list[str], size: int) -> tuple[dict, dict]:
-    """Metrics per task and the parsed predictions (original frame) per sample index."""
+def score(samples: list[DemoSample], answers: list[str], family) -> tuple[dict, dict]:
+    """Metrics per task and the parsed predictions (original frame) per sample index. Answer coordinates are
+    read in the box frame of the model ``family`` (:class:`rscovlm.model.families.ModelFamily`: pixels of the
+    resized input for Qwen2.5-VL, a 0-1000 grid for Qwen2-VL / Qwen3-VL) and mapped to the original image."""
     from rscovlm.eval.answers import answer_accuracy
     from rscovlm.eval.ap_nc import ap_nc_table
     from rscovlm.eval.dota_data import ClassDets, ClassGT, Detections, GroundTruth
@@ -173,8 +176,8 @@ def score(samples: list[DemoSample], answers: list[str], size: int) -> tuple[dic
     preds = []
     for k in idx:
         plan = _plan(samples[k])
-        boxes, _ = parse_grounding(answers[k], "hbb", plan.model)
-        boxes = plan.to_original(boxes) if len(boxes) else None
+        boxes, _ = parse_grounding(answers[k], "hbb", family.box_frame_for(*plan.model_size))
+        boxes = boxes.to_frame(plan.original) if len(boxes) else None
         preds.append(boxes)
         parsed[k] = {"labels": samples[k].gt_labels[:1] * (0 if boxes is None else 1),
                      "quads": [] if boxes is None else boxes[:1].to_quad().data.tolist()}
@@ -193,11 +196,11 @@ def score(samples: list[DemoSample], answers: list[str], size: int) -> tuple[dic
             gt_rows.setdefault(lab, ([], []))[0].append(q)
             gt_rows[lab][1].append(j)
         plan = _plan(samples[k])
-        result = parse_detections(answers[k], frame=plan.model, categories=cats)
+        result = parse_detections(answers[k], frame=family.box_frame_for(*plan.model_size), categories=cats)
         unparsed += len(result.unparsed) + len(result.unknown_labels)
         fragments += result.n_fragments
         objects = result.objects
-        quads = plan.to_original(objects.boxes).to_quad().data if len(objects) else np.zeros((0, 8))
+        quads = objects.boxes.to_frame(plan.original).to_quad().data if len(objects) else np.zeros((0, 8))
         parsed[k] = {"labels": list(objects.labels), "quads": quads.tolist()}
         for lab, q in zip(objects.labels, quads):
             det_rows.setdefault(lab, ([], []))[0].append(q)
@@ -254,24 +257,80 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def in_family_frame(sample: DemoSample, family) -> DemoSample:
+    """``sample`` with its grounding / detection target rewritten in the box frame of ``family`` (the builder
+    writes pixels of the resized input, Qwen2.5-VL's frame; Qwen2-VL / Qwen3-VL read and write a 0-1000 grid).
+    Other tasks, and every sample for a pixel-frame family, are returned unchanged."""
+    import copy
+
+    from rscovlm.geometry.boxes import Boxes
+    from rscovlm.geometry.objects import ObjectSet
+    from rscovlm.protocol.detection import format_detections
+    from rscovlm.protocol.grounding import format_grounding
+
+    if family.box_frame == "model_pixels" or sample.task not in ("grounding", "detection"):
+        return sample
+    meta = sample.conversation["meta"]
+    plan = _plan(sample)
+    objects = meta["objects"]
+    boxes = Boxes(np.asarray(objects["boxes"], float).reshape(len(objects["boxes"]), -1), objects["kind"],
+                  plan.model).to_frame(family.box_frame_for(*plan.model_size))
+    form = meta["form"]
+    text = (format_grounding(boxes, form) if sample.task == "grounding"
+            else format_detections(ObjectSet(boxes, list(objects["labels"])), form))
+    conversation = copy.deepcopy(sample.conversation)
+    conversation["messages"][-1]["content"] = [{"type": "text", "text": text}]
+    return DemoSample(sample.task, sample.scene, conversation, text, sample.gt_labels, sample.gt_quads)
+
+
+def _portable_jsonl(conversations: list[dict], path: Path) -> None:
+    """Write the training conversations as a jsonl file that ``rscovlm train`` reads from anywhere: image paths
+    relative to the file's folder."""
+    lines = []
+    for c in conversations:
+        messages = json.loads(json.dumps(c["messages"]))
+        for message in messages:
+            for part in message["content"] if isinstance(message["content"], list) else []:
+                if part.get("type") == "image":
+                    part["image"] = os.path.relpath(part["image"], path.parent)
+        lines.append(json.dumps({"messages": messages, "meta": c["meta"]}) + "\n")
+    path.write_text("".join(lines))
+
+
 def run_demo(cfg: DemoConfig) -> dict:
-    """Run the demo (see the module docstring) and return the report (also written to ``out/report.json``)."""
+    """Run the demo (see the module docstring) and return the report (also written to ``out/report.json``).
+
+    The console shows one progress bar per stage (the training bar carries the loss); transformers' own
+    loading / saving bars are turned off for the run. Warnings and errors still print."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(cfg.threads)
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # otherwise DeepSpeed's import warns that it chose the CPU
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return _run(cfg)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _run(cfg: DemoConfig) -> dict:
     import torch
     from tqdm.auto import tqdm
 
+    from rscovlm.model.families import family_for
     from rscovlm.train.config import build_config
     from rscovlm.train.trainer import train
 
-    torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     out = Path(cfg.out)
     image_dir = out / "data" / "images"
     with tqdm(total=cfg.scenes + cfg.holdout, desc="1/4 scenes + samples", unit="scene") as bar:
         samples = build_samples(cfg, image_dir, range(cfg.scenes), bar)
         unseen = build_samples(cfg, image_dir, range(cfg.scenes, cfg.scenes + cfg.holdout), bar)
-    conversations = [s.conversation for s in samples]
-    (out / "data" / "train.jsonl").write_text(
-        "".join(json.dumps({"messages": c["messages"], "meta": c["meta"]}) + "\n" for c in conversations))
 
     model_path = cfg.model
     if model_path is None:
@@ -279,6 +338,13 @@ def run_demo(cfg: DemoConfig) -> dict:
 
         print("2/4 building the offline tiny Qwen2.5-VL", flush=True)
         model_path = str(build_tiny_model(out / "tiny_model"))
+    from transformers import AutoConfig
+
+    family = family_for(AutoConfig.from_pretrained(model_path))
+    samples = [in_family_frame(s, family) for s in samples]
+    unseen = [in_family_frame(s, family) for s in unseen]
+    conversations = [s.conversation for s in samples]
+    _portable_jsonl(conversations, out / "data" / "train.jsonl")
     overrides = [f"model.model_name_or_path={model_path}", f"output_dir={out / 'run'}",
                  f"global_batch_size={cfg.batch}", f"per_device_batch_size={cfg.batch}",
                  f"max_steps={max(cfg.steps, 1)}", f"learning_rate={cfg.learning_rate}", "deepspeed=none",
@@ -287,8 +353,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     if cfg.model is None:
         overrides.append("gradient_checkpointing=false")  # pointless for the tiny model, and slow on a GPU
     if cfg.steps > 0:
-        print(f"3/4 training {cfg.steps} steps on {len(samples)} samples", flush=True)
-        result = train(build_config({}, overrides), dataset=conversations)
+        result = train(build_config({}, overrides), dataset=conversations, console="bar",
+                       progress_desc=f"3/4 training on {len(samples)} samples")
         model, processor = result.trainer.model, result.trainer.processing_class
         losses = result.losses
     else:
@@ -306,7 +372,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     parsed: dict[int, dict] = {}
     for split, part, offset in (("train", samples, 0), ("holdout", unseen, len(samples))):
         if part:
-            report[split], got = score(part, answers[offset:offset + len(part)], cfg.size)
+            report[split], got = score(part, answers[offset:offset + len(part)], family)
             parsed.update({offset + k: v for k, v in got.items()})
     with open(out / "responses.jsonl", "w", encoding="utf-8") as fh:
         for k, (s, a) in enumerate(zip(everything, answers)):
@@ -314,7 +380,8 @@ def run_demo(cfg: DemoConfig) -> dict:
                                  "scene": s.scene, "response": a, "target": s.answer,
                                  "resize": s.conversation["meta"]["plans"][0], "parsed": parsed.get(k)}) + "\n")
     overlays = write_overlays(everything, parsed, image_dir, out / "overlays")
-    report["run"] = {"config": asdict(cfg), "model": model_path, "train_samples": len(samples),
+    report["run"] = {"config": asdict(cfg), "model": model_path, "family": family.name,
+                     "box_frame": family.box_frame, "train_samples": len(samples),
                      "holdout_samples": len(unseen), "losses": losses,
                      "seconds": round(time.perf_counter() - start, 1), "overlays": len(overlays)}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

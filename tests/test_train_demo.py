@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 
 @pytest.mark.slow
-def test_demo_trains_answers_scores_and_draws(tmp_path, capsys):
+def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     from rscovlm.cli import main
 
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--scenes", "5", "--holdout", "1", "--steps", "400", "--size", "224",
+    assert main(["demo", "--out", "demo", "--scenes", "5", "--holdout", "1", "--steps", "400", "--size", "224",
                  "--batch", "4", "--threads", "1"]) == 0
-    printed = capsys.readouterr().out
+    captured = capfd.readouterr()
+    printed = captured.out
     assert "train scenes" in printed and "AP_nc50" in printed and "mF1" in printed
+    # a clean console: one bar per stage, no Trainer log dicts or transformers' save/load bars in between
+    console = captured.out + captured.err
+    assert "{'loss'" not in console and "train_runtime" not in console
+    assert "Writing model shards" not in console and "Loading weights" not in console
+    assert "3/4 training on 20 samples: 100%" in console and "loss=" in console
     report = json.loads((out / "report.json").read_text())
     train = report["train"]
     # memorised: every stage (builder prompts, collator frames, decoding, parsers, frame mapping, metrics) agrees
@@ -32,4 +40,61 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capsys):
     overlays = sorted(p.name for p in (out / "overlays").glob("*.png"))
     assert len(overlays) == 2 * 6 and "scene_000_detection.png" in overlays
     assert (out / "tiny_model" / "model.safetensors").is_file()
-    assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 20
+    # the training set is a jsonl that `rscovlm train` reads from any working directory
+    from rscovlm.train.sources import JsonlConversations
+
+    monkeypatch.chdir("/")
+    data = JsonlConversations([out / "data" / "train.jsonl"])
+    assert len(data) == 20
+    assert all(Path(p["image"]).is_file() for c in data for m in c["messages"] if isinstance(m["content"], list)
+               for p in m["content"] if p["type"] == "image")
+
+
+@pytest.mark.parametrize("family_name", ["qwen2_5_vl", "qwen2_vl"])
+def test_demo_scores_answers_in_the_box_frame_of_the_model_family(tmp_path, family_name):
+    """Qwen2.5-VL answers in pixels of the resized input, Qwen2-VL on a 0-1000 grid: the demo parses each
+    family's answers in its own frame, so exact answers score 100 % for both."""
+    import numpy as np
+
+    from rscovlm.demo import DemoConfig, build_samples, score
+    from rscovlm.geometry.boxes import Boxes
+    from rscovlm.geometry.objects import ObjectSet
+    from rscovlm.model.families import family_for
+    from rscovlm.protocol.detection import format_detections
+    from rscovlm.protocol.grounding import format_grounding
+    from rscovlm.resolution import ResizePlan
+
+    family = family_for(family_name)
+    cfg = DemoConfig(out=str(tmp_path), scenes=1, holdout=0, size=250)  # 250 px: resized to 252, not identity
+    samples = build_samples(cfg, tmp_path / "images", range(1))
+    answers = []
+    for s in samples:
+        plan = ResizePlan.from_dict(s.conversation["meta"]["plans"][0])
+        frame = family.box_frame_for(*plan.model_size)
+        quads = Boxes(np.array(s.gt_quads, float).reshape(-1, 8), "quad", plan.original).to_frame(frame)
+        if s.task == "grounding":
+            answers.append(format_grounding(quads.to("hbb")))
+        elif s.task == "detection":
+            answers.append(format_detections(ObjectSet(quads, s.gt_labels)))
+        else:
+            answers.append(s.answer)
+    report, _ = score(samples, answers, family)
+    assert report["grounding"]["acc@0.5"] == 1.0
+    assert report["detection"]["AP_nc50"] == pytest.approx(1.0) and report["detection"]["mF1"] == 1.0
+
+
+def test_demo_targets_follow_the_family_frame(tmp_path):
+    """Training targets of a 0-1000 family are rewritten on that grid; pixel-frame targets stay as built."""
+    from rscovlm.demo import DemoConfig, build_samples, in_family_frame, score
+    from rscovlm.model.families import family_for
+
+    samples = build_samples(DemoConfig(out=str(tmp_path), scenes=1, holdout=0, size=250), tmp_path / "i", range(1))
+    qwen2, qwen25 = family_for("qwen2_vl"), family_for("qwen2_5_vl")
+    assert all(in_family_frame(s, qwen25) is s for s in samples)
+    rewritten = [in_family_frame(s, qwen2) for s in samples]
+    ground = next(i for i, s in enumerate(samples) if s.task == "grounding")
+    assert rewritten[ground].answer != samples[ground].answer
+    assert rewritten[ground].conversation["messages"][-1]["content"][0]["text"] == rewritten[ground].answer
+    assert samples[ground].conversation["messages"][-1]["content"][0]["text"] == samples[ground].answer  # copy
+    report, _ = score(rewritten, [s.answer for s in rewritten], qwen2)
+    assert report["grounding"]["acc@0.5"] == 1.0 and report["detection"]["mF1"] == 1.0
