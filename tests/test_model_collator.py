@@ -231,3 +231,19 @@ def test_collator_pads_and_the_tiny_model_takes_the_batch(tiny_model_dir, proces
 
 def _assistant(text):
     return {"role": "assistant", "content": text}
+
+
+def test_batched_prompts_are_left_padded_training_prompts(processor, encoder):
+    """``encode_prompts`` (what the inference backend feeds ``generate``): each row, without its left padding,
+    is token for token the prompt part of the training encoding."""
+    convs = [[_user(_image(300, 250), "Classify.")], [_user(_image(500, 400, 1), "Count the planes in it.")]]
+    inputs, plans = encoder.encode_prompts(convs)
+    assert [p[0].model_size for p in plans] == [encoder.policy.plan(300, 250).model_size,
+                                               encoder.policy.plan(500, 400).model_size]
+    for row, conv in enumerate(convs):
+        train = encoder.encode(conv + [{"role": "assistant", "content": "x"}])
+        start = int((train.labels != IGNORE_INDEX).nonzero()[0])
+        mask = inputs["attention_mask"][row].bool()
+        assert mask[-1] and inputs["input_ids"][row][mask].tolist() == train.input_ids[:start].tolist()
+        assert mask.tolist() == sorted(mask.tolist())  # padding only on the left
+    assert inputs["image_grid_thw"].shape == (2, 3)

@@ -80,9 +80,8 @@ def test_memorizes_one_sample_per_task_and_greedy_decoding_reproduces_them(tiny_
     tok = encoder.tokenizer
     answers = {}
     for task, sample in samples.items():
-        inputs = encoder.encode_prompt(sample["messages"][:1])
-        inputs.pop("plans")
-        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+        inputs, _ = encoder.encode_prompts([sample["messages"][:1]])
+        inputs = inputs.to(model.device)
         with torch.inference_mode():
             out = model.generate(**inputs, do_sample=False, max_new_tokens=160)
         answers[task] = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -30,18 +30,10 @@ def get_backend(name: str, **kwargs) -> "Backend":
 
 
 class Backend(Protocol):
-    def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None) -> list[str]:
-        """One greedy response per conversation (the conversation ends with a user turn)."""
-
-
-def conversation_images(messages: list[dict]) -> list:
-    """The PIL images of a conversation in order of appearance."""
-    images = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            images.extend(part["image"] for part in content if part.get("type") == "image")
-    return images
+    def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None,
+                 progress=None) -> list[str]:
+        """One greedy response per conversation (the conversation ends with a user turn); ``progress`` (e.g. a
+        tqdm bar) is advanced by one per answered conversation."""
 
 
 @dataclass
@@ -76,14 +68,7 @@ class TransformersBackend:
         self.model.eval()
         for start in range(0, len(conversations), size):
             batch = conversations[start:start + size]
-            texts = [self.encoder.render(c, add_generation_prompt=True) for c in batch]
-            images = [img for c in batch for img in self.encoder.images(c)[0]]
-            side, tokenizer.padding_side = tokenizer.padding_side, "left"
-            try:
-                inputs = self.processor(text=texts, images=images or None, do_resize=False, padding=True,
-                                        return_tensors="pt")
-            finally:
-                tokenizer.padding_side = side
+            inputs, _ = self.encoder.encode_prompts(batch)
             inputs = inputs.to(self.model.device)
             with torch.inference_mode():
                 out = self.model.generate(**inputs, do_sample=False,

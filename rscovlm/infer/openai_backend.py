@@ -74,7 +74,14 @@ class OpenAIBackend:
         except (KeyError, IndexError, TypeError) as err:
             raise OpenAIBackendError(f"{url}: unexpected response {str(payload)[:500]}") from err
 
-    def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None) -> list[str]:
+    def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None,
+                 progress=None) -> list[str]:
+        """One response per conversation, in order; ``progress`` (e.g. a tqdm bar) advances per answer."""
         limit = max_new_tokens or self.config.max_new_tokens
+        responses = []
         with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
-            return list(pool.map(lambda c: self._post(c, limit), conversations))
+            for response in pool.map(lambda c: self._post(c, limit), conversations):
+                responses.append(response)
+                if progress is not None:
+                    progress.update(1)
+        return responses

@@ -272,15 +272,24 @@ class ConversationEncoder:
             image_grid_thw=grid, plans=plans, truncated=truncated,
         )
 
-    def encode_prompt(self, messages: list[dict]) -> dict:
-        """Inference inputs: the conversation rendered with the generation prompt (images resized the same
-        way), as a batch of one."""
-        text = self.render(messages, add_generation_prompt=True)
-        images, plans = self.images(messages)
-        inputs = self.processor(text=[text], images=images or None, do_resize=False, return_tensors="pt")
-        out = dict(inputs)
-        out["plans"] = plans
-        return out
+    def encode_prompts(self, conversations: list[list[dict]]):
+        """Inference inputs for a batch of conversations that end with a user turn: each rendered with the
+        generation prompt, images resized exactly as in training, left-padded (generation appends on the right).
+        Returns ``(inputs, plans)``: the processor's ``BatchFeature`` and one list of
+        :class:`~rscovlm.resolution.ResizePlan` per conversation."""
+        texts, images, plans = [], [], []
+        for messages in conversations:
+            texts.append(self.render(messages, add_generation_prompt=True))
+            imgs, conv_plans = self.images(messages)
+            images.extend(imgs)
+            plans.append(conv_plans)
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
+        try:
+            inputs = self.processor(text=texts, images=images or None, do_resize=False, padding=True,
+                                    return_tensors="pt")
+        finally:
+            self.tokenizer.padding_side = side
+        return inputs, plans
 
 
 class Collator:
