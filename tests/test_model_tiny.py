@@ -164,3 +164,39 @@ def test_cli_model_tiny_and_info(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "family: qwen2_5_vl" in out and "box frame: model_pixels" in out
     assert main(["model", "info", str(tmp_path / "missing")]) == 2
+
+
+def test_freeze_groups_follow_the_qwen2_and_qwen3_module_trees():
+    """The family module paths match the real transformers classes of Qwen2-VL and Qwen3-VL (randomly built,
+    tiny): the merger (and Qwen3-VL's DeepStack mergers) is its own group inside the vision tower."""
+    import torch
+    from transformers import AutoModelForImageTextToText, Qwen2VLConfig, Qwen3VLConfig
+
+    from rscovlm.model.loading import apply_freeze, module_groups
+
+    torch.manual_seed(0)
+    text = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    configs = {
+        "qwen2_vl": Qwen2VLConfig(
+            text_config={**text, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6,
+                                                     "mrope_section": [2, 3, 3]}},
+            vision_config=dict(depth=1, embed_dim=16, hidden_size=32, num_heads=2, mlp_ratio=2)),
+        "qwen3_vl": Qwen3VLConfig(
+            text_config={**text, "head_dim": 16},
+            vision_config=dict(depth=2, hidden_size=16, num_heads=2, intermediate_size=32, out_hidden_size=32,
+                               deepstack_visual_indexes=[0])),
+    }
+    for name, config in configs.items():
+        model = AutoModelForImageTextToText.from_config(config)
+        family = family_for(model.config)
+        assert family.name == name
+        groups = module_groups(model, family)
+        assert all(groups.values()), (name, {k: len(v) for k, v in groups.items()})
+        assert all(n.startswith("model.visual.") and "merger" in n for n in groups["merger"])
+        assert not any("merger" in n for n in groups["vision_tower"] + groups["language_model"])
+        assert all(n.startswith("model.visual.") for n in groups["vision_tower"])
+        apply_freeze(model, family, vision_tower=True, merger=False, language_model=True)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert trainable == set(groups["merger"])
+    assert any("deepstack_merger_list" in n for n in groups["merger"])  # Qwen3-VL

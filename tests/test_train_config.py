@@ -66,6 +66,11 @@ def test_shipped_example_configs_load():
     paper = load_config(REPO / "configs" / "rscovlm_qwen2_5_vl_7b.yaml")
     assert paper.train.deepspeed == "zero1" and paper.train.precision == "bf16"
     assert paper.train.gradient_checkpointing == "true" and paper.train.use_liger_kernel
+    t, d = paper.train, paper.data
+    assert (t.learning_rate, t.weight_decay, t.lr_scheduler_type, t.warmup_ratio) == (2e-6, 0.1, "cosine", 0.05)
+    assert (t.adam_beta1, t.adam_beta2, t.global_batch_size) == (0.9, 0.999, 32)
+    assert (d.max_length, d.min_pixels, d.max_pixels) == (6144, 224 * 224, 1008 * 1008)
+    assert paper.model.model_name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct" and not paper.model.use_lora
 
 
 @pytest.mark.parametrize("global_batch, world, per_device, expected", [
