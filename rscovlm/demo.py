@@ -297,6 +297,22 @@ def _portable_jsonl(conversations: list[dict], path: Path) -> None:
     path.write_text("".join(lines))
 
 
+class DemoError(ValueError):
+    """A demo option that cannot work (the message names it)."""
+
+
+def model_family(model: str):
+    """The :class:`~rscovlm.model.families.ModelFamily` of the checkpoint ``model`` (folder or hub id)."""
+    from transformers import AutoConfig
+
+    from rscovlm.model.families import family_for
+
+    try:
+        return family_for(AutoConfig.from_pretrained(model))
+    except (OSError, KeyError, ValueError) as err:
+        raise DemoError(f"--model {model}: cannot load its config: {err}") from err
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo (see the module docstring) and return the report (also written to ``out/report.json``).
 
@@ -321,11 +337,11 @@ def _run(cfg: DemoConfig) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from rscovlm.model.families import family_for
     from rscovlm.train.config import build_config
     from rscovlm.train.trainer import train
 
     start = time.perf_counter()
+    family = None if cfg.model is None else model_family(cfg.model)  # a bad --model fails before any work
     out = Path(cfg.out)
     image_dir = out / "data" / "images"
     with tqdm(total=cfg.scenes + cfg.holdout, desc="1/4 scenes + samples", unit="scene") as bar:
@@ -338,9 +354,7 @@ def _run(cfg: DemoConfig) -> dict:
 
         print("2/4 building the offline tiny Qwen2.5-VL", flush=True)
         model_path = str(build_tiny_model(out / "tiny_model"))
-    from transformers import AutoConfig
-
-    family = family_for(AutoConfig.from_pretrained(model_path))
+    family = family or model_family(model_path)
     samples = [in_family_frame(s, family) for s in samples]
     unseen = [in_family_frame(s, family) for s in unseen]
     conversations = [s.conversation for s in samples]

@@ -98,3 +98,12 @@ def test_demo_targets_follow_the_family_frame(tmp_path):
     assert samples[ground].conversation["messages"][-1]["content"][0]["text"] == samples[ground].answer  # copy
     report, _ = score(rewritten, [s.answer for s in rewritten], qwen2)
     assert report["grounding"]["acc@0.5"] == 1.0 and report["detection"]["mF1"] == 1.0
+
+
+def test_demo_names_a_model_it_cannot_load_before_doing_any_work(tmp_path, capsys):
+    from rscovlm.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "d"), "--model", str(tmp_path / "no_model"), "--steps", "0"]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    assert main(["demo", "--out", str(tmp_path / "d"), "--threads", "0"]) == 2

@@ -25,12 +25,15 @@ def register(sub) -> None:
 
 
 def _demo(args) -> int:
-    from rscovlm.demo import DemoConfig, format_report, run_demo
+    from rscovlm.demo import DemoConfig, DemoError, format_report, run_demo
 
     cfg = DemoConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)})
-    if cfg.scenes < 1 or cfg.batch < 1 or cfg.steps < 0 or cfg.holdout < 0:
-        raise CliError("--scenes and --batch must be positive, --steps and --holdout not negative")
-    report = run_demo(cfg)
+    if cfg.scenes < 1 or cfg.batch < 1 or cfg.threads < 1 or cfg.steps < 0 or cfg.holdout < 0:
+        raise CliError("--scenes, --batch and --threads must be positive, --steps and --holdout not negative")
+    try:
+        report = run_demo(cfg)
+    except DemoError as err:
+        raise CliError(str(err)) from err
     print()
     print(format_report(report))
     run = report["run"]
