@@ -42,9 +42,12 @@ class ResizePlan:
         return int(self.model.width), int(self.model.height)
 
     def to_model(self, boxes: Boxes) -> Boxes:
+        """Boxes in original pixels (or frameless) -> pixels of the resized input, per-axis scaling."""
         return _with_frame(boxes, self.original).to_frame(self.model)
 
     def to_original(self, boxes: Boxes) -> Boxes:
+        """Boxes in pixels of the resized input (or frameless) -> original pixels. Answers of a 0-1000 family
+        (``ModelFamily.box_frame_for``) map with ``boxes.to_frame(plan.original)`` instead."""
         return _with_frame(boxes, self.model).to_frame(self.original)
 
     def as_dict(self) -> dict:

@@ -38,6 +38,8 @@ class Backend(Protocol):
 
 @dataclass
 class GenerationConfig:
+    """Decoding options of :class:`TransformersBackend` (greedy decoding always)."""
+
     max_new_tokens: int = field(default=1024, metadata={"help": "longest response; dense detection needs ~4k"})
     batch_size: int = field(default=8, metadata={"help": "conversations per forward pass"})
 

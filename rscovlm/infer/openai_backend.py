@@ -38,11 +38,13 @@ def to_openai_messages(messages: list[dict]) -> list[dict]:
 
 
 class OpenAIBackendError(RuntimeError):
-    pass
+    """A request that failed or an answer without a message; names the URL."""
 
 
 @dataclass
 class OpenAIConfig:
+    """Where the OpenAI-compatible server is and how to call it (temperature 0 always)."""
+
     base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "server root, ending in /v1"})
     model: str = field(default="rscovlm", metadata={"help": "model name the server serves"})
     api_key: str = field(default="EMPTY", metadata={"help": "bearer token (vLLM accepts any by default)"})

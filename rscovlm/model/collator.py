@@ -144,8 +144,6 @@ class ConversationEncoder:
         if max_length < 1:
             raise ValueError(f"max_length must be positive, got {max_length}")
         self.max_length = max_length
-        vision_end = getattr(processor, "vision_end_token", None) or "<|vision_end|>"
-        self.vision_end_id = self.tokenizer.convert_tokens_to_ids(vision_end)
 
     # ---- text -----------------------------------------------------------------------------------------------
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:

@@ -254,8 +254,9 @@ class TrainResult:
     global_step: int
     training_loss: float
     losses: list[float] = field(default_factory=list, metadata={"help": "logged training losses in order"})
-    dropped: dict[str, int] = field(default_factory=dict)
-    trainer: Any = field(default=None, repr=False)
+    dropped: dict[str, int] = field(default_factory=dict,
+                                    metadata={"help": "dropped samples per reason, summed over all ranks"})
+    trainer: Any = field(default=None, repr=False, metadata={"help": "the RSCoVLMTrainer (model, processor, state)"})
 
 
 def _resume_path(value: str | None, output_dir: str) -> str | None:
