@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rscovlm.model.collator import (
-    IGNORE_INDEX, Collator, ConversationEncoder, EncodedDataset, SampleDropped,
+    IGNORE_INDEX, Collator, ConversationEncoder, EncodedDataset, SampleDropped, SampleError,
 )
 
 
@@ -185,7 +185,7 @@ def test_encoded_dataset_counts_drops_and_can_refuse_them(processor):
     assert batch["rscovlm_dropped"] == {"image_cut": 2}
     with pytest.raises(SampleDropped, match="sample 0"):
         EncodedDataset([too_big, ok], encoder, drop=False)[0]
-    with pytest.raises(RuntimeError, match="every one of the 1 samples"):
+    with pytest.raises(SampleError, match="every one of the 1 samples"):
         EncodedDataset([too_big], encoder)[0]
 
 

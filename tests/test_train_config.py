@@ -305,3 +305,27 @@ def test_progress_bar_only_console_keeps_one_bar_and_no_log_dicts(tiny_model_dir
     assert "training: 100%" in text and "loss=" in text
     with pytest.raises(ValueError, match="console"):
         train(cfg, dataset=convs, console="loud")
+
+
+def test_cli_train_reports_unusable_samples_as_errors_naming_them(tiny_model_dir, tmp_path, capsys):
+    """Samples that cannot be trained on stop `rscovlm train` with a message naming the sample, not a traceback:
+    every sample dropped by max_length, a drop refused with data.drop_overlong=false, a bad resized size."""
+    from rscovlm.cli import main
+
+    _png(tmp_path / "a.png", 224, 224)
+    line = {"messages": [{"role": "user", "content": [{"type": "image", "image": "a.png"},
+                                                       {"type": "text", "text": "What?"}]},
+                         {"role": "assistant", "content": "harbor"}]}
+    good = tmp_path / "train.jsonl"
+    good.write_text(json.dumps(line) + "\n")
+    common = ["train", f"model.model_name_or_path={tiny_model_dir}", f"data.paths=[{good}]",
+              f"output_dir={tmp_path / 'out'}", "max_steps=1", "global_batch_size=1", "dataloader_num_workers=0"]
+    assert main([*common, "data.max_length=40"]) == 2
+    assert "every one of the 1 samples was dropped" in capsys.readouterr().err
+    assert main([*common, "data.max_length=40", "data.drop_overlong=false"]) == 2
+    assert "sample 0: image_cut" in capsys.readouterr().err
+    line["messages"][0]["content"][0]["resized_width"] = 100
+    line["messages"][0]["content"][0]["resized_height"] = 224
+    good.write_text(json.dumps(line) + "\n")
+    assert main(common) == 2
+    assert "sample 0: " in capsys.readouterr().err

@@ -35,11 +35,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
+    from rscovlm.model.collator import SampleError
     from rscovlm.train.trainer import train
 
     try:
         result = train(cfg)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, SampleError) as err:
         raise CliError(str(err)) from err
     if result.trainer is None or result.trainer.is_world_process_zero():
         dropped = ", ".join(f"{k}={v}" for k, v in result.dropped.items())

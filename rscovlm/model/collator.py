@@ -49,11 +49,16 @@ from typing import Any
 IGNORE_INDEX = -100
 
 
-class SampleDropped(Exception):
-    """A sample that cannot be encoded within the limits; ``reason`` is a short key used in the counts."""
+class SampleError(ValueError):
+    """A training sample that cannot be used; the message names the sample (its index in the dataset)."""
 
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
+
+class SampleDropped(SampleError):
+    """A sample that cannot be encoded within the limits; ``reason`` is a short key used in the counts.
+    (Constructible from one message too, which is how dataloader workers re-raise it in the main process.)"""
+
+    def __init__(self, reason: str, detail: str | None = None):
+        super().__init__(reason if detail is None else f"{reason}: {detail}")
         self.reason = reason
 
 
@@ -339,7 +344,8 @@ class EncodedDataset:
     A sample that raises :class:`SampleDropped` is counted and replaced by the next index that encodes (wrapping
     around); the returned item carries ``dropped={reason: 1}`` for the requested index so the counts reach the
     trainer even from dataloader worker processes (one count per requested index: an epoch counts each
-    dropped sample once). With ``drop=False`` the error propagates instead (naming the index).
+    dropped sample once). With ``drop=False`` the error propagates instead (naming the index). Any other
+    problem of a sample (missing image, bad resized size, ...) raises :class:`SampleError` naming its index.
     """
 
     def __init__(self, conversations, encoder: ConversationEncoder, drop: bool = True):
@@ -368,8 +374,11 @@ class EncodedDataset:
                 if step == 0:  # a replacement that fails too is counted when its own index is requested
                     dropped[err.reason] += 1
                 continue
+            except SampleError:
+                raise
             except (ValueError, OSError, TypeError) as err:
-                raise type(err)(f"sample {i}: {err}") from err
+                raise SampleError(f"sample {i}: {err}") from err
             item["dropped"] = dict(dropped)
             return item
-        raise RuntimeError(f"every one of the {n} samples was dropped (sample {index}: {dict(dropped)})")
+        raise SampleError(f"every one of the {n} samples was dropped (sample {index}: {dict(dropped)}); raise "
+                          "data.max_length or use smaller images")
