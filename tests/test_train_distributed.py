@@ -57,7 +57,8 @@ WORKER = textwrap.dedent('''
         json.dump({"seen": data.seen, "losses": result.losses, "world": int(os.environ["WORLD_SIZE"]),
                    "accumulation": result.trainer.args.gradient_accumulation_steps,
                    "zero_stage": plugin.zero_stage if plugin else None,
-                   "engine": type(engine).__name__, "engine_stage": getattr(engine, "zero_optimization_stage", lambda: None)(),
+                   "engine": type(engine).__name__,
+                   "engine_stage": getattr(engine, "zero_optimization_stage", lambda: None)(),
                    "optimizer": type(getattr(engine, "optimizer", None)).__name__,
                    "backend": torch.distributed.get_backend(),
                    "step": result.global_step}, fh)

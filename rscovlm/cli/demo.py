@@ -11,7 +11,8 @@ def register(sub) -> None:
     from rscovlm.demo import DemoConfig
 
     parser = sub.add_parser(
-        "demo", help="train the offline tiny model on synthetic aerial scenes and score every task (~3 min on 2 CPU cores)",
+        "demo", help="train the offline tiny model on synthetic aerial scenes and score every task "
+                     "(~3 min on 2 CPU cores)",
         description="Build the offline tiny Qwen2.5-VL, generate synthetic scenes with classification, VQA, "
                     "grounding and detection samples, train, answer every prompt, print accuracy / Acc@0.5 / "
                     "AP_nc / mF1 and write overlay PNGs. With --model CHECKPOINT --steps 0 it evaluates a real "

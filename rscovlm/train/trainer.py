@@ -184,7 +184,8 @@ def _trainer_class():
                 for with_decay in (True, False):
                     chosen = [params[n] for n in names if params[n].requires_grad and ((n in decay) == with_decay)]
                     if chosen:
-                        groups.append({"params": chosen, "lr": lr, "name": f"{group}/{'decay' if with_decay else 'no_decay'}",
+                        groups.append({"params": chosen, "lr": lr,
+                                       "name": f"{group}/{'decay' if with_decay else 'no_decay'}",
                                        "weight_decay": self.args.weight_decay if with_decay else 0.0})
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             optimizer_kwargs.pop("lr", None)
