@@ -329,3 +329,12 @@ def test_cli_train_reports_unusable_samples_as_errors_naming_them(tiny_model_dir
     good.write_text(json.dumps(line) + "\n")
     assert main(common) == 2
     assert "sample 0: " in capsys.readouterr().err
+
+
+def test_values_transformers_rejects_become_config_errors(tmp_path):
+    from rscovlm.train.trainer import build_training_arguments
+
+    with pytest.raises(ConfigError, match=r"train.lr_scheduler_type: 'cosinee' is not one of .*'cosine'"):
+        build_training_arguments(build_config({}, [f"output_dir={tmp_path}", "lr_scheduler_type=cosinee"]))
+    with pytest.raises(ConfigError, match="train.report_to=wandbx: .*wandbx is not supported"):
+        build_training_arguments(build_config({}, [f"output_dir={tmp_path}", "report_to=wandbx"]))

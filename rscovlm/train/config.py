@@ -99,7 +99,8 @@ class TrainConfig:
     )
     seed: int = field(default=42, metadata={"help": "seed of weights init, shuffling and augmentation"})
     dataloader_num_workers: int = field(default=2, metadata={"help": "sample-building worker processes"})
-    report_to: str = field(default="none", metadata={"help": "transformers logging integrations (e.g. tensorboard)"})
+    report_to: str = field(default="none", metadata={"help": "transformers logging integrations, comma-separated "
+                                                             "(e.g. tensorboard), 'all' or 'none'"})
 
 
 @dataclass

@@ -81,11 +81,28 @@ def check_liger(enabled: bool) -> None:
         raise ConfigError("train.use_liger_kernel=true needs the liger-kernel package (install the 'gpu' extra)")
 
 
+def check_transformers_names(t) -> None:
+    """``train.lr_scheduler_type`` and ``train.report_to`` name things of ``transformers``: check them here so a
+    typo is an error naming the key, not a traceback from inside the Trainer."""
+    from transformers import SchedulerType
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    schedulers = [s.value for s in SchedulerType]
+    if t.lr_scheduler_type not in schedulers:
+        raise ConfigError(f"train.lr_scheduler_type: {t.lr_scheduler_type!r} is not one of {schedulers}")
+    for name in t.report_to.split(","):
+        name = name.strip()
+        if name not in ("none", "all") and name not in INTEGRATION_TO_CALLBACK:
+            raise ConfigError(f"train.report_to={t.report_to}: {name} is not supported; use none, all or one of "
+                              f"{', '.join(INTEGRATION_TO_CALLBACK)}")
+
+
 def build_training_arguments(cfg: Config, n_processes: int | None = None):
     """``transformers.TrainingArguments`` for ``cfg`` (accumulation from the world size)."""
     from transformers import TrainingArguments
 
     t = cfg.train
+    check_transformers_names(t)
     n_processes = n_processes or world_size()
     precision = resolve_precision(t.precision)
     checkpointing = {"auto": _cuda(), "true": True, "false": False}[t.gradient_checkpointing]
@@ -123,7 +140,7 @@ def build_training_arguments(cfg: Config, n_processes: int | None = None):
         data_seed=t.seed,
         dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=False,
-        report_to=t.report_to,
+        report_to=[name.strip() for name in t.report_to.split(",")] if "," in t.report_to else t.report_to,
         ddp_backend="gloo" if world_size() > 1 and not _cuda() else None,
         use_cpu=not _cuda(),
     )
