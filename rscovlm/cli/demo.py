@@ -38,7 +38,9 @@ def _demo(args) -> int:
     print()
     print(format_report(report))
     run = report["run"]
-    print(f"\ntrained on {run['train_samples']} samples from {cfg.scenes} scenes, also scored on {cfg.holdout} "
+    done = (f"trained {cfg.steps} steps on {run['train_samples']} samples" if cfg.steps
+            else f"no training ({run['model']} as is), scored {run['train_samples']} samples")
+    print(f"\n{done} from {cfg.scenes} scenes, also scored on {cfg.holdout} "
           f"unseen scenes; {run['seconds']:.0f} s. Report: {cfg.out}/report.json, answers: "
           f"{cfg.out}/responses.jsonl, {run['overlays']} overlays (ground truth | prediction): {cfg.out}/overlays/")
     return 0
