@@ -101,3 +101,13 @@ def test_cli_commands(tmp_path, capsys):
     (tmp_path / "det" / "Task1_plane.txt").write_text("P0000 0.5 1 2 3\n")
     assert main(["eval", "dota", "--gt-dir", gt, "--det-dir", det]) == 2
     assert "Task1_plane.txt:1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("resize", [{"original": [1000, "a"], "model": [812, 644]},
+                                    {"original": [1000, 800], "model": [812]}])
+def test_bad_resize_values_name_the_field(tmp_path, resize):
+    g = _write_gt(tmp_path)
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"image_id": "A", "response": "There is none.", "resize": resize}) + "\n")
+    with pytest.raises(ResponseFormatError, match=r"r.jsonl:1: bad \"resize\""):
+        eval_responses(path, g, seeds=1)

@@ -164,7 +164,7 @@ def _dota_sweep(args) -> int:
     test = dict(zip(names, args.test_det)) if args.test_det is not None else None
     res = _run(eval_dota_sweep, args.val_gt, val, args.test_gt, test, seeds=args.seeds, iou_thrs=args.iou_thrs,
                select=args.select, ap_mode=args.ap_mode, protocol=args.protocol, skip_invalid=args.skip_invalid,
-               plot=args.plot)
+               unknown_images=args.unknown_images, plot=args.plot)
     for name, entry in res["detectors"].items():
         v = entry["val"]
         best = v["thresholds"].index(v["best_threshold"])

@@ -319,7 +319,7 @@ def load_task1_dir(det_dir: str | os.PathLike, gt: GroundTruth, *, skip_invalid:
                 line_no = _line_of(path, first)
                 raise DotaFormatError(path, line_no, f"image {first!r} has no ground-truth file "
                                                      f"({int(unknown.sum())} such detections; "
-                                                     f"use unknown_images='ignore' to drop them)")
+                                                     f"unknown_images='ignore' or --unknown-images ignore drops them)")
             dropped += int(unknown.sum())
             keep = ~unknown
             image, scores, quads = image[keep], scores[keep], quads[keep]

@@ -68,8 +68,10 @@ def _plan_of(record: dict) -> ResizePlan:
     data = record.get("resize", record)
     if not isinstance(data, dict) or "original" not in data or "model" not in data:
         raise ValueError('needs "resize": {"original": [W, H], "model": [w, h]}')
-    plan = ResizePlan.from_dict(data)
-    return plan
+    try:
+        return ResizePlan.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'bad "resize" {data!r}: {err}') from None
 
 
 def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str = "dota-v1.0",
@@ -107,7 +109,8 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
         if image_id not in gt.index:
             if unknown_images == "error":
                 raise ResponseFormatError(f"{path}:{line_no}: image {image_id!r} has no ground-truth file "
-                                          f"(use unknown_images='ignore' to drop such responses)")
+                                          f"(unknown_images='ignore' or --unknown-images ignore drops such "
+                                          f"responses)")
             stats.dropped_unknown_image += 1
             continue
         stats.n_responses += 1
