@@ -277,3 +277,16 @@ def test_explicit_fpng_without_the_package_is_a_clear_error(monkeypatch):
     assert resolve_png_encoder("auto") == "opencv"
     with pytest.raises(ValueError, match="needs the fpng package"):
         resolve_png_encoder("fpng")
+
+
+@pytest.mark.parametrize("kwargs, field", [({"img_rate_thr": float("nan")}, "img_rate_thr"),
+                                           ({"img_rate_thr": float("inf")}, "img_rate_thr"),
+                                           ({"iof_thr": float("nan")}, "iof_thr"),
+                                           ({"padding_value": 256}, "padding_value"),
+                                           ({"padding_value": -1}, "padding_value")])
+def test_config_rejects_values_that_would_split_nothing_or_crash(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SplitConfig(**kwargs)
+    if "img_rate_thr" in kwargs:  # the window function alone as well (a NaN threshold kept no window)
+        with pytest.raises(ValueError, match="img_rate_thr"):
+            sliding_windows(500, 500, 100, 20, kwargs["img_rate_thr"])

@@ -80,6 +80,10 @@ class SplitConfig:
             raise ValueError(f"gap must be in [0, size), got gap={self.gap} size={self.size}")
         if not (0 <= self.iof_thr < 1):
             raise ValueError(f"iof_thr must be in [0, 1), got {self.iof_thr}")
+        _check_img_rate_thr(self.img_rate_thr)
+        if not (isinstance(self.padding_value, (int, np.integer)) and 0 <= self.padding_value <= 255):
+            raise ValueError(f"padding_value must be an integer in [0, 255] (8-bit pixels), got "
+                             f"{self.padding_value!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.missing_labels not in ("error", "empty"):
@@ -89,6 +93,11 @@ class SplitConfig:
 
 
 # ---- windows and objects -----------------------------------------------------------------------------------
+
+def _check_img_rate_thr(value: float) -> None:
+    if not math.isfinite(value):  # NaN would keep no window at all, silently
+        raise ValueError(f"img_rate_thr must be a finite number, got {value}")
+
 
 def _axis_starts(length: int, size: int, step: int) -> list[int]:
     n = 1 if length <= size else math.ceil((length - size) / step + 1)
@@ -103,6 +112,7 @@ def sliding_windows(width: int, height: int, size: int = 1024, gap: int = 200,
     """``(M, 4)`` int64 windows ``x1, y1, x2, y2`` (x-major order) of a ``width`` x ``height`` image."""
     if not 0 <= gap < size:
         raise ValueError(f"gap must be in [0, size), got gap={gap} size={size}")
+    _check_img_rate_thr(img_rate_thr)
     step = size - gap
     xs, ys = _axis_starts(width, size, step), _axis_starts(height, size, step)
     start = np.array([(x, y) for x in xs for y in ys], dtype=np.int64)
