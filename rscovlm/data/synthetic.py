@@ -127,7 +127,18 @@ class SceneConfig:
         unknown = [c for c in self.categories if c not in STYLES]
         if unknown:
             raise ValueError(f"unknown synthetic categories {unknown}; choose from {sorted(STYLES)}")
+        if not self.categories:
+            raise ValueError("categories must name at least one category")
         self.categories = tuple(self.categories)
+        for name in ("density", "roads_per_megapixel"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.object_scale) and self.object_scale > 0):
+            raise ValueError(f"object_scale must be a finite number > 0, got {self.object_scale}")
+        if self.num_objects is not None and self.num_objects < 0:
+            raise ValueError(f"num_objects must be >= 0, got {self.num_objects}")
+        if self.parcel_size < 1:
+            raise ValueError(f"parcel_size must be >= 1, got {self.parcel_size}")
 
 
 @dataclass
