@@ -101,6 +101,9 @@ def test_cli_commands(tmp_path, capsys):
     (tmp_path / "det" / "Task1_plane.txt").write_text("P0000 0.5 1 2 3\n")
     assert main(["eval", "dota", "--gt-dir", gt, "--det-dir", det]) == 2
     assert "Task1_plane.txt:1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an unknown vocabulary is a usage error, not a KeyError traceback
+        main(["eval", "responses", "--responses", str(out), "--gt-dir", gt, "--categories", "dota-v9"])
+    assert "invalid choice: 'dota-v9'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("resize", [{"original": [1000, "a"], "model": [812, 644]},

@@ -38,6 +38,8 @@ def _options(p, *, thr: bool = True, mode: bool = True) -> None:
 
 
 def register(sub) -> None:
+    from rscovlm.protocol.categories import CATEGORY_SETS
+
     group = add_group(sub, "eval", "evaluate detections: DOTA mAP (devkit / MMRotate protocols), AP_nc, "
                                    "threshold sweep, mF1, model responses")
 
@@ -83,8 +85,8 @@ def register(sub) -> None:
     p.add_argument("--gt-dir", required=True, help="labelTxt folder")
     p.add_argument("--seeds", type=int, default=10, help="number of random seeds (default 10)")
     p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95", help="AP_nc metrics (as in dota-nc)")
-    p.add_argument("--categories", default="dota-v1.0", help="category vocabulary (dota-v1.0, dota-v1.5, "
-                                                              "dota-v2.0)")
+    p.add_argument("--categories", default="dota-v1.0", choices=sorted(CATEGORY_SETS),
+                   help="category vocabulary of the responses' labels")
     _options(p)
     p.set_defaults(handler=_responses)
 
