@@ -1,5 +1,5 @@
-"""Threshold arguments of the metric functions: NaN or out-of-range values are errors naming the argument, not a
-silent score of 0; the sweep passes ``unknown_images`` through."""
+"""Argument and input checks of the metric functions: NaN or out-of-range thresholds are errors naming the
+argument, not a silent score of 0; an empty label folder is an error; the sweep passes ``unknown_images``."""
 
 import math
 
@@ -50,3 +50,10 @@ def test_sweep_passes_unknown_images(tmp_path):
                           unknown_images="ignore")
     assert out["detectors"]["a"]["val"]["mean"]["AP_nc50"] == [pytest.approx(1.0)]
     assert out["detectors"]["a"]["test"]["dropped_unknown_image"] == 1
+
+
+def test_label_folder_without_label_files_is_an_error(tmp_path):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "det").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no .txt label files"):
+        eval_dota(tmp_path / "gt", tmp_path / "det")

@@ -202,7 +202,10 @@ def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> Gro
     directory = Path(gt_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"label directory {directory} does not exist")
-    fast = _load_gt_fast(_txt_files(directory, ""))
+    files = _txt_files(directory, "")
+    if not files:  # almost always the wrong folder (e.g. the dataset root instead of labelTxt/)
+        raise FileNotFoundError(f"label directory {directory} holds no .txt label files")
+    fast = _load_gt_fast(files)
     if fast is not None:
         return fast
     labels = dota_io.read_labeltxt_dir(gt_dir, skip_invalid=skip_invalid)
