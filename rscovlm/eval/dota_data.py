@@ -135,7 +135,7 @@ def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
     image_ids = [p.stem for p in paths]
     if len(buf) == 0:
         return GroundTruth(image_ids, {})
-    if _ODD[buf].any():
+    if _needs_careful_reader(buf):
         return None
     is_ws = _WS[buf]
     tok_s, tok_e = _token_spans(buf, is_ws)
@@ -230,8 +230,17 @@ def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> Gro
 
 _WS = np.zeros(256, bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
-_ODD = np.zeros(256, bool)  # bytes where str.split() and this fast path could disagree
-_ODD[[b for b in range(32) if not _WS[b]] + list(range(127, 256))] = True
+_ODD = np.zeros(256, bool)  # bytes where str.split() / str.splitlines() and this fast path could disagree
+_ODD[[b for b in range(32) if not _WS[b]] + [11, 12] + list(range(127, 256))] = True  # 11, 12 break lines
+
+
+def _needs_careful_reader(buf: np.ndarray) -> bool:
+    """True when the careful reader's ``str.splitlines()`` could see other lines than the fast path (which breaks
+    only at ``\n``): odd bytes (control, ``\x0b``/``\x0c``, non-ASCII) or a ``\r`` not followed by ``\n``."""
+    if _ODD[buf].any():
+        return True
+    cr = np.flatnonzero(buf == 13)
+    return bool(len(cr)) and bool(np.any(buf[np.minimum(cr + 1, len(buf) - 1)] != 10) or cr[-1] == len(buf) - 1)
 
 
 def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
@@ -243,7 +252,7 @@ def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     buf = np.frombuffer(raw, np.uint8)
-    if _ODD[buf].any():
+    if _needs_careful_reader(buf):
         return None
     is_ws = _WS[buf]
     if is_ws.all():
