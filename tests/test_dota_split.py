@@ -290,3 +290,17 @@ def test_config_rejects_values_that_would_split_nothing_or_crash(kwargs, field):
     if "img_rate_thr" in kwargs:  # the window function alone as well (a NaN threshold kept no window)
         with pytest.raises(ValueError, match="img_rate_thr"):
             sliding_windows(500, 500, 100, 20, kwargs["img_rate_thr"])
+
+
+@pytest.mark.parametrize("damage", ["header", "truncated"])
+def test_unreadable_image_is_an_error_naming_the_file(tmp_path, capsys, damage):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)  # noise: the PNG has many data bytes to cut
+    img_dir, ann_dir = _write_case(tmp_path, image, "")
+    png = (img_dir / "P9.png").read_bytes()
+    (img_dir / "P9.png").write_bytes(b"not an image" if damage == "header" else png[:len(png) // 2])
+    cv2.imwrite(str(img_dir / "Q1.png"), image)  # a good image too, so that two workers really split in parallel
+    for workers in ("1", "2"):
+        rc = main(["dota", "split", "--img-dir", str(img_dir), "--out-dir", str(tmp_path / f"o{workers}"),
+                   "--size", "64", "--gap", "16", "--no-progress", "--workers", workers])
+        assert rc == 2 and "P9.png" in capsys.readouterr().err

@@ -227,12 +227,16 @@ def decode_rgb(path: str | os.PathLike) -> np.ndarray:
             except ImportError:
                 imagecodecs = None
             if imagecodecs is not None:
-                rgb = imagecodecs.spng_decode(head + f.read())
-                if rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8:  # a tRNS chunk adds alpha
+                try:
+                    rgb = imagecodecs.spng_decode(head + f.read())
+                except Exception:  # damaged file: OpenCV decides, as in img_split (imagecodecs' errors vary)
+                    rgb = None
+                # a tRNS chunk adds alpha: OpenCV then decodes it the way img_split sees it
+                if rgb is not None and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8:
                     return rgb
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"{path}: OpenCV cannot decode this image")
+        raise ValueError(f"{path}: OpenCV cannot decode this image (damaged or not an image)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -293,8 +297,11 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None
-    with Image.open(path) as im:
-        return im.size
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, SyntaxError) as err:  # UnidentifiedImageError is an OSError; broken headers raise either
+        raise ValueError(f"{path}: cannot read the image header ({err})") from None
 
 
 def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, encoder: str | None = None
