@@ -93,6 +93,8 @@ def test_cli_commands(tmp_path, capsys):
     assert list(nc["metrics"]) == ["AP_nc50", "AP_nc50:95"] and len(nc["metrics"]["AP_nc50"]["per_seed"]) == 2
     assert main(["eval", "dota-f1", "--gt-dir", gt, "--det-dir", det, "--json", str(tmp_path / "f1.json")]) == 0
     assert "mF1" in json.loads((tmp_path / "f1.json").read_text())
+    with pytest.raises(SystemExit):  # mF1 has no AP mode: the flag is refused, not silently ignored
+        main(["eval", "dota-f1", "--gt-dir", gt, "--det-dir", det, "--ap-mode", "area"])
     assert main(["eval", "dota-sweep", "--val-gt", gt, "--val-det", det, "--test-gt", gt, "--test-det", det,
                  "--seeds", "1", "--iou-thrs", "0.5", "--plot", str(tmp_path / "p.png"),
                  "--json", str(tmp_path / "s.json")]) == 0

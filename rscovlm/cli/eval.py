@@ -75,7 +75,7 @@ def register(sub) -> None:
     p.set_defaults(handler=_dota_sweep)
 
     p = group.add_parser("dota-f1", help="precision/recall/F1 with one-to-one matching; mF1 and micro")
-    _common(p)
+    _common(p, mode=False)  # mF1 has no AP mode
     p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this (default 0)")
     p.set_defaults(handler=_dota_f1)
 
