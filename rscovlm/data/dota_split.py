@@ -276,6 +276,8 @@ def resolve_png_encoder(name: str) -> str:
 
 @dataclass
 class ImageTask:
+    """One image to split: its path, its label file and its size in pixels (from the header)."""
+
     image_path: str
     label_path: str | None  # None: no labels for this split (or a missing file under missing_labels='empty')
     width: int
@@ -284,6 +286,8 @@ class ImageTask:
 
 @dataclass
 class ImageResult:
+    """What splitting one image did: patches written, objects read, (object, patch) pairs kept."""
+
     image_path: str
     patches: int
     objects: int
@@ -343,6 +347,9 @@ def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, e
 
 @dataclass
 class SplitReport:
+    """Totals of :func:`split_dataset` (``kept_objects`` counts (object, patch) pairs, so an object cut by two
+    windows counts twice) and everything left out: missing label files, ignored files, skipped label lines."""
+
     images: int = 0
     patches: int = 0
     objects: int = 0

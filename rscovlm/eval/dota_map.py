@@ -295,11 +295,15 @@ def match_ranked(ov: ClassOverlaps, order: np.ndarray, iou_thr: float) -> tuple[
 
 
 def ap_from_matches(tp: np.ndarray, fp: np.ndarray, num_pos: int, mode: str, dtype) -> float:
+    """AP of boolean TP/FP flags in ranking order (``num_pos`` positives)."""
     return float(average_precision(np.cumsum(tp), np.cumsum(fp), num_pos, mode, dtype)[0])
 
 
 @dataclass
 class ClassAP:
+    """One class at one IoU threshold: ``num_gt`` positives (the recall denominator), ``num_det`` detections
+    scored, ``num_tp`` of them true positives; ``recall``/``precision`` at the end of the ranked list."""
+
     ap: float
     num_gt: int
     num_det: int

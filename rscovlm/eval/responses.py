@@ -42,6 +42,9 @@ class ResponseFormatError(ValueError):
 
 @dataclass
 class ResponseStats:
+    """Parsing counts over a responses file: fragments (one per object the model tried to write), unreadable
+    ones, unknown labels, non-finite boxes, ``There is none.`` answers, and what was left out."""
+
     n_responses: int = 0
     n_fragments: int = 0
     n_unparsed: int = 0
