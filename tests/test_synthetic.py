@@ -54,6 +54,9 @@ def test_config_controls_count_scale_and_categories():
     np.testing.assert_allclose(objs.boxes.areas()[:4], small.boxes.areas()[:4] * 1.5 ** 2)
     with pytest.raises(ValueError, match="unknown synthetic categories"):
         SceneConfig(categories=("submarine",))
+    # overrides apply on top of a given config (they were silently ignored)
+    _, two = generate_scene(448, 448, seed=2, config=SceneConfig(categories=("storage-tank",)), num_objects=2)
+    assert len(two) == 2 and set(two.labels) == {"storage-tank"}
 
 
 def test_tiles_render_exactly_the_whole_scene():

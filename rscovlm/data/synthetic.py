@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -380,9 +380,10 @@ def generate_scene(width: int, height: int, seed: int = 0, config: SceneConfig |
                    ) -> tuple[np.ndarray, ObjectSet]:
     """``(RGB uint8 image (height, width, 3), ObjectSet of normalized quads in original pixels)``.
 
-    Keyword ``overrides`` set :class:`SceneConfig` fields (e.g. ``num_objects=5, object_scale=2``). Holds the
-    whole image in memory: use :func:`write_scene` for very large scenes."""
-    config = config or SceneConfig(**overrides)
+    Keyword ``overrides`` set :class:`SceneConfig` fields (e.g. ``num_objects=5, object_scale=2``), on top of
+    ``config`` when both are given. Holds the whole image in memory: use :func:`write_scene` for very large
+    scenes."""
+    config = replace(config, **overrides) if config is not None else SceneConfig(**overrides)
     scene = plan_scene(width, height, seed, config)
     return scene.render(), scene.objects
 
