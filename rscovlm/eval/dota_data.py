@@ -110,6 +110,20 @@ def _gather_tokens(buf: np.ndarray, tok_s: np.ndarray, tok_e: np.ndarray) -> tup
     return data.view(f"S{width}").ravel(), pos[inside]
 
 
+def _parse_numbers(text: np.ndarray, rows: int, cols: int) -> np.ndarray | None:
+    """The whitespace-separated numbers of the bytes ``text`` as a ``(rows, cols)`` float64 array, or ``None``
+    when a token is not a number, the count differs or a value is not finite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns when it stops at a bad token
+        try:
+            values = np.fromstring(text.tobytes(), sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    if values.size != rows * cols or not np.isfinite(values).all():
+        return None
+    return values.reshape(rows, cols)
+
+
 def _txt_files(directory: Path, prefix: str) -> list[Path]:
     """``prefix*.txt`` files of ``directory`` sorted by name (what ``sorted(glob)`` gives, without building and
     comparing thousands of Path objects)."""
@@ -177,15 +191,9 @@ def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
     inside = cols < (sel_e - sel_s)[:, None]
     pos = (sel_s[:, None] + cols)[inside]
     numbers[pos] = buf[pos]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            values = np.fromstring(numbers.tobytes(), sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
-    if values.size != 8 * n or not np.isfinite(values).all():
+    quads = _parse_numbers(numbers, n, 8)
+    if quads is None:
         return None
-    quads = values.reshape(n, 8)
     difficult = (diff_byte - 48).astype(np.int64)
     image = file_of_line[np.flatnonzero(obj_line)]
     uniq, inverse = np.unique(names, return_inverse=True)
@@ -276,16 +284,10 @@ def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.
     uniq, inverse = np.unique(id_bytes.view(f"S{width}").ravel(), return_inverse=True)
     numbers = buf.copy()
     numbers[pos[inside]] = 32  # blank the ids; what is left is 9 numbers per line
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            values = np.fromstring(numbers.tobytes(), sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
     n = len(tok_s)
-    if values.size != 9 * n or not np.isfinite(values).all():
+    values = _parse_numbers(numbers, n, 9)
+    if values is None:
         return None
-    values = values.reshape(n, 9)
     return [u.decode("ascii") for u in uniq], inverse.reshape(-1), values[:, 0].copy(), \
         np.ascontiguousarray(values[:, 1:])
 
