@@ -50,6 +50,10 @@ def test_sweep_passes_unknown_images(tmp_path):
                           unknown_images="ignore")
     assert out["detectors"]["a"]["val"]["mean"]["AP_nc50"] == [pytest.approx(1.0)]
     assert out["detectors"]["a"]["test"]["dropped_unknown_image"] == 1
+    assert out["detectors"]["a"]["val"]["dropped_unknown_image"] == 1  # what was left out of val is reported too
+    (det / "Task1_plane.txt").write_text("img0 0.9 0 0 8 0 8 2 0 2\nimg0 0.8 0 0 8 0 8 2 0\n")
+    out = eval_dota_sweep(gt, {"a": det}, thresholds=[0.0], seeds=1, iou_thrs="0.5", skip_invalid=True)
+    assert out["detectors"]["a"]["val"]["skipped_lines"] == 1
 
 
 def test_label_folder_without_label_files_is_an_error(tmp_path):

@@ -107,14 +107,15 @@ def _run(fn, *args, **kwargs):
         raise CliError(str(err)) from err
 
 
-def _notes(result: dict) -> None:
+def _notes(result: dict, where: str = "") -> None:
+    note = f"note ({where})" if where else "note"
     if result.get("skipped_lines"):
-        print(f"note: skipped {result['skipped_lines']} malformed line(s) (--skip-invalid)", file=sys.stderr)
+        print(f"{note}: skipped {result['skipped_lines']} malformed line(s) (--skip-invalid)", file=sys.stderr)
     if result.get("dropped_unknown_image"):
-        print(f"note: dropped {result['dropped_unknown_image']} detection(s) on images without ground truth",
+        print(f"{note}: dropped {result['dropped_unknown_image']} detection(s) on images without ground truth",
               file=sys.stderr)
     if result.get("missing_det_files"):
-        print(f"note: no Task1 file for {', '.join(result['missing_det_files'])} (scored as no detections)",
+        print(f"{note}: no Task1 file for {', '.join(result['missing_det_files'])} (scored as no detections)",
               file=sys.stderr)
 
 
@@ -176,6 +177,9 @@ def _dota_sweep(args) -> int:
             line += "; test " + ", ".join(f"{m} {100 * r['mean']:.2f}±{100 * r['std']:.2f}"
                                           for m, r in entry["test"]["metrics"].items())
         print(line)
+        _notes(v, f"{name}, val")
+        if "test" in entry:
+            _notes(entry["test"], f"{name}, test")
     if args.plot:
         print(f"plot: {args.plot}")
     _write_json(args.json_out, res)

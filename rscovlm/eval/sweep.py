@@ -8,7 +8,7 @@ and drawn on one plot (:func:`rscovlm.viz.plots.plot_threshold_sweep`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,7 +18,8 @@ from rscovlm.eval.dota_map import compute_overlaps, load_pair
 
 @dataclass
 class SweepCurve:
-    """One detector's curve: per metric, ``mean`` and ``std`` over seeds at each threshold."""
+    """One detector's curve: per metric, ``mean`` and ``std`` over seeds at each threshold; what reading left
+    out (as in :func:`rscovlm.eval.dota_map.eval_dota`)."""
 
     name: str
     thresholds: list[float]
@@ -26,10 +27,15 @@ class SweepCurve:
     std: dict[str, list[float]]
     best_threshold: float
     select: str
+    skipped_lines: int = 0
+    dropped_unknown_image: int = 0
+    missing_det_files: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"thresholds": self.thresholds, "mean": self.mean, "std": self.std,
-                "best_threshold": self.best_threshold, "select": self.select}
+                "best_threshold": self.best_threshold, "select": self.select, "skipped_lines": self.skipped_lines,
+                "dropped_unknown_image": self.dropped_unknown_image,
+                "missing_det_files": list(self.missing_det_files)}
 
 
 def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_THRS, seeds=10,
@@ -44,7 +50,8 @@ def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_TH
     mean = {m: table.metric_per_seed(m).mean(axis=1).tolist() for m in table.metrics}
     std = {m: table.metric_per_seed(m).std(axis=1).tolist() for m in table.metrics}
     best = int(np.argmax(np.asarray(mean[select])))  # first maximum = lowest threshold on ties
-    return SweepCurve(name, [float(t) for t in table.score_thrs], mean, std, table.score_thrs[best], select)
+    return SweepCurve(name, [float(t) for t in table.score_thrs], mean, std, table.score_thrs[best], select,
+                      len(gt.skipped) + len(dets.skipped), dets.dropped_unknown_image, list(dets.missing_files))
 
 
 def eval_dota_sweep(val_gt, val_dets: dict, test_gt=None, test_dets: dict | None = None, *,
