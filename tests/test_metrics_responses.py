@@ -116,3 +116,15 @@ def test_bad_resize_values_name_the_field(tmp_path, resize):
     path.write_text(json.dumps({"image_id": "A", "response": "There is none.", "resize": resize}) + "\n")
     with pytest.raises(ResponseFormatError, match=r"r.jsonl:1: bad \"resize\""):
         eval_responses(path, g, seeds=1)
+
+
+def test_skipped_label_lines_are_counted(tmp_path, capsys):
+    g = _write_gt(tmp_path)
+    (g / "C.txt").write_text("1 2 3 nan 5 6 7 8 plane 0\n")
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"image_id": "A", "response": "There is none.", "resize": PLAN}) + "\n{bad\n")
+    r = eval_responses(path, g, seeds=1, skip_invalid=True)
+    assert r["skipped_lines"] == 2 and r["parsing"]["skipped_lines"] == 1  # one label line, one jsonl line
+    assert main(["eval", "responses", "--responses", str(path), "--gt-dir", str(g), "--seeds", "1",
+                 "--skip-invalid"]) == 0
+    assert "skipped 2 malformed line(s)" in capsys.readouterr().err

@@ -215,5 +215,6 @@ def _responses(args) -> int:
     print(f"mF1 {100 * res['f1']['mF1']:.2f} (IoU {args.iou_thr}); responses {pr['n_responses']}, unparsed "
           f"{100 * pr['unparsed_fraction']:.2f}% of {pr['n_fragments']} fragments, "
           f"{pr['images_without_response']} image(s) without a response")
+    _notes(res)
     _write_json(args.json_out, res)
     return 0

@@ -143,7 +143,8 @@ def eval_responses(responses: str | os.PathLike, gt, *, iou_thr: float = 0.5, se
                    iou_thrs: str = DEFAULT_IOU_SPEC, ap_mode: str = "11point", protocol: str = "dota",
                    categories: str = "dota-v1.0", skip_invalid: bool = False, unknown_images: str = "error") -> dict:
     """AP_nc (``metrics``/``per_class``, as :func:`rscovlm.eval.ap_nc.eval_dota_nc`), mF1 at ``iou_thr``
-    (``f1``) and parsing statistics (``parsing``) of a responses jsonl. Also ``rscovlm eval responses``."""
+    (``f1``) and parsing statistics (``parsing``) of a responses jsonl; ``skipped_lines`` counts the label and
+    jsonl lines left out with ``skip_invalid``. Also ``rscovlm eval responses``."""
     if not isinstance(gt, GroundTruth):
         gt = load_gt_dir(gt, skip_invalid=skip_invalid)
     dets, stats = load_responses(responses, gt, categories=categories, skip_invalid=skip_invalid,
@@ -152,4 +153,5 @@ def eval_responses(responses: str | os.PathLike, gt, *, iou_thr: float = 0.5, se
     table = ap_nc_table(overlaps, score_thrs=[0.0], seeds=seeds, iou_spec=iou_thrs, ap_mode=ap_mode)
     return {"classes": table.classes, **table.summary(0), "seeds": table.seeds, "iou_thrs": table.iou_thrs,
             "f1": f1_from_overlaps(overlaps, iou_thr=iou_thr), "parsing": stats.to_dict(), "protocol": protocol,
-            "ap_mode": ap_mode}
+            "ap_mode": ap_mode, "skipped_lines": len(gt.skipped) + len(stats.skipped),
+            "dropped_unknown_image": stats.dropped_unknown_image}
