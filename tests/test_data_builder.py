@@ -201,3 +201,20 @@ def test_eval_prompts_match_snapshot():
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(json.dumps(current, indent=1) + "\n")
     assert json.loads(SNAPSHOT.read_text()) == json.loads(json.dumps(current))
+
+
+def test_open_ended_phrases_read_as_sentences_in_every_template():
+    """Every detection template takes both a category list and an open-ended phrase: no "Detect all all the
+    visible objects" / "Find every every object you can see"."""
+    import re
+
+    from rscovlm.protocol.prompts import load_prompt_set
+
+    templates = load_prompt_set("default").detection
+    quantifiers = re.compile(r"\b(all|every|each)\s+(all|every|each)\b", re.IGNORECASE)
+    for form in ("plain", "json"):
+        for kind in ("hbb", "obb", "quad"):
+            for template in templates.get(form, kind):
+                for phrase in templates.open_ended + ("plane, ship",):
+                    prompt = template.format(categories=phrase)
+                    assert not quantifiers.search(prompt), prompt

@@ -12,7 +12,7 @@ Output (a plain dict, the "conversation dict" of the trainer's dataset)::
         {"role": "system", "content": [{"type": "text", "text": ...}]},          # only with system_prompt
         {"role": "user", "content": [
             {"type": "image", "image": "/abs/or/rel/path.png", "resized_width": w, "resized_height": h},
-            {"type": "text", "text": "Detect all plane, ship in the image. ..."}]},
+            {"type": "text", "text": "Detect plane, ship in the image. ..."}]},
         {"role": "assistant", "content": [{"type": "text", "text": "plane: (12,30),(40,30),..."}]}],
      "meta": {"id", "unit", "source", "task", "form": "plain"|"json"|None, "box_kind",
               "plans": [{"original": [W, H], "model": [w, h]}, ...],          # one per image
