@@ -311,3 +311,53 @@ def test_geochat_zero_width_box_next_to_rotated_box_makes_quads(tmp_path):
     np.testing.assert_allclose(Boxes(np.array(rec["boxes"][0]["values"]), "quad").to("hbb").data[0], [10, 20, 10, 40])
     assert rep.changes["geochat:box:hbb_as_quad"] == 1 and rep.changes["geochat:box:obb_as_quad"] == 1
     assert rec["messages"][0]["content"][1]["text"].endswith("Give the quadrilateral box of each object you mention.")
+
+
+def test_descriptors_removed_in_every_user_turn(tmp_path):
+    """GeoChat multi-turn records repeat the tag in later questions; a system turn may come first. Every tag goes,
+    and the box-kind sentence is appended to the turn that carried it (never to the system message)."""
+    image(tmp_path / "img", "P1.png", (800, 600))
+    recs = [{"id": "m1", "image": "P1.png", "conversations": [
+        {"from": "human", "value": "<image>\nHow many cars are there?"}, {"from": "gpt", "value": "Two."},
+        {"from": "human", "value": "[refer] Where is <p>the red car</p>?"},
+        {"from": "gpt", "value": "{<10><20><30><40>}"}]},
+        {"id": "m2", "image": "P1.png", "conversations": [
+            {"from": "system", "value": "You are a helpful assistant."},
+            {"from": "human", "value": "<image>\n[refer] Where is <p>the car</p>?"},
+            {"from": "gpt", "value": "{<10><20><30><40>|<20>}"},
+            {"from": "human", "value": "[identify] What is at {<50><50><60><70>}"},
+            {"from": "gpt", "value": "A house."}]}]
+    inp = write_json_array(tmp_path / "g.json", recs)
+    rep = run("geochat", inp, tmp_path / "out.jsonl", tmp_path / "img")
+    out = records(tmp_path / "out.jsonl")
+    texts = [[p["text"] for p in m["content"] if p["type"] == "text"] for r in out for m in r["messages"]]
+    assert not any("[" in t for ts in texts for t in ts), texts
+    assert out[0]["task"] == "referring"
+    assert out[0]["messages"][2]["content"][0]["text"] == (
+        "Where is the red car? Answer with its horizontal bounding box.")
+    assert out[1]["messages"][0]["content"][0]["text"] == "You are a helpful assistant."
+    assert out[1]["messages"][1]["content"][1]["text"] == "Where is the car? Answer with its oriented bounding box."
+    assert out[1]["messages"][3]["content"][0]["text"] == "What is at <box:1>"
+    assert rep.changes["geochat:descriptor_removed:[refer]"] == 2
+    assert rep.changes["geochat:descriptor_removed:[identify]"] == 1
+    # VHM: the prefix of each question decides how its answer is read
+    vhm = write_json_array(tmp_path / "v.json", [{"image": "a.png", "size": [90, 90], "conversations": [
+        {"value": "{VQA}How many tanks?"}, {"value": "2 [sic]"}, {"value": "{VG}the left tank"},
+        {"value": "[1, 2, 30, 40]"}]}])
+    run("vhm", vhm, tmp_path / "v.jsonl")
+    (v,) = records(tmp_path / "v.jsonl")
+    assert [m["content"][-1]["text"] for m in v["messages"]] == [
+        "How many tanks?", "2 [sic]", "the left tank. Answer with its horizontal bounding box.", "<box:0>"]
+    assert v["task"] == "vqa" and v["boxes"][0]["values"] == [1.0, 2.0, 30.0, 40.0]
+
+
+def test_duplicate_source_ids_stay_unique_and_are_counted(tmp_path):
+    """GeoChat holds several conversations per image under one id; the output must still pass validation."""
+    image(tmp_path / "img", "P1.png", (800, 600))
+    recs = [dict(GEOCHAT[2], id="same"), dict(GEOCHAT[2], id="same"), dict(GEOCHAT[2], id="same")]
+    inp = write_json_array(tmp_path / "g.json", recs)
+    rep = run("geochat", inp, tmp_path / "out.jsonl", tmp_path / "img")
+    ids = [r["id"] for r in records(tmp_path / "out.jsonl")]
+    assert ids == ["geochat/same", "geochat/same#2", "geochat/same#3"]
+    assert rep.changes["geochat:duplicate_id_renamed"] == 2
+    assert validate_file(tmp_path / "out.jsonl") == []

@@ -261,6 +261,7 @@ class Converter:
     def records(self) -> Iterator[dict]:
         """Unified records; malformed input raises or (``skip_invalid``) is dropped and counted."""
         validate = validate_conversation if self.output_kind == "conversation" else validate_grounding
+        seen: dict[str, int] = {}  # output id -> how many records used it
         for line, raw in self.iter_input():
             self.report.records_in += 1
             try:
@@ -276,8 +277,25 @@ class Converter:
                     raise
                 self.report.drop(f"malformed: {err.problem.field or 'record'}", str(err.problem))
                 continue
+            if "id" in rec:
+                self._unique_id(rec, seen)
             self.report.records_out += 1
             yield rec
+
+    def _unique_id(self, rec: dict, seen: dict[str, int]) -> None:
+        """Sources reuse ids (GeoChat: several conversations per image under the image's id); the unified file
+        needs unique ones, so the k-th repeat becomes ``id#k`` (counted)."""
+        rid = rec["id"]
+        if rid not in seen:
+            seen[rid] = 1
+            return
+        k = seen[rid]
+        while f"{rid}#{k}" in seen or k == 1:
+            k += 1
+        seen[rid] = k
+        rec["id"] = f"{rid}#{k}"
+        seen[rec["id"]] = 1
+        self.change("duplicate_id_renamed")
 
     def run(self) -> ConversionReport:
         start = time.perf_counter()
