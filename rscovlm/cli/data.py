@@ -12,7 +12,7 @@ def register(sub) -> None:
     group = add_group(sub, "data", "Data curation: convert, validate, mixture statistics, previews")
 
     p = group.add_parser("convert", help="convert one source to unified records (+ OUT.report.json)")
-    p.add_argument("--source", required=True, help="source name (see --list)")
+    p.add_argument("--source", required=True, help="source name (see `rscovlm data sources`)")
     p.add_argument("--in", dest="input", required=True, help="source file or folder")
     p.add_argument("--images", default=None, help="image root of the source (paths stay relative to it)")
     p.add_argument("--out", required=True, help="output file (.jsonl, or .json for COCO detection)")
@@ -104,12 +104,13 @@ def _mix_stats(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
+    from rscovlm.data.builder import BuildError
     from rscovlm.data.mixture import MixtureError
     from rscovlm.data.preview import render_preview
 
     try:
         index = render_preview(args.config, args.out, n=args.n, epoch=args.epoch, eval_mode=args.eval)
-    except (MixtureError, FileNotFoundError) as err:
+    except (MixtureError, BuildError, FileNotFoundError) as err:
         raise CliError(str(err))
     print(f"wrote {index}")
     return 0

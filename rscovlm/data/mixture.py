@@ -42,6 +42,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import yaml
 
+from rscovlm.data.builder import BuildConfig, BuildError, SampleBuilder
 from rscovlm.data.records import RECORD_KINDS, iter_jsonl, read_coco
 
 
@@ -143,8 +144,6 @@ class MixtureConfig:
         builder = raw.get("builder") or {}
         if not isinstance(builder, dict):
             raise MixtureError(f"{where}: builder: expected a mapping")
-        from rscovlm.data.builder import BuildConfig
-
         try:
             BuildConfig.from_dict(builder)
         except (TypeError, ValueError) as err:
@@ -159,17 +158,19 @@ class JsonlStore:
 
     def __init__(self, path: str):
         self.path = path
-        offsets = []
+        offsets, line_nos = [], []
         pos = 0
         try:
             with open(path, "rb") as fh:
-                for line in fh:
+                for line_no, line in enumerate(fh, 1):
                     if line.strip():
                         offsets.append(pos)
+                        line_nos.append(line_no)
                     pos += len(line)
         except FileNotFoundError:
             raise MixtureError(f"{path}: unit file not found") from None
         self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.line_nos = np.asarray(line_nos, dtype=np.int64)
         self._fh = None
         self._pid = None
 
@@ -186,6 +187,10 @@ class JsonlStore:
         for _, rec in iter_jsonl(self.path):
             yield rec
 
+    def where(self, i: int) -> str:
+        """``file:line`` of record ``i`` (for error messages)."""
+        return f"{self.path}:{int(self.line_nos[i])}"
+
     def __getstate__(self) -> dict:  # picklable for DataLoader workers (file handles are reopened)
         return {**self.__dict__, "_fh": None, "_pid": None}
 
@@ -200,10 +205,11 @@ class CocoStore:
 
     def __init__(self, path: str):
         try:
-            coco, _ = read_coco(path)
+            coco, lines = read_coco(path)
         except FileNotFoundError:
             raise MixtureError(f"{path}: unit file not found") from None
         self.path = path
+        self._lines = lines.get("images", [])
         self.info = coco.get("info") or {}
         cats = sorted(coco["categories"], key=lambda c: c["id"])
         self.categories = [c["name"] for c in cats]
@@ -228,6 +234,10 @@ class CocoStore:
 
     def __iter__(self) -> Iterator[dict]:
         return (self[i] for i in range(len(self)))
+
+    def where(self, i: int) -> str:
+        """``file:line`` of image entry ``i`` (for error messages)."""
+        return f"{self.path}:{self._lines[i]}" if i < len(self._lines) else f"{self.path}: images[{i}]"
 
 
 def open_store(unit: UnitConfig):
@@ -397,8 +407,6 @@ class MixtureDataset:
 
     def __init__(self, mixture: Mixture, builder=None, mode: Literal["train", "eval"] = "train", epoch: int = 0):
         if builder is None:
-            from rscovlm.data.builder import BuildConfig, SampleBuilder
-
             builder = SampleBuilder(BuildConfig.from_dict(mixture.config.builder))
         self.mixture, self.builder, self.mode, self.epoch = mixture, builder, mode, epoch
 
@@ -415,9 +423,14 @@ class MixtureDataset:
     def __getitem__(self, position: int) -> dict:
         if not 0 <= position < len(self):
             raise IndexError(position)
-        unit, record = self.mixture.record(self.epoch, position)
+        u, i = self.mixture.locate(self.epoch, position)
+        unit, store = self.mixture.units[u], self.mixture.stores[u]
         rng = self.mixture.sample_rng(self.epoch, position)
-        return self.builder.build(record, unit, rng=rng if self.mode == "train" else None)
+        try:
+            return self.builder.build(store[i], unit, rng=rng if self.mode == "train" else None)
+        except (BuildError, KeyError, TypeError, ValueError, IndexError, OSError) as err:
+            # a record the builder cannot use: say which one (run `rscovlm data validate` on the unit file)
+            raise BuildError(f"{store.where(i)}: unit {unit.name}: {type(err).__name__}: {err}") from err
 
 
 # ---- the trainer's data source -----------------------------------------------------------------------------
