@@ -279,9 +279,16 @@ def test_dota_malformed_line_and_unknown_class(tmp_path):
     assert err.value.problem.file.endswith("P0001__512__0___0.txt") and err.value.problem.line == 1
     rep = run("dota", ann, tmp_path / "d.json", img, skip_invalid=True)
     assert rep.dropped == {"malformed: label line": 1} and rep.records_out == 2
-    (ann / "P0001__512__0___0.txt").write_text("10 10 50 10 50 40 10 40 spaceship 0\n")
-    with pytest.raises(RecordError, match="unknown class 'spaceship'"):
+    (ann / "P0001__512__0___0.txt").write_text("10 10 50 10 50 40 10 40 plane 0\n10 10 50 10 50 40 10 40 spaceship 0\n"
+                                                 "1 1 9 1 9 9 1 9 Small_Vehicle 0\n")
+    with pytest.raises(RecordError, match="unknown class 'spaceship'") as err:
         run("dota", ann, tmp_path / "d.json", img)
+    assert err.value.problem.line == 2
+    # skipping drops the bad line only; the image keeps its other objects (spelling variants are unified)
+    rep = run("dota", ann, tmp_path / "d.json", img, skip_invalid=True)
+    assert rep.dropped == {"malformed: label line": 1} and rep.records_out == 2
+    coco, _ = read_coco(tmp_path / "d.json")
+    assert sorted(a["category_id"] for a in coco["annotations"] if a["image_id"] == 1) == [1, 5]
     (ann / "P0001__512__0___0.txt").unlink()
     with pytest.raises(RecordError, match="no label file"):
         run("dota", ann, tmp_path / "d.json", img)
