@@ -368,3 +368,18 @@ def test_duplicate_source_ids_stay_unique_and_are_counted(tmp_path):
     assert ids == ["geochat/same", "geochat/same#2", "geochat/same#3"]
     assert rep.changes["geochat:duplicate_id_renamed"] == 2
     assert validate_file(tmp_path / "out.jsonl") == []
+
+
+def test_skip_invalid_drops_and_counts_lines_that_are_not_json(tmp_path):
+    """JSON Lines input: a broken line is a malformed record like any other - an error naming file:line, or
+    with --skip-invalid dropped and counted while the following lines are still converted."""
+    good = {"dataset": "ds", "image_id": "a.png", "question": "the car", "bbox": [1, 2, 3, 4],
+            "image_width": 10, "image_height": 10}
+    inp = tmp_path / "r.jsonl"
+    inp.write_text(json.dumps(good) + "\n{\"dataset\": \"ds\", \n" + json.dumps(good) + "\n")
+    with pytest.raises(RecordError, match="not valid JSON") as err:
+        run("refgeo", inp, tmp_path / "o.jsonl")
+    assert err.value.problem.line == 2
+    rep = run("refgeo", inp, tmp_path / "o.jsonl", skip_invalid=True)
+    assert rep.records_in == 3 and rep.records_out == 2
+    assert rep.dropped == {"malformed: record": 1} and rep.examples[0].startswith(f"{inp}:2:")

@@ -256,7 +256,9 @@ class Converter:
         raise NotImplementedError
 
     def iter_input(self) -> Iterator[tuple[int, Any]]:
-        return iter_records(self.path)
+        """``(line, raw record)``; with ``skip_invalid`` a JSON Lines line that is not JSON comes as
+        ``(line, RecordError)``, to be dropped and counted like any malformed record."""
+        return iter_records(self.path, errors="yield" if self.config.skip_invalid else "raise")
 
     def records(self) -> Iterator[dict]:
         """Unified records; malformed input raises or (``skip_invalid``) is dropped and counted."""
@@ -265,6 +267,8 @@ class Converter:
         for line, raw in self.iter_input():
             self.report.records_in += 1
             try:
+                if isinstance(raw, RecordError):
+                    raise raw
                 rec = self.convert_one(raw, line)
                 if rec is None:
                     continue
