@@ -218,3 +218,14 @@ def test_open_ended_phrases_read_as_sentences_in_every_template():
                 for phrase in templates.open_ended + ("plane, ship",):
                     prompt = template.format(categories=phrase)
                     assert not quantifiers.search(prompt), prompt
+
+
+def test_several_templates_per_task_form_and_box_kind():
+    """Paper 3.2.3: several prompts per task and box kind, one drawn at random for every training sample."""
+    from rscovlm.protocol.prompts import load_prompt_set
+
+    prompts = load_prompt_set("default")
+    for task in (prompts.detection, prompts.grounding):
+        for form in ("plain", "json"):
+            for kind in ("hbb", "obb", "quad"):
+                assert len(set(task.get(form, kind))) >= 2, (task.task, form, kind)

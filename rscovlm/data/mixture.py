@@ -288,10 +288,6 @@ class Mixture:
         units, records = self.epoch_plan(epoch)
         return int(units[position]), int(records[position])
 
-    def record(self, epoch: int, position: int) -> tuple[UnitConfig, dict]:
-        u, i = self.locate(epoch, position)
-        return self.units[u], self.stores[u][i]
-
     def sample_rng(self, epoch: int, position: int) -> np.random.Generator:
         """The generator of one sample's random choices: a function of (seed, epoch, position) only."""
         return np.random.default_rng([self.config.seed, epoch, position, 1])
