@@ -154,3 +154,13 @@ def test_cleaning_keeps_code_numbers_and_indentation():
     text = "Run it:\n```\nx  =  1..2\n```\n    indented  line\n3.5 m"
     assert c(text) == "Run it:\n```\nx  =  1..2\n```\n    indented line\n3.5 m"
     assert c("UPPER TEH and Teh") == "UPPER THE and The"
+
+
+def test_cleaning_leaves_code_tokens_alone():
+    """General data (LLaVA-OneVision) holds code outside fences: inline code spans are untouched, and the
+    punctuation rules do not break C++ scopes, Python slices or relative paths."""
+    c = TextCleaner()
+    assert c("Use `a[::2]` or `x  ,,  teh`!!") == "Use `a[::2]` or `x  ,,  teh`!"
+    assert c("Call std::sort on it, then open ../data/teh.txt and ..\\win .") == \
+        "Call std::sort on it, then open ../data/teh.txt and ..\\win."
+    assert c("Done.. Next:: step") == "Done. Next:: step"
