@@ -94,11 +94,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _mix_stats(args: argparse.Namespace) -> int:
     from rscovlm.data.mixture import Mixture, MixtureError, format_stats
+    from rscovlm.data.records import RecordError
 
     try:
         mix = Mixture.from_yaml(args.config)
         print(format_stats(mix.stats()))
-    except MixtureError as err:
+    except (MixtureError, RecordError) as err:
         raise CliError(str(err))
     return 0
 
@@ -107,10 +108,11 @@ def _preview(args: argparse.Namespace) -> int:
     from rscovlm.data.builder import BuildError
     from rscovlm.data.mixture import MixtureError
     from rscovlm.data.preview import render_preview
+    from rscovlm.data.records import RecordError
 
     try:
         index = render_preview(args.config, args.out, n=args.n, epoch=args.epoch, eval_mode=args.eval)
-    except (MixtureError, BuildError, FileNotFoundError) as err:
+    except (MixtureError, BuildError, RecordError, FileNotFoundError) as err:
         raise CliError(str(err))
     print(f"wrote {index}")
     return 0

@@ -43,7 +43,7 @@ import numpy as np
 import yaml
 
 from rscovlm.data.builder import BuildConfig, BuildError, SampleBuilder
-from rscovlm.data.records import RECORD_KINDS, iter_jsonl, read_coco
+from rscovlm.data.records import RECORD_KINDS, RecordError, iter_jsonl, read_coco
 
 
 class MixtureError(ValueError):
@@ -208,17 +208,27 @@ class CocoStore:
             coco, lines = read_coco(path)
         except FileNotFoundError:
             raise MixtureError(f"{path}: unit file not found") from None
+        except RecordError as err:
+            raise MixtureError(str(err)) from None
+        missing = [k for k in ("images", "annotations", "categories") if not isinstance(coco.get(k), list)]
+        if missing:
+            raise MixtureError(f"{path}: not a COCO detection file (no {', '.join(missing)} list); "
+                               f"check it with `rscovlm data validate`")
         self.path = path
         self._lines = lines.get("images", [])
         self.info = coco.get("info") or {}
-        cats = sorted(coco["categories"], key=lambda c: c["id"])
-        self.categories = [c["name"] for c in cats]
-        name = {c["id"]: c["name"] for c in cats}
-        by_image: dict[Any, list[dict]] = defaultdict(list)
-        for ann in coco["annotations"]:
-            by_image[ann["image_id"]].append(ann)
-        self.images = coco["images"]
-        self._anns = [by_image.get(img["id"], []) for img in self.images]
+        try:
+            cats = sorted(coco["categories"], key=lambda c: c["id"])
+            self.categories = [c["name"] for c in cats]
+            name = {c["id"]: c["name"] for c in cats}
+            by_image: dict[Any, list[dict]] = defaultdict(list)
+            for ann in coco["annotations"]:
+                by_image[ann["image_id"]].append(ann)
+            self.images = coco["images"]
+            self._anns = [by_image.get(img["id"], []) for img in self.images]
+        except (KeyError, TypeError) as err:
+            raise MixtureError(f"{path}: malformed COCO element ({type(err).__name__}: {err}); "
+                               f"check it with `rscovlm data validate`") from None
         self._name = name
 
     def __len__(self) -> int:
