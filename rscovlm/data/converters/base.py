@@ -162,6 +162,16 @@ def split_descriptor(text: str) -> tuple[str | None, str]:
     return m.group(1).lower(), text[m.end():]
 
 
+_LEADING_MEDIA = re.compile(r"^(?:\s*<(?:image|video)>\s*)*")
+
+
+def take_descriptor(text: str) -> tuple[str | None, str]:
+    """Remove a task descriptor that starts the turn (after any leading ``<image>``/``<video>`` tokens)."""
+    lead = _LEADING_MEDIA.match(text).group(0)
+    tag, rest = split_descriptor(text[len(lead):])
+    return (tag, lead + rest) if tag else (None, text)
+
+
 def descriptor_suffix(tag: str, box_kind: str | None) -> str:
     return descriptor_table()[tag]["suffix"].get(box_kind or "none", "")
 

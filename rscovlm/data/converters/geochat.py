@@ -41,7 +41,7 @@ from rscovlm.data.converters.base import (
     descriptor_table,
     join_sentence,
     register_converter,
-    split_descriptor,
+    take_descriptor,
 )
 from rscovlm.data.records import Problem, RecordError
 from rscovlm.geometry.boxes import Boxes, normalize_obb, obb_to_quad
@@ -121,16 +121,6 @@ class GeoChatBoxes:
             bad = out[out.index("{<"):][:40]
             raise self.conv.problem(self.line, field, f"malformed GeoChat box text {bad!r}")
         return out
-
-
-_LEADING_MEDIA = re.compile(r"^(?:\s*<(?:image|video)>\s*)*")
-
-
-def take_descriptor(text: str) -> tuple[str | None, str]:
-    """Remove a task descriptor that starts the turn (after any leading ``<image>``/``<video>`` tokens)."""
-    lead = _LEADING_MEDIA.match(text).group(0)
-    tag, rest = split_descriptor(text[len(lead):])
-    return (tag, lead + rest) if tag else (None, text)
 
 
 def strip_phrase_tags(conv: Converter, text: str) -> str:

@@ -32,8 +32,8 @@ from rscovlm.data.converters.base import (
     descriptor_table,
     join_sentence,
     register_converter,
+    take_descriptor,
 )
-from rscovlm.data.converters.geochat import take_descriptor
 from rscovlm.data.records import BOUNDS_SLACK, Problem
 
 _N = r"\s*(-?\d+(?:\.\d+)?)\s*"
