@@ -383,3 +383,27 @@ def test_skip_invalid_drops_and_counts_lines_that_are_not_json(tmp_path):
     rep = run("refgeo", inp, tmp_path / "o.jsonl", skip_invalid=True)
     assert rep.records_in == 3 and rep.records_out == 2
     assert rep.dropped == {"malformed: record": 1} and rep.examples[0].startswith(f"{inp}:2:")
+
+
+def test_teochatlas_bracket_boxes_on_the_0_100_grid(tmp_path):
+    """TEOChat's own tasks write boxes as ``[x1, y1, x2, y2]`` on a 0-100 grid (videollava/eval/detection.py
+    scales ``box / 100 * width``): they become structured boxes; other bracketed lists stay text, counted."""
+    root = tmp_path / "img"
+    for name in ("a/1.png", "a/2.png"):
+        image(root, name, (200, 100))
+    rec = {"id": "xbd_loc", "video": ["a/1.png", "a/2.png"], "conversations": [
+        {"from": "human", "value": "<video>\nClassify the damage of the building at [10, 20, 30, 40]."},
+        {"from": "gpt", "value": "Destroyed. Also damaged: [50.5, 50, 60, 70], [0, 0, 5, 5]."},
+        {"from": "human", "value": "Which years were imaged? [2016, 2017, 2018, 2019]"},
+        {"from": "gpt", "value": "Both."}]}
+    rep = run("teochatlas", write_json_array(tmp_path / "t.json", [rec]), tmp_path / "o.jsonl", root)
+    (out,) = records(tmp_path / "o.jsonl")
+    assert out["boxes"] == [{"kind": "hbb", "values": [20.0, 20.0, 60.0, 40.0], "image": 0},
+                            {"kind": "hbb", "values": [101.0, 50.0, 120.0, 70.0], "image": 0},
+                            {"kind": "hbb", "values": [0.0, 0.0, 10.0, 5.0], "image": 0}]
+    assert out["messages"][0]["content"][-1]["text"] == "Classify the damage of the building at <box:0>."
+    assert out["messages"][1]["content"][0]["text"] == "Destroyed. Also damaged: <box:1>, <box:2>."
+    assert out["messages"][2]["content"][0]["text"] == "Which years were imaged? [2016, 2017, 2018, 2019]"
+    assert rep.changes["teochatlas:bracket_box"] == 3
+    assert rep.changes["teochatlas:bracket_list_kept_as_text"] == 1
+    assert validate_file(tmp_path / "o.jsonl", image_root=root) == []
