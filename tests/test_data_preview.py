@@ -70,3 +70,19 @@ def test_preview_draws_boxes_whatever_the_units_task_name(tmp_path, capsys):
     assert main(["data", "preview", str(tmp_path / "mix.yaml"), "--n", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'g.jsonl'}:1" in err and "poly" in err
+
+
+def test_preview_with_images_loaded_by_the_builder(tmp_path):
+    """`builder: {load_images: true}` (what training uses) puts resized PIL images into the parts."""
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (300, 200), (20, 30, 40)).save(tmp_path / "img" / "c.png")
+    write_jsonl(tmp_path / "c.jsonl", [{"id": "x", "source": "s", "task": "referring", "messages": [
+        {"role": "user", "content": [{"type": "image", "image": "c.png"}, {"type": "text", "text": "Where?"}]},
+        {"role": "assistant", "content": "<box:0>"}], "image_sizes": [[300, 200]],
+        "boxes": [{"kind": "hbb", "values": [10, 10, 100, 100], "image": 0}]}])
+    cfg = {"builder": {"load_images": True},
+           "units": [{"name": "conv", "path": "c.jsonl", "type": "conversation", "images": "img"}]}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["data", "preview", str(tmp_path / "mix.yaml"), "--n", "1", "--out", str(tmp_path / "p")]) == 0
+    arr = np.asarray(Image.open(tmp_path / "p" / "sample_000.png").convert("RGB")).astype(int)
+    assert (np.abs(arr - [20, 30, 40]).sum(axis=2) > 60).sum() > 100

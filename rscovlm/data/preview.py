@@ -17,8 +17,11 @@ import numpy as np
 
 
 def _load_resized(part: dict):
+    """The image of a built part in its model frame (already loaded and resized with ``load_images``)."""
     from PIL import Image
 
+    if isinstance(part["image"], Image.Image):
+        return part["image"].convert("RGB")
     with Image.open(part["image"]) as im:
         return im.convert("RGB").resize((part["resized_width"], part["resized_height"]), Image.BICUBIC)
 
