@@ -240,7 +240,8 @@ class SampleBuilder:
         target = format_grounding(model, form)
         path = self.image_path(unit, grounding_image_path(record))
         meta = {"id": f"{record['dataset']}/{record.get('question_id', record['image_id'])}", "unit": unit.name,
-                "type": unit.type, "source": unit.source or record.get("source") or record["dataset"], "task": unit.task or "grounding",
+                "type": unit.type, "source": unit.source or record.get("source") or record["dataset"],
+                "task": unit.task or "grounding",
                 "form": form, "box_kind": kind, "plans": [plan.as_dict()],
                 "objects": {"kind": kind, "labels": [question], "boxes": model.data.tolist(), "clipped_away": 0}}
         return self._wrap([self._image_part(path, plan), {"type": "text", "text": prompt}], target, meta)

@@ -14,8 +14,8 @@ counts its substitutions under its name, so the conversion report says how much 
                     inside paths or file names: ``../teh.txt`` stays);
 ``strip``           leading/trailing whitespace of the whole text.
 
-Text inside Markdown code fences (```) and inline code spans (`...`) is never touched. Box references ``<box:N>`` contain none of the
-characters the rules look at, so they pass unchanged.
+Text inside Markdown code fences (```) and inline code spans (`...`) is never touched. Box references ``<box:N>``
+contain none of the characters the rules look at, so they pass unchanged.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ A JSON array (JSON Lines also accepted) of::
 * ``from`` is optional (eval files leave it out: turns alternate user / assistant); with it the LLaVA speakers
   ``human`` / ``gpt`` apply. ``id`` is optional (the record's position is used).
 * A query starts with a task prefix ``{CLS}``, ``{VQA}``, ``{VG}``, ``{IDK}`` or ``{IT}``; it is removed (from
-  every user turn) and, for ``{VG}``, a sentence naming the box kind is appended (descriptors.yaml). ``<image>`` tokens are handled
-  as in LLaVA.
+  every user turn) and, for ``{VG}``, a sentence naming the box kind is appended (descriptors.yaml). ``<image>``
+  tokens are handled as in LLaVA.
 * Box convention: visual-grounding answers hold ``[x1, y1, x2, y2]`` in **absolute pixels of the original
   image** (the eval takes the text from the first ``[`` to the last ``]``). Only answers to ``{VG}`` questions are
   searched for boxes; each 4-number list becomes an ``hbb`` ``<box:N>``. A ``{VG}`` answer without a box is
