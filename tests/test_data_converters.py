@@ -407,3 +407,15 @@ def test_teochatlas_bracket_boxes_on_the_0_100_grid(tmp_path):
     assert rep.changes["teochatlas:bracket_box"] == 3
     assert rep.changes["teochatlas:bracket_list_kept_as_text"] == 1
     assert validate_file(tmp_path / "o.jsonl", image_root=root) == []
+
+
+def test_broken_json_array_element_stops_even_when_skipping(tmp_path, capsys):
+    """In a JSON array nothing after a broken element can be located: the run stops there, naming the line,
+    and does not suggest --skip-invalid when it is already given."""
+    inp = tmp_path / "g.json"
+    inp.write_text('[\n {"id": "a", "conversations": []},\n {"id": "b", "conversations": [}\n]\n')
+    assert main(["data", "convert", "--source", "llava_onevision", "--in", str(inp), "--out",
+                 str(tmp_path / "o.jsonl"), "--skip-invalid"]) == 2
+    err = capsys.readouterr().err
+    assert f"{inp}:3: not valid JSON" in err and "use --skip-invalid" not in err
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jsonl.partial").exists()

@@ -58,7 +58,8 @@ def _convert(args: argparse.Namespace) -> int:
     try:
         report = convert(args.source, cfg)
     except RecordError as err:
-        raise CliError(f"{err} (use --skip-invalid to drop and count malformed records)")
+        hint = "" if args.skip_invalid else " (use --skip-invalid to drop and count malformed records)"
+        raise CliError(f"{err}{hint}")
     except (FileNotFoundError, NotADirectoryError) as err:
         raise CliError(str(err))
     print(report.summary())
