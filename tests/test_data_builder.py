@@ -201,3 +201,31 @@ def test_eval_prompts_match_snapshot():
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(json.dumps(current, indent=1) + "\n")
     assert json.loads(SNAPSHOT.read_text()) == json.loads(json.dumps(current))
+
+
+def test_open_ended_phrases_read_as_sentences_in_every_template():
+    """Every detection template takes both a category list and an open-ended phrase: no "Detect all all the
+    visible objects" / "Find every every object you can see"."""
+    import re
+
+    from rscovlm.protocol.prompts import load_prompt_set
+
+    templates = load_prompt_set("default").detection
+    quantifiers = re.compile(r"\b(all|every|each)\s+(all|every|each)\b", re.IGNORECASE)
+    for form in ("plain", "json"):
+        for kind in ("hbb", "obb", "quad"):
+            for template in templates.get(form, kind):
+                for phrase in templates.open_ended + ("plane, ship",):
+                    prompt = template.format(categories=phrase)
+                    assert not quantifiers.search(prompt), prompt
+
+
+def test_several_templates_per_task_form_and_box_kind():
+    """Paper 3.2.3: several prompts per task and box kind, one drawn at random for every training sample."""
+    from rscovlm.protocol.prompts import load_prompt_set
+
+    prompts = load_prompt_set("default")
+    for task in (prompts.detection, prompts.grounding):
+        for form in ("plain", "json"):
+            for kind in ("hbb", "obb", "quad"):
+                assert len(set(task.get(form, kind))) >= 2, (task.task, form, kind)

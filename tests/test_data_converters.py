@@ -279,9 +279,16 @@ def test_dota_malformed_line_and_unknown_class(tmp_path):
     assert err.value.problem.file.endswith("P0001__512__0___0.txt") and err.value.problem.line == 1
     rep = run("dota", ann, tmp_path / "d.json", img, skip_invalid=True)
     assert rep.dropped == {"malformed: label line": 1} and rep.records_out == 2
-    (ann / "P0001__512__0___0.txt").write_text("10 10 50 10 50 40 10 40 spaceship 0\n")
-    with pytest.raises(RecordError, match="unknown class 'spaceship'"):
+    (ann / "P0001__512__0___0.txt").write_text("10 10 50 10 50 40 10 40 plane 0\n10 10 50 10 50 40 10 40 spaceship 0\n"
+                                                 "1 1 9 1 9 9 1 9 Small_Vehicle 0\n")
+    with pytest.raises(RecordError, match="unknown class 'spaceship'") as err:
         run("dota", ann, tmp_path / "d.json", img)
+    assert err.value.problem.line == 2
+    # skipping drops the bad line only; the image keeps its other objects (spelling variants are unified)
+    rep = run("dota", ann, tmp_path / "d.json", img, skip_invalid=True)
+    assert rep.dropped == {"malformed: label line": 1} and rep.records_out == 2
+    coco, _ = read_coco(tmp_path / "d.json")
+    assert sorted(a["category_id"] for a in coco["annotations"] if a["image_id"] == 1) == [1, 5]
     (ann / "P0001__512__0___0.txt").unlink()
     with pytest.raises(RecordError, match="no label file"):
         run("dota", ann, tmp_path / "d.json", img)
@@ -311,3 +318,104 @@ def test_geochat_zero_width_box_next_to_rotated_box_makes_quads(tmp_path):
     np.testing.assert_allclose(Boxes(np.array(rec["boxes"][0]["values"]), "quad").to("hbb").data[0], [10, 20, 10, 40])
     assert rep.changes["geochat:box:hbb_as_quad"] == 1 and rep.changes["geochat:box:obb_as_quad"] == 1
     assert rec["messages"][0]["content"][1]["text"].endswith("Give the quadrilateral box of each object you mention.")
+
+
+def test_descriptors_removed_in_every_user_turn(tmp_path):
+    """GeoChat multi-turn records repeat the tag in later questions; a system turn may come first. Every tag goes,
+    and the box-kind sentence is appended to the turn that carried it (never to the system message)."""
+    image(tmp_path / "img", "P1.png", (800, 600))
+    recs = [{"id": "m1", "image": "P1.png", "conversations": [
+        {"from": "human", "value": "<image>\nHow many cars are there?"}, {"from": "gpt", "value": "Two."},
+        {"from": "human", "value": "[refer] Where is <p>the red car</p>?"},
+        {"from": "gpt", "value": "{<10><20><30><40>}"}]},
+        {"id": "m2", "image": "P1.png", "conversations": [
+            {"from": "system", "value": "You are a helpful assistant."},
+            {"from": "human", "value": "<image>\n[refer] Where is <p>the car</p>?"},
+            {"from": "gpt", "value": "{<10><20><30><40>|<20>}"},
+            {"from": "human", "value": "[identify] What is at {<50><50><60><70>}"},
+            {"from": "gpt", "value": "A house."}]}]
+    inp = write_json_array(tmp_path / "g.json", recs)
+    rep = run("geochat", inp, tmp_path / "out.jsonl", tmp_path / "img")
+    out = records(tmp_path / "out.jsonl")
+    texts = [[p["text"] for p in m["content"] if p["type"] == "text"] for r in out for m in r["messages"]]
+    assert not any("[" in t for ts in texts for t in ts), texts
+    assert out[0]["task"] == "referring"
+    assert out[0]["messages"][2]["content"][0]["text"] == (
+        "Where is the red car? Answer with its horizontal bounding box.")
+    assert out[1]["messages"][0]["content"][0]["text"] == "You are a helpful assistant."
+    assert out[1]["messages"][1]["content"][1]["text"] == "Where is the car? Answer with its oriented bounding box."
+    assert out[1]["messages"][3]["content"][0]["text"] == "What is at <box:1>"
+    assert rep.changes["geochat:descriptor_removed:[refer]"] == 2
+    assert rep.changes["geochat:descriptor_removed:[identify]"] == 1
+    # VHM: the prefix of each question decides how its answer is read
+    vhm = write_json_array(tmp_path / "v.json", [{"image": "a.png", "size": [90, 90], "conversations": [
+        {"value": "{VQA}How many tanks?"}, {"value": "2 [sic]"}, {"value": "{VG}the left tank"},
+        {"value": "[1, 2, 30, 40]"}]}])
+    run("vhm", vhm, tmp_path / "v.jsonl")
+    (v,) = records(tmp_path / "v.jsonl")
+    assert [m["content"][-1]["text"] for m in v["messages"]] == [
+        "How many tanks?", "2 [sic]", "the left tank. Answer with its horizontal bounding box.", "<box:0>"]
+    assert v["task"] == "vqa" and v["boxes"][0]["values"] == [1.0, 2.0, 30.0, 40.0]
+
+
+def test_duplicate_source_ids_stay_unique_and_are_counted(tmp_path):
+    """GeoChat holds several conversations per image under one id; the output must still pass validation."""
+    image(tmp_path / "img", "P1.png", (800, 600))
+    recs = [dict(GEOCHAT[2], id="same"), dict(GEOCHAT[2], id="same"), dict(GEOCHAT[2], id="same")]
+    inp = write_json_array(tmp_path / "g.json", recs)
+    rep = run("geochat", inp, tmp_path / "out.jsonl", tmp_path / "img")
+    ids = [r["id"] for r in records(tmp_path / "out.jsonl")]
+    assert ids == ["geochat/same", "geochat/same#2", "geochat/same#3"]
+    assert rep.changes["geochat:duplicate_id_renamed"] == 2
+    assert validate_file(tmp_path / "out.jsonl") == []
+
+
+def test_skip_invalid_drops_and_counts_lines_that_are_not_json(tmp_path):
+    """JSON Lines input: a broken line is a malformed record like any other - an error naming file:line, or
+    with --skip-invalid dropped and counted while the following lines are still converted."""
+    good = {"dataset": "ds", "image_id": "a.png", "question": "the car", "bbox": [1, 2, 3, 4],
+            "image_width": 10, "image_height": 10}
+    inp = tmp_path / "r.jsonl"
+    inp.write_text(json.dumps(good) + "\n{\"dataset\": \"ds\", \n" + json.dumps(good) + "\n")
+    with pytest.raises(RecordError, match="not valid JSON") as err:
+        run("refgeo", inp, tmp_path / "o.jsonl")
+    assert err.value.problem.line == 2
+    rep = run("refgeo", inp, tmp_path / "o.jsonl", skip_invalid=True)
+    assert rep.records_in == 3 and rep.records_out == 2
+    assert rep.dropped == {"malformed: record": 1} and rep.examples[0].startswith(f"{inp}:2:")
+
+
+def test_teochatlas_bracket_boxes_on_the_0_100_grid(tmp_path):
+    """TEOChat's own tasks write boxes as ``[x1, y1, x2, y2]`` on a 0-100 grid (videollava/eval/detection.py
+    scales ``box / 100 * width``): they become structured boxes; other bracketed lists stay text, counted."""
+    root = tmp_path / "img"
+    for name in ("a/1.png", "a/2.png"):
+        image(root, name, (200, 100))
+    rec = {"id": "xbd_loc", "video": ["a/1.png", "a/2.png"], "conversations": [
+        {"from": "human", "value": "<video>\nClassify the damage of the building at [10, 20, 30, 40]."},
+        {"from": "gpt", "value": "Destroyed. Also damaged: [50.5, 50, 60, 70], [0, 0, 5, 5]."},
+        {"from": "human", "value": "Which years were imaged? [2016, 2017, 2018, 2019]"},
+        {"from": "gpt", "value": "Both."}]}
+    rep = run("teochatlas", write_json_array(tmp_path / "t.json", [rec]), tmp_path / "o.jsonl", root)
+    (out,) = records(tmp_path / "o.jsonl")
+    assert out["boxes"] == [{"kind": "hbb", "values": [20.0, 20.0, 60.0, 40.0], "image": 0},
+                            {"kind": "hbb", "values": [101.0, 50.0, 120.0, 70.0], "image": 0},
+                            {"kind": "hbb", "values": [0.0, 0.0, 10.0, 5.0], "image": 0}]
+    assert out["messages"][0]["content"][-1]["text"] == "Classify the damage of the building at <box:0>."
+    assert out["messages"][1]["content"][0]["text"] == "Destroyed. Also damaged: <box:1>, <box:2>."
+    assert out["messages"][2]["content"][0]["text"] == "Which years were imaged? [2016, 2017, 2018, 2019]"
+    assert rep.changes["teochatlas:bracket_box"] == 3
+    assert rep.changes["teochatlas:bracket_list_kept_as_text"] == 1
+    assert validate_file(tmp_path / "o.jsonl", image_root=root) == []
+
+
+def test_broken_json_array_element_stops_even_when_skipping(tmp_path, capsys):
+    """In a JSON array nothing after a broken element can be located: the run stops there, naming the line,
+    and does not suggest --skip-invalid when it is already given."""
+    inp = tmp_path / "g.json"
+    inp.write_text('[\n {"id": "a", "conversations": []},\n {"id": "b", "conversations": [}\n]\n')
+    assert main(["data", "convert", "--source", "llava_onevision", "--in", str(inp), "--out",
+                 str(tmp_path / "o.jsonl"), "--skip-invalid"]) == 2
+    err = capsys.readouterr().err
+    assert f"{inp}:3: not valid JSON" in err and "use --skip-invalid" not in err
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jsonl.partial").exists()

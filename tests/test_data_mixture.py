@@ -195,3 +195,18 @@ def test_collator_encodes_built_samples_in_the_targets_frame(mix_dir, tiny_model
         encoded = encoder.encode(sample)
         assert [p.model_size for p in encoded.plans] == [tuple(p["model"]) for p in sample["meta"]["plans"]]
         assert (encoded.labels != -100).any()
+
+
+def test_broken_unit_files_are_named_not_tracebacks(mix_dir, capsys):
+    """A unit whose file is not what its type says: errors name the file (and line), mix-stats exits 2."""
+    cfg = yaml.safe_load((mix_dir / "mix.yaml").read_text())
+    (mix_dir / "not_coco.json").write_text(json.dumps({"images": []}))
+    cfg["units"][2]["path"] = "not_coco.json"
+    (mix_dir / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(MixtureError, match=r"not_coco.json: .*categories"):
+        Mixture.from_yaml(mix_dir / "bad.yaml")
+    assert main(["data", "mix-stats", str(mix_dir / "bad.yaml")]) == 2
+    with open(mix_dir / "a.jsonl", "a") as fh:
+        fh.write('{"id": broken\n')
+    assert main(["data", "mix-stats", str(mix_dir / "mix.yaml")]) == 2
+    assert f"{mix_dir / 'a.jsonl'}:31: not valid JSON" in capsys.readouterr().err

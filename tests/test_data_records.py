@@ -68,12 +68,14 @@ def test_validate_file_collects_every_problem_with_line_numbers(tmp_path):
     good = conv()
     bad1 = conv(id="b", boxes=[{"kind": "hbb", "values": [1, 2], "image": 0}])
     bad2 = conv(id="a")  # duplicate id of line 1
-    path.write_text("\n".join(json.dumps(r) for r in (good, bad1, bad2)) + "\n{not json\n")
+    bad3 = conv(id="c", task="")
+    path.write_text("\n".join(json.dumps(r) for r in (good, bad1, bad2)) + "\n{not json\n" + json.dumps(bad3) + "\n")
     probs = validate_file(path)
     text = [str(p) for p in probs]
     assert any(t.startswith(f"{path}:2: boxes[0].values") for t in text)
     assert any(t.startswith(f"{path}:3: id: duplicate id") for t in text)
     assert any(t.startswith(f"{path}:4: not valid JSON") for t in text)
+    assert any(t.startswith(f"{path}:5: task") for t in text)  # a broken line does not end the check
 
 
 def test_grounding_validation(tmp_path):
@@ -152,3 +154,13 @@ def test_cleaning_keeps_code_numbers_and_indentation():
     text = "Run it:\n```\nx  =  1..2\n```\n    indented  line\n3.5 m"
     assert c(text) == "Run it:\n```\nx  =  1..2\n```\n    indented line\n3.5 m"
     assert c("UPPER TEH and Teh") == "UPPER THE and The"
+
+
+def test_cleaning_leaves_code_tokens_alone():
+    """General data (LLaVA-OneVision) holds code outside fences: inline code spans are untouched, and the
+    punctuation rules do not break C++ scopes, Python slices or relative paths."""
+    c = TextCleaner()
+    assert c("Use `a[::2]` or `x  ,,  teh`!!") == "Use `a[::2]` or `x  ,,  teh`!"
+    assert c("Call std::sort on it, then open ../data/teh.txt and ..\\win .") == \
+        "Call std::sort on it, then open ../data/teh.txt and ..\\win."
+    assert c("Done.. Next:: step") == "Done. Next:: step"

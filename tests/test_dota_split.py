@@ -277,3 +277,30 @@ def test_explicit_fpng_without_the_package_is_a_clear_error(monkeypatch):
     assert resolve_png_encoder("auto") == "opencv"
     with pytest.raises(ValueError, match="needs the fpng package"):
         resolve_png_encoder("fpng")
+
+
+@pytest.mark.parametrize("kwargs, field", [({"img_rate_thr": float("nan")}, "img_rate_thr"),
+                                           ({"img_rate_thr": float("inf")}, "img_rate_thr"),
+                                           ({"iof_thr": float("nan")}, "iof_thr"),
+                                           ({"padding_value": 256}, "padding_value"),
+                                           ({"padding_value": -1}, "padding_value")])
+def test_config_rejects_values_that_would_split_nothing_or_crash(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SplitConfig(**kwargs)
+    if "img_rate_thr" in kwargs:  # the window function alone as well (a NaN threshold kept no window)
+        with pytest.raises(ValueError, match="img_rate_thr"):
+            sliding_windows(500, 500, 100, 20, kwargs["img_rate_thr"])
+
+
+@pytest.mark.parametrize("damage", ["header", "truncated"])
+def test_unreadable_image_is_an_error_naming_the_file(tmp_path, capsys, damage):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)  # noise: the PNG has many data bytes to cut
+    img_dir, ann_dir = _write_case(tmp_path, image, "")
+    png = (img_dir / "P9.png").read_bytes()
+    (img_dir / "P9.png").write_bytes(b"not an image" if damage == "header" else png[:len(png) // 2])
+    cv2.imwrite(str(img_dir / "Q1.png"), image)  # a good image too, so that two workers really split in parallel
+    for workers in ("1", "2"):
+        rc = main(["dota", "split", "--img-dir", str(img_dir), "--out-dir", str(tmp_path / f"o{workers}"),
+                   "--size", "64", "--gap", "16", "--no-progress", "--workers", workers])
+        assert rc == 2 and "P9.png" in capsys.readouterr().err

@@ -304,3 +304,20 @@ def test_same_numbers_without_numba_and_opencv(monkeypatch):
         for c in ref[p]:
             assert got[c]["ap"] == pytest.approx(ref[p][c]["ap"], abs=1e-6)
             assert got[c]["num_det"] == ref[p][c]["num_det"]
+
+
+@pytest.mark.parametrize("brk", ["\r", "\x0b", "\x0c"])
+def test_line_breaks_inside_a_line_are_errors_on_the_fast_path_too(tmp_path, brk):
+    # str.splitlines() (the careful reader) breaks lines at these; the byte-level fast path used to read them as
+    # spaces and accept the line whole, so the same file was valid or not depending on the path taken
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "det").mkdir()
+    (tmp_path / "gt" / "img0.txt").write_bytes(f"0 0 8 0 8 2 0 2 plane 0\r\n0 0 8 0 8 2{brk} 0 2 ship 0\n".encode())
+    (tmp_path / "det" / "Task1_plane.txt").write_bytes(b"img0 0.9 0 0 8 0 8 2 0 2\n")
+    with pytest.raises(DotaFormatError, match=r"img0.txt:2:"):
+        eval_dota(tmp_path / "gt", tmp_path / "det")
+    (tmp_path / "gt" / "img0.txt").write_bytes(b"0 0 8 0 8 2 0 2 plane 0\r\n")
+    (tmp_path / "det" / "Task1_plane.txt").write_bytes(f"img0 0.9 0 0 8 0 8 2 0 2\r\nimg0 0.8 0 0{brk} 8 0 8 2 0 2\n"
+                                                       .encode())
+    with pytest.raises(DotaFormatError, match=r"Task1_plane.txt:2:"):
+        eval_dota(tmp_path / "gt", tmp_path / "det")

@@ -93,6 +93,8 @@ def test_cli_commands(tmp_path, capsys):
     assert list(nc["metrics"]) == ["AP_nc50", "AP_nc50:95"] and len(nc["metrics"]["AP_nc50"]["per_seed"]) == 2
     assert main(["eval", "dota-f1", "--gt-dir", gt, "--det-dir", det, "--json", str(tmp_path / "f1.json")]) == 0
     assert "mF1" in json.loads((tmp_path / "f1.json").read_text())
+    with pytest.raises(SystemExit):  # mF1 has no AP mode: the flag is refused, not silently ignored
+        main(["eval", "dota-f1", "--gt-dir", gt, "--det-dir", det, "--ap-mode", "area"])
     assert main(["eval", "dota-sweep", "--val-gt", gt, "--val-det", det, "--test-gt", gt, "--test-det", det,
                  "--seeds", "1", "--iou-thrs", "0.5", "--plot", str(tmp_path / "p.png"),
                  "--json", str(tmp_path / "s.json")]) == 0
@@ -101,3 +103,28 @@ def test_cli_commands(tmp_path, capsys):
     (tmp_path / "det" / "Task1_plane.txt").write_text("P0000 0.5 1 2 3\n")
     assert main(["eval", "dota", "--gt-dir", gt, "--det-dir", det]) == 2
     assert "Task1_plane.txt:1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an unknown vocabulary is a usage error, not a KeyError traceback
+        main(["eval", "responses", "--responses", str(out), "--gt-dir", gt, "--categories", "dota-v9"])
+    assert "invalid choice: 'dota-v9'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("resize", [{"original": [1000, "a"], "model": [812, 644]},
+                                    {"original": [1000, 800], "model": [812]}])
+def test_bad_resize_values_name_the_field(tmp_path, resize):
+    g = _write_gt(tmp_path)
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"image_id": "A", "response": "There is none.", "resize": resize}) + "\n")
+    with pytest.raises(ResponseFormatError, match=r"r.jsonl:1: bad \"resize\""):
+        eval_responses(path, g, seeds=1)
+
+
+def test_skipped_label_lines_are_counted(tmp_path, capsys):
+    g = _write_gt(tmp_path)
+    (g / "C.txt").write_text("1 2 3 nan 5 6 7 8 plane 0\n")
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"image_id": "A", "response": "There is none.", "resize": PLAN}) + "\n{bad\n")
+    r = eval_responses(path, g, seeds=1, skip_invalid=True)
+    assert r["skipped_lines"] == 2 and r["parsing"]["skipped_lines"] == 1  # one label line, one jsonl line
+    assert main(["eval", "responses", "--responses", str(path), "--gt-dir", str(g), "--seeds", "1",
+                 "--skip-invalid"]) == 0
+    assert "skipped 2 malformed line(s)" in capsys.readouterr().err

@@ -54,6 +54,9 @@ def test_config_controls_count_scale_and_categories():
     np.testing.assert_allclose(objs.boxes.areas()[:4], small.boxes.areas()[:4] * 1.5 ** 2)
     with pytest.raises(ValueError, match="unknown synthetic categories"):
         SceneConfig(categories=("submarine",))
+    # overrides apply on top of a given config (they were silently ignored)
+    _, two = generate_scene(448, 448, seed=2, config=SceneConfig(categories=("storage-tank",)), num_objects=2)
+    assert len(two) == 2 and set(two.labels) == {"storage-tank"}
 
 
 def test_tiles_render_exactly_the_whole_scene():
@@ -88,3 +91,21 @@ def test_cli_writes_a_dataset_of_images_and_labels(tmp_path, capsys):
         assert img.shape == (240, 320, 3)
         assert 1 <= len(lab.objects) <= 4
     assert main(["synth", "scenes", "--out", str(tmp_path), "--size", "1", "2", "3"]) == 2
+
+
+@pytest.mark.parametrize("kwargs, field", [({"density": float("nan")}, "density"), ({"density": -1.0}, "density"),
+                                           ({"object_scale": 0.0}, "object_scale"),
+                                           ({"object_scale": float("inf")}, "object_scale"),
+                                           ({"num_objects": -2}, "num_objects"), ({"categories": ()}, "categories"),
+                                           ({"roads_per_megapixel": -0.1}, "roads_per_megapixel"),
+                                           ({"parcel_size": 0}, "parcel_size")])
+def test_config_rejects_bad_values_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SceneConfig(**kwargs)
+
+
+@pytest.mark.parametrize("flag, value", [("--density", "nan"), ("--object-scale", "-1"), ("--num-objects", "-1")])
+def test_cli_bad_config_is_a_clear_error(tmp_path, capsys, flag, value):
+    assert main(["synth", "scenes", "--out", str(tmp_path / "o"), "--n", "1", "--size", "64", flag, value]) == 2
+    assert flag.lstrip("-").replace("-", "_") in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -12,7 +12,7 @@ def register(sub) -> None:
     group = add_group(sub, "data", "Data curation: convert, validate, mixture statistics, previews")
 
     p = group.add_parser("convert", help="convert one source to unified records (+ OUT.report.json)")
-    p.add_argument("--source", required=True, help="source name (see --list)")
+    p.add_argument("--source", required=True, help="source name (see `rscovlm data sources`)")
     p.add_argument("--in", dest="input", required=True, help="source file or folder")
     p.add_argument("--images", default=None, help="image root of the source (paths stay relative to it)")
     p.add_argument("--out", required=True, help="output file (.jsonl, or .json for COCO detection)")
@@ -58,7 +58,8 @@ def _convert(args: argparse.Namespace) -> int:
     try:
         report = convert(args.source, cfg)
     except RecordError as err:
-        raise CliError(f"{err} (use --skip-invalid to drop and count malformed records)")
+        hint = "" if args.skip_invalid else " (use --skip-invalid to drop and count malformed records)"
+        raise CliError(f"{err}{hint}")
     except (FileNotFoundError, NotADirectoryError) as err:
         raise CliError(str(err))
     print(report.summary())
@@ -94,22 +95,25 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _mix_stats(args: argparse.Namespace) -> int:
     from rscovlm.data.mixture import Mixture, MixtureError, format_stats
+    from rscovlm.data.records import RecordError
 
     try:
         mix = Mixture.from_yaml(args.config)
         print(format_stats(mix.stats()))
-    except MixtureError as err:
+    except (MixtureError, RecordError) as err:
         raise CliError(str(err))
     return 0
 
 
 def _preview(args: argparse.Namespace) -> int:
+    from rscovlm.data.builder import BuildError
     from rscovlm.data.mixture import MixtureError
     from rscovlm.data.preview import render_preview
+    from rscovlm.data.records import RecordError
 
     try:
         index = render_preview(args.config, args.out, n=args.n, epoch=args.epoch, eval_mode=args.eval)
-    except (MixtureError, FileNotFoundError) as err:
+    except (MixtureError, BuildError, RecordError, FileNotFoundError) as err:
         raise CliError(str(err))
     print(f"wrote {index}")
     return 0

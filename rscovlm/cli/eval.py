@@ -38,6 +38,8 @@ def _options(p, *, thr: bool = True, mode: bool = True) -> None:
 
 
 def register(sub) -> None:
+    from rscovlm.protocol.categories import CATEGORY_SETS
+
     group = add_group(sub, "eval", "evaluate detections: DOTA mAP (devkit / MMRotate protocols), AP_nc, "
                                    "threshold sweep, mF1, model responses")
 
@@ -73,7 +75,7 @@ def register(sub) -> None:
     p.set_defaults(handler=_dota_sweep)
 
     p = group.add_parser("dota-f1", help="precision/recall/F1 with one-to-one matching; mF1 and micro")
-    _common(p)
+    _common(p, mode=False)  # mF1 has no AP mode
     p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this (default 0)")
     p.set_defaults(handler=_dota_f1)
 
@@ -83,8 +85,8 @@ def register(sub) -> None:
     p.add_argument("--gt-dir", required=True, help="labelTxt folder")
     p.add_argument("--seeds", type=int, default=10, help="number of random seeds (default 10)")
     p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95", help="AP_nc metrics (as in dota-nc)")
-    p.add_argument("--categories", default="dota-v1.0", help="category vocabulary (dota-v1.0, dota-v1.5, "
-                                                              "dota-v2.0)")
+    p.add_argument("--categories", default="dota-v1.0", choices=sorted(CATEGORY_SETS),
+                   help="category vocabulary of the responses' labels")
     _options(p)
     p.set_defaults(handler=_responses)
 
@@ -105,14 +107,15 @@ def _run(fn, *args, **kwargs):
         raise CliError(str(err)) from err
 
 
-def _notes(result: dict) -> None:
+def _notes(result: dict, where: str = "") -> None:
+    note = f"note ({where})" if where else "note"
     if result.get("skipped_lines"):
-        print(f"note: skipped {result['skipped_lines']} malformed line(s) (--skip-invalid)", file=sys.stderr)
+        print(f"{note}: skipped {result['skipped_lines']} malformed line(s) (--skip-invalid)", file=sys.stderr)
     if result.get("dropped_unknown_image"):
-        print(f"note: dropped {result['dropped_unknown_image']} detection(s) on images without ground truth",
+        print(f"{note}: dropped {result['dropped_unknown_image']} detection(s) on images without ground truth",
               file=sys.stderr)
     if result.get("missing_det_files"):
-        print(f"note: no Task1 file for {', '.join(result['missing_det_files'])} (scored as no detections)",
+        print(f"{note}: no Task1 file for {', '.join(result['missing_det_files'])} (scored as no detections)",
               file=sys.stderr)
 
 
@@ -164,7 +167,7 @@ def _dota_sweep(args) -> int:
     test = dict(zip(names, args.test_det)) if args.test_det is not None else None
     res = _run(eval_dota_sweep, args.val_gt, val, args.test_gt, test, seeds=args.seeds, iou_thrs=args.iou_thrs,
                select=args.select, ap_mode=args.ap_mode, protocol=args.protocol, skip_invalid=args.skip_invalid,
-               plot=args.plot)
+               unknown_images=args.unknown_images, plot=args.plot)
     for name, entry in res["detectors"].items():
         v = entry["val"]
         best = v["thresholds"].index(v["best_threshold"])
@@ -174,6 +177,9 @@ def _dota_sweep(args) -> int:
             line += "; test " + ", ".join(f"{m} {100 * r['mean']:.2f}±{100 * r['std']:.2f}"
                                           for m, r in entry["test"]["metrics"].items())
         print(line)
+        _notes(v, f"{name}, val")
+        if "test" in entry:
+            _notes(entry["test"], f"{name}, test")
     if args.plot:
         print(f"plot: {args.plot}")
     _write_json(args.json_out, res)
@@ -209,5 +215,6 @@ def _responses(args) -> int:
     print(f"mF1 {100 * res['f1']['mF1']:.2f} (IoU {args.iou_thr}); responses {pr['n_responses']}, unparsed "
           f"{100 * pr['unparsed_fraction']:.2f}% of {pr['n_fragments']} fragments, "
           f"{pr['images_without_response']} image(s) without a response")
+    _notes(res)
     _write_json(args.json_out, res)
     return 0

@@ -37,7 +37,10 @@ def _scenes(args) -> int:
     if args.n < 1:
         raise CliError("--n must be >= 1")
     size = args.size[0] if len(args.size) == 1 else tuple(args.size)
-    cfg = SceneConfig(density=args.density, num_objects=args.num_objects, object_scale=args.object_scale)
+    try:
+        cfg = SceneConfig(density=args.density, num_objects=args.num_objects, object_scale=args.object_scale)
+    except ValueError as err:
+        raise CliError(str(err)) from err
     stems = generate_dataset(args.out, args.n, size, args.seed, cfg)
     print(f"wrote {len(stems)} scenes to {args.out}/images and {args.out}/labelTxt", file=sys.stderr)
     return 0
@@ -50,6 +53,10 @@ def _big(args) -> int:
         raise CliError("--out must end with .tif or .tiff")
     if args.width < 1 or args.height < 1:
         raise CliError("--width and --height must be positive")
-    objects = write_scene(args.out, args.width, args.height, args.seed, SceneConfig(density=args.density))
+    try:
+        cfg = SceneConfig(density=args.density)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    objects = write_scene(args.out, args.width, args.height, args.seed, cfg)
     print(f"wrote {args.out} ({args.width} x {args.height}, {len(objects)} objects)", file=sys.stderr)
     return 0

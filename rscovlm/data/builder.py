@@ -12,9 +12,10 @@ Output (a plain dict, the "conversation dict" of the trainer's dataset)::
         {"role": "system", "content": [{"type": "text", "text": ...}]},          # only with system_prompt
         {"role": "user", "content": [
             {"type": "image", "image": "/abs/or/rel/path.png", "resized_width": w, "resized_height": h},
-            {"type": "text", "text": "Detect all plane, ship in the image. ..."}]},
+            {"type": "text", "text": "Detect plane, ship in the image. ..."}]},
         {"role": "assistant", "content": [{"type": "text", "text": "plane: (12,30),(40,30),..."}]}],
-     "meta": {"id", "unit", "source", "task", "form": "plain"|"json"|None, "box_kind",
+     "meta": {"id", "unit", "type" (the unit's record kind), "source", "task", "form": "plain"|"json"|None,
+              "box_kind",
               "plans": [{"original": [W, H], "model": [w, h]}, ...],          # one per image
               "objects": {"kind", "labels", "boxes"},                        # model frame; detection/grounding
               "boxes": [{"kind", "values", "image"}] }}                       # model frame; conversations
@@ -208,7 +209,7 @@ class SampleBuilder:
         objects = ObjectSet(model, chosen).select(keep)
         target = format_detections(objects, form)
         path = self.image_path(unit, record["image"])
-        meta = {"id": str(record["id"]), "unit": unit.name, "source": unit.source or unit.name,
+        meta = {"id": str(record["id"]), "unit": unit.name, "type": unit.type, "source": unit.source or unit.name,
                 "task": unit.task or "detection", "form": form, "box_kind": kind, "request": mode,
                 "plans": [plan.as_dict()],
                 "objects": {"kind": kind, "labels": objects.labels, "boxes": objects.boxes.data.tolist(),
@@ -239,7 +240,8 @@ class SampleBuilder:
         target = format_grounding(model, form)
         path = self.image_path(unit, grounding_image_path(record))
         meta = {"id": f"{record['dataset']}/{record.get('question_id', record['image_id'])}", "unit": unit.name,
-                "source": unit.source or record.get("source") or record["dataset"], "task": unit.task or "grounding",
+                "type": unit.type, "source": unit.source or record.get("source") or record["dataset"],
+                "task": unit.task or "grounding",
                 "form": form, "box_kind": kind, "plans": [plan.as_dict()],
                 "objects": {"kind": kind, "labels": [question], "boxes": model.data.tolist(), "clipped_away": 0}}
         return self._wrap([self._image_part(path, plan), {"type": "text", "text": prompt}], target, meta)
@@ -276,7 +278,7 @@ class SampleBuilder:
                 else:
                     parts.append({"type": "text", "text": render(p["text"])})
             messages.append({"role": msg["role"], "content": parts})
-        meta = {"id": record["id"], "unit": unit.name, "source": unit.source or record["source"],
+        meta = {"id": record["id"], "unit": unit.name, "type": unit.type, "source": unit.source or record["source"],
                 "task": unit.task or record["task"], "form": None,
                 "box_kind": "+".join(sorted({b["kind"] for b in record.get("boxes") or []})) or None,
                 "plans": [p.as_dict() for p in plans], "boxes": model_boxes}

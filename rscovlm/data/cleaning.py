@@ -6,15 +6,16 @@ counts its substitutions under its name, so the conversion report says how much 
 
 ``space_runs``      a run of spaces/tabs *between* two non-space characters becomes one space (leading
                     indentation is kept: general data holds code);
-``repeated_punct``  a run of one of ``, ; : ! ?`` becomes one (``!!`` -> ``!``), exactly two dots become one
-                    (an ellipsis ``...`` is kept);
+``repeated_punct``  a run of one of ``, ; ! ?`` becomes one (``!!`` -> ``!``), exactly two dots become one
+                    (an ellipsis ``...`` is kept; ``::`` and the ``..`` of a path ``../x`` are code, not typos);
 ``space_before_punct``  spaces before ``, . ; : ! ?`` that follow a word or a box reference are removed
                     (``car .`` -> ``car.``);
-``typo:<word>``     whole-word fixes from the documented typo table ``rscovlm/data/tables/typos.yaml``;
+``typo:<word>``     whole-word fixes from the documented typo table ``rscovlm/data/tables/typos.yaml`` (not
+                    inside paths or file names: ``../teh.txt`` stays);
 ``strip``           leading/trailing whitespace of the whole text.
 
-Text inside Markdown code fences (```) is never touched. Box references ``<box:N>`` contain none of the
-characters the rules look at, so they pass unchanged.
+Text inside Markdown code fences (```) and inline code spans (`...`) is never touched. Box references ``<box:N>``
+contain none of the characters the rules look at, so they pass unchanged.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import yaml
 
 _SPACE_RUNS = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
 _SPACE_BEFORE_PUNCT = re.compile(r"(?<=[\w>])[ \t]+([,.;:!?])(?=\s|$)")
-_REPEATED_PUNCT = re.compile(r"([,;:!?])\1+")
-_TWO_DOTS = re.compile(r"(?<!\.)\.\.(?!\.)")
+_REPEATED_PUNCT = re.compile(r"([,;!?])\1+")
+_TWO_DOTS = re.compile(r"(?<![./\\])\.\.(?![./\\])")
 _FENCE = "```"
+_INLINE_CODE = re.compile(r"(`[^`\n]+`)")
 
 
 @lru_cache(maxsize=None)
@@ -64,9 +66,10 @@ class TextCleaner:
     def __init__(self, typo_table: dict[str, str] | None = None):
         self.typos = load_typo_table() if typo_table is None else {k.lower(): v for k, v in typo_table.items()}
         self.counts: Counter[str] = Counter()
-        self._typo_re = (re.compile(r"(?<![\w-])(" + "|".join(sorted(map(re.escape, self.typos), key=len,
-                                                                          reverse=True)) + r")(?![\w-])",
-                                    re.IGNORECASE) if self.typos else None)
+        words = "|".join(sorted(map(re.escape, self.typos), key=len, reverse=True))
+        # whole words of prose: not part of a path or file name (``../teh.txt``)
+        self._typo_re = (re.compile(r"(?<![\w\-/\\.])(" + words + r")(?![\w\-/\\]|\.\w)", re.IGNORECASE)
+                         if self.typos else None)
 
     def _typo(self, m: re.Match) -> str:
         word = m.group(1)
@@ -85,13 +88,20 @@ class TextCleaner:
             text = self._typo_re.sub(self._typo, text)
         return text
 
+    def _clean_prose(self, text: str) -> str:
+        if "`" not in text:
+            return self._clean_segment(text)
+        parts = _INLINE_CODE.split(text)  # odd items are the code spans
+        parts[0::2] = [self._clean_segment(p) for p in parts[0::2]]
+        return "".join(parts)
+
     def __call__(self, text: str) -> str:
         if _FENCE in text:
             parts = text.split(_FENCE)
-            parts[0::2] = [self._clean_segment(p) for p in parts[0::2]]
+            parts[0::2] = [self._clean_prose(p) for p in parts[0::2]]
             out = _FENCE.join(parts)
         else:
-            out = self._clean_segment(text)
+            out = self._clean_prose(text)
         stripped = out.strip()
         if stripped != out:
             self.counts["strip"] += 1

@@ -56,6 +56,9 @@ class MergeConfig:
 
 @dataclass
 class MergeReport:
+    """Totals of :func:`merge_task1_dir`: Task1 files and patch detections read, images and detections written
+    after NMS, and the lines skipped with ``skip_invalid``."""
+
     files: int = 0
     patch_detections: int = 0
     images: int = 0

@@ -80,6 +80,10 @@ class SplitConfig:
             raise ValueError(f"gap must be in [0, size), got gap={self.gap} size={self.size}")
         if not (0 <= self.iof_thr < 1):
             raise ValueError(f"iof_thr must be in [0, 1), got {self.iof_thr}")
+        _check_img_rate_thr(self.img_rate_thr)
+        if not (isinstance(self.padding_value, (int, np.integer)) and 0 <= self.padding_value <= 255):
+            raise ValueError(f"padding_value must be an integer in [0, 255] (8-bit pixels), got "
+                             f"{self.padding_value!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.missing_labels not in ("error", "empty"):
@@ -89,6 +93,11 @@ class SplitConfig:
 
 
 # ---- windows and objects -----------------------------------------------------------------------------------
+
+def _check_img_rate_thr(value: float) -> None:
+    if not math.isfinite(value):  # NaN would keep no window at all, silently
+        raise ValueError(f"img_rate_thr must be a finite number, got {value}")
+
 
 def _axis_starts(length: int, size: int, step: int) -> list[int]:
     n = 1 if length <= size else math.ceil((length - size) / step + 1)
@@ -103,6 +112,7 @@ def sliding_windows(width: int, height: int, size: int = 1024, gap: int = 200,
     """``(M, 4)`` int64 windows ``x1, y1, x2, y2`` (x-major order) of a ``width`` x ``height`` image."""
     if not 0 <= gap < size:
         raise ValueError(f"gap must be in [0, size), got gap={gap} size={size}")
+    _check_img_rate_thr(img_rate_thr)
     step = size - gap
     xs, ys = _axis_starts(width, size, step), _axis_starts(height, size, step)
     start = np.array([(x, y) for x in xs for y in ys], dtype=np.int64)
@@ -217,12 +227,16 @@ def decode_rgb(path: str | os.PathLike) -> np.ndarray:
             except ImportError:
                 imagecodecs = None
             if imagecodecs is not None:
-                rgb = imagecodecs.spng_decode(head + f.read())
-                if rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8:  # a tRNS chunk adds alpha
+                try:
+                    rgb = imagecodecs.spng_decode(head + f.read())
+                except Exception:  # damaged file: OpenCV decides, as in img_split (imagecodecs' errors vary)
+                    rgb = None
+                # a tRNS chunk adds alpha: OpenCV then decodes it the way img_split sees it
+                if rgb is not None and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8:
                     return rgb
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"{path}: OpenCV cannot decode this image")
+        raise ValueError(f"{path}: OpenCV cannot decode this image (damaged or not an image)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -262,6 +276,8 @@ def resolve_png_encoder(name: str) -> str:
 
 @dataclass
 class ImageTask:
+    """One image to split: its path, its label file and its size in pixels (from the header)."""
+
     image_path: str
     label_path: str | None  # None: no labels for this split (or a missing file under missing_labels='empty')
     width: int
@@ -270,6 +286,8 @@ class ImageTask:
 
 @dataclass
 class ImageResult:
+    """What splitting one image did: patches written, objects read, (object, patch) pairs kept."""
+
     image_path: str
     patches: int
     objects: int
@@ -283,8 +301,11 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None
-    with Image.open(path) as im:
-        return im.size
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, SyntaxError) as err:  # UnidentifiedImageError is an OSError; broken headers raise either
+        raise ValueError(f"{path}: cannot read the image header ({err})") from None
 
 
 def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, encoder: str | None = None
@@ -326,6 +347,9 @@ def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, e
 
 @dataclass
 class SplitReport:
+    """Totals of :func:`split_dataset` (``kept_objects`` counts (object, patch) pairs, so an object cut by two
+    windows counts twice) and everything left out: missing label files, ignored files, skipped label lines."""
+
     images: int = 0
     patches: int = 0
     objects: int = 0

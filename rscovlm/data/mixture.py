@@ -42,7 +42,8 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import yaml
 
-from rscovlm.data.records import RECORD_KINDS, iter_jsonl, read_coco
+from rscovlm.data.builder import BuildConfig, BuildError, SampleBuilder
+from rscovlm.data.records import RECORD_KINDS, RecordError, iter_jsonl, read_coco
 
 
 class MixtureError(ValueError):
@@ -143,8 +144,6 @@ class MixtureConfig:
         builder = raw.get("builder") or {}
         if not isinstance(builder, dict):
             raise MixtureError(f"{where}: builder: expected a mapping")
-        from rscovlm.data.builder import BuildConfig
-
         try:
             BuildConfig.from_dict(builder)
         except (TypeError, ValueError) as err:
@@ -159,17 +158,19 @@ class JsonlStore:
 
     def __init__(self, path: str):
         self.path = path
-        offsets = []
+        offsets, line_nos = [], []
         pos = 0
         try:
             with open(path, "rb") as fh:
-                for line in fh:
+                for line_no, line in enumerate(fh, 1):
                     if line.strip():
                         offsets.append(pos)
+                        line_nos.append(line_no)
                     pos += len(line)
         except FileNotFoundError:
             raise MixtureError(f"{path}: unit file not found") from None
         self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.line_nos = np.asarray(line_nos, dtype=np.int64)
         self._fh = None
         self._pid = None
 
@@ -186,6 +187,10 @@ class JsonlStore:
         for _, rec in iter_jsonl(self.path):
             yield rec
 
+    def where(self, i: int) -> str:
+        """``file:line`` of record ``i`` (for error messages)."""
+        return f"{self.path}:{int(self.line_nos[i])}"
+
     def __getstate__(self) -> dict:  # picklable for DataLoader workers (file handles are reopened)
         return {**self.__dict__, "_fh": None, "_pid": None}
 
@@ -200,19 +205,30 @@ class CocoStore:
 
     def __init__(self, path: str):
         try:
-            coco, _ = read_coco(path)
+            coco, lines = read_coco(path)
         except FileNotFoundError:
             raise MixtureError(f"{path}: unit file not found") from None
+        except RecordError as err:
+            raise MixtureError(str(err)) from None
+        missing = [k for k in ("images", "annotations", "categories") if not isinstance(coco.get(k), list)]
+        if missing:
+            raise MixtureError(f"{path}: not a COCO detection file (no {', '.join(missing)} list); "
+                               f"check it with `rscovlm data validate`")
         self.path = path
+        self._lines = lines.get("images", [])
         self.info = coco.get("info") or {}
-        cats = sorted(coco["categories"], key=lambda c: c["id"])
-        self.categories = [c["name"] for c in cats]
-        name = {c["id"]: c["name"] for c in cats}
-        by_image: dict[Any, list[dict]] = defaultdict(list)
-        for ann in coco["annotations"]:
-            by_image[ann["image_id"]].append(ann)
-        self.images = coco["images"]
-        self._anns = [by_image.get(img["id"], []) for img in self.images]
+        try:
+            cats = sorted(coco["categories"], key=lambda c: c["id"])
+            self.categories = [c["name"] for c in cats]
+            name = {c["id"]: c["name"] for c in cats}
+            by_image: dict[Any, list[dict]] = defaultdict(list)
+            for ann in coco["annotations"]:
+                by_image[ann["image_id"]].append(ann)
+            self.images = coco["images"]
+            self._anns = [by_image.get(img["id"], []) for img in self.images]
+        except (KeyError, TypeError) as err:
+            raise MixtureError(f"{path}: malformed COCO element ({type(err).__name__}: {err}); "
+                               f"check it with `rscovlm data validate`") from None
         self._name = name
 
     def __len__(self) -> int:
@@ -228,6 +244,10 @@ class CocoStore:
 
     def __iter__(self) -> Iterator[dict]:
         return (self[i] for i in range(len(self)))
+
+    def where(self, i: int) -> str:
+        """``file:line`` of image entry ``i`` (for error messages)."""
+        return f"{self.path}:{self._lines[i]}" if i < len(self._lines) else f"{self.path}: images[{i}]"
 
 
 def open_store(unit: UnitConfig):
@@ -277,10 +297,6 @@ class Mixture:
         """``(unit index, record index)`` at ``position`` of ``epoch``."""
         units, records = self.epoch_plan(epoch)
         return int(units[position]), int(records[position])
-
-    def record(self, epoch: int, position: int) -> tuple[UnitConfig, dict]:
-        u, i = self.locate(epoch, position)
-        return self.units[u], self.stores[u][i]
 
     def sample_rng(self, epoch: int, position: int) -> np.random.Generator:
         """The generator of one sample's random choices: a function of (seed, epoch, position) only."""
@@ -397,8 +413,6 @@ class MixtureDataset:
 
     def __init__(self, mixture: Mixture, builder=None, mode: Literal["train", "eval"] = "train", epoch: int = 0):
         if builder is None:
-            from rscovlm.data.builder import BuildConfig, SampleBuilder
-
             builder = SampleBuilder(BuildConfig.from_dict(mixture.config.builder))
         self.mixture, self.builder, self.mode, self.epoch = mixture, builder, mode, epoch
 
@@ -415,9 +429,14 @@ class MixtureDataset:
     def __getitem__(self, position: int) -> dict:
         if not 0 <= position < len(self):
             raise IndexError(position)
-        unit, record = self.mixture.record(self.epoch, position)
+        u, i = self.mixture.locate(self.epoch, position)
+        unit, store = self.mixture.units[u], self.mixture.stores[u]
         rng = self.mixture.sample_rng(self.epoch, position)
-        return self.builder.build(record, unit, rng=rng if self.mode == "train" else None)
+        try:
+            return self.builder.build(store[i], unit, rng=rng if self.mode == "train" else None)
+        except (BuildError, KeyError, TypeError, ValueError, IndexError, OSError) as err:
+            # a record the builder cannot use: say which one (run `rscovlm data validate` on the unit file)
+            raise BuildError(f"{store.where(i)}: unit {unit.name}: {type(err).__name__}: {err}") from err
 
 
 # ---- the trainer's data source -----------------------------------------------------------------------------

@@ -17,8 +17,11 @@ import numpy as np
 
 
 def _load_resized(part: dict):
+    """The image of a built part in its model frame (already loaded and resized with ``load_images``)."""
     from PIL import Image
 
+    if isinstance(part["image"], Image.Image):
+        return part["image"].convert("RGB")
     with Image.open(part["image"]) as im:
         return im.convert("RGB").resize((part["resized_width"], part["resized_height"]), Image.BICUBIC)
 
@@ -37,11 +40,11 @@ def render_sample(sample: dict):
     parts = [p for m in sample["messages"] for p in m["content"] if p["type"] == "image"]
     target = sample["messages"][-1]["content"][0]["text"]
     images = [_load_resized(p) for p in parts]
-    if meta["task"] == "detection" and images:
+    if meta["type"] == "detection" and images:
         frame = Frame.model(*images[0].size)
         parsed = parse_detections(target, kind=meta["box_kind"], frame=frame)
         images[0] = draw_objects(images[0], parsed.objects)
-    elif meta["task"] == "grounding" and images:
+    elif meta["type"] == "grounding" and images:
         boxes, _ = parse_grounding(target, kind=meta["box_kind"], frame=Frame.model(*images[0].size))
         images[0] = draw_objects(images[0], ObjectSet(boxes, ["target"] * len(boxes)), color=(255, 40, 40))
     else:

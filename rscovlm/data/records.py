@@ -81,17 +81,26 @@ class RecordError(ValueError):
 
 # ---- reading with line numbers ----------------------------------------------------------------------------
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """``(line_no, object)`` for every non-blank line; a line that is not JSON raises :class:`RecordError`."""
+def _json_lines(path: str, lines, errors: Literal["raise", "yield"]) -> Iterator[tuple[int, Any]]:
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            bad = RecordError(Problem(path, line_no, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+            if errors == "raise":
+                raise bad from None
+            obj = bad
+        yield line_no, obj
+
+
+def iter_jsonl(path: str | os.PathLike, errors: Literal["raise", "yield"] = "raise") -> Iterator[tuple[int, Any]]:
+    """``(line_no, object)`` for every non-blank line. A line that is not JSON raises :class:`RecordError`, or
+    with ``errors="yield"`` comes as ``(line_no, RecordError)`` and the lines after it are still read."""
     path = str(path)
     with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RecordError(Problem(path, line_no, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+        yield from _json_lines(path, fh, errors)
 
 
 _WS = re.compile(r"\s*")
@@ -153,8 +162,10 @@ def iter_json_array(path: str | os.PathLike, text: str | None = None,
     yield from _ArrayReader(path, text, pos, cache)
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """Records of a JSON array file or a JSON Lines file (decided by the first non-blank character)."""
+def iter_records(path: str | os.PathLike, errors: Literal["raise", "yield"] = "raise") -> Iterator[tuple[int, Any]]:
+    """Records of a JSON array file or a JSON Lines file (decided by the first non-blank character). ``errors``
+    as in :func:`iter_jsonl` for JSON Lines; in a JSON array nothing after a broken element can be trusted, so
+    that always raises."""
     path = str(path)
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
@@ -162,13 +173,7 @@ def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     if first < len(text) and text[first] == "[":
         yield from iter_json_array(path, text, first)
         return
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield line_no, json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RecordError(Problem(path, line_no, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+    yield from _json_lines(path, text.splitlines(), errors)
 
 
 def read_coco(path: str | os.PathLike) -> tuple[dict, dict[str, list[int]]]:
@@ -516,7 +521,10 @@ def validate_file(path: str | os.PathLike, kind: RecordKind | None = None,
             return probs
         check = validate_conversation if kind == "conversation" else validate_grounding
         ids: dict = {}
-        for line_no, rec in iter_jsonl(path):
+        for line_no, rec in iter_jsonl(path, errors="yield"):
+            if isinstance(rec, RecordError):
+                probs.append(rec.problem)
+                continue
             for field, msg in check(rec):
                 probs.append(Problem(path, line_no, field, msg))
             if not isinstance(rec, dict):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +127,18 @@ class SceneConfig:
         unknown = [c for c in self.categories if c not in STYLES]
         if unknown:
             raise ValueError(f"unknown synthetic categories {unknown}; choose from {sorted(STYLES)}")
+        if not self.categories:
+            raise ValueError("categories must name at least one category")
         self.categories = tuple(self.categories)
+        for name in ("density", "roads_per_megapixel"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.object_scale) and self.object_scale > 0):
+            raise ValueError(f"object_scale must be a finite number > 0, got {self.object_scale}")
+        if self.num_objects is not None and self.num_objects < 0:
+            raise ValueError(f"num_objects must be >= 0, got {self.num_objects}")
+        if self.parcel_size < 1:
+            raise ValueError(f"parcel_size must be >= 1, got {self.parcel_size}")
 
 
 @dataclass
@@ -369,9 +380,10 @@ def generate_scene(width: int, height: int, seed: int = 0, config: SceneConfig |
                    ) -> tuple[np.ndarray, ObjectSet]:
     """``(RGB uint8 image (height, width, 3), ObjectSet of normalized quads in original pixels)``.
 
-    Keyword ``overrides`` set :class:`SceneConfig` fields (e.g. ``num_objects=5, object_scale=2``). Holds the
-    whole image in memory: use :func:`write_scene` for very large scenes."""
-    config = config or SceneConfig(**overrides)
+    Keyword ``overrides`` set :class:`SceneConfig` fields (e.g. ``num_objects=5, object_scale=2``), on top of
+    ``config`` when both are given. Holds the whole image in memory: use :func:`write_scene` for very large
+    scenes."""
+    config = replace(config, **overrides) if config is not None else SceneConfig(**overrides)
     scene = plan_scene(width, height, seed, config)
     return scene.render(), scene.objects
 

@@ -23,13 +23,14 @@ computed once per (class, seed, IoU threshold), all score thresholds are one ``(
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rscovlm.eval.ap import average_precision
-from rscovlm.eval.dota_map import ClassOverlaps
+from rscovlm.eval.dota_map import ClassOverlaps, check_score_thr
 
 DEFAULT_SCORE_THRS = np.round(np.arange(0.0, 0.96, 0.05), 2)  # 0.00, 0.05, ..., 0.95
 DEFAULT_IOU_SPEC = "0.5,0.75,0.5:0.95"
@@ -49,6 +50,8 @@ def parse_iou_spec(spec: str | list) -> dict[str, list[float]]:
             parts = [float(p) for p in item.split(":")]
         except ValueError:
             raise ValueError(f"IoU threshold {item!r} is not a number or a range a:b[:step]") from None
+        if not all(math.isfinite(p) for p in parts):
+            raise ValueError(f"IoU threshold {item!r} is not finite")
         if len(parts) == 1:
             thrs = [parts[0]]
             name = f"AP_nc{round(parts[0] * 100):d}"
@@ -177,7 +180,7 @@ def ap_nc_table(overlaps: dict[str, ClassOverlaps], *, score_thrs=(0.0,), seeds=
     metrics = parse_iou_spec(iou_spec)
     iou_thrs = sorted({t for thrs in metrics.values() for t in thrs})
     classes = [c for c, ov in overlaps.items() if ov.num_pos > 0]
-    score_thrs = [float(t) for t in np.atleast_1d(score_thrs)]
+    score_thrs = [check_score_thr(t) for t in np.atleast_1d(score_thrs)]
     ap = np.zeros((len(score_thrs), len(seed_list), len(iou_thrs), len(classes)))
     for c_i, c in enumerate(classes):
         ap[..., c_i] = ap_nc_grid(overlaps[c], c, seed_list, iou_thrs, score_thrs, ap_mode)
@@ -193,6 +196,7 @@ def eval_dota_nc(gt, dets, *, score_thr: float = 0.0, seeds=10, iou_thrs: str = 
     "per_class": {class: {name: {"mean", "std"}}}, "protocol", "ap_mode"}``."""
     from rscovlm.eval.dota_map import compute_overlaps, load_pair
 
+    check_score_thr(score_thr)  # before reading the folders
     gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images)
     table = ap_nc_table(compute_overlaps(gt, dets, protocol), score_thrs=[score_thr], seeds=seeds,
                         iou_spec=iou_thrs, ap_mode=ap_mode)

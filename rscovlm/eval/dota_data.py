@@ -110,6 +110,20 @@ def _gather_tokens(buf: np.ndarray, tok_s: np.ndarray, tok_e: np.ndarray) -> tup
     return data.view(f"S{width}").ravel(), pos[inside]
 
 
+def _parse_numbers(text: np.ndarray, rows: int, cols: int) -> np.ndarray | None:
+    """The whitespace-separated numbers of the bytes ``text`` as a ``(rows, cols)`` float64 array, or ``None``
+    when a token is not a number, the count differs or a value is not finite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns when it stops at a bad token
+        try:
+            values = np.fromstring(text.tobytes(), sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    if values.size != rows * cols or not np.isfinite(values).all():
+        return None
+    return values.reshape(rows, cols)
+
+
 def _txt_files(directory: Path, prefix: str) -> list[Path]:
     """``prefix*.txt`` files of ``directory`` sorted by name (what ``sorted(glob)`` gives, without building and
     comparing thousands of Path objects)."""
@@ -135,7 +149,7 @@ def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
     image_ids = [p.stem for p in paths]
     if len(buf) == 0:
         return GroundTruth(image_ids, {})
-    if _ODD[buf].any():
+    if _needs_careful_reader(buf):
         return None
     is_ws = _WS[buf]
     tok_s, tok_e = _token_spans(buf, is_ws)
@@ -177,15 +191,9 @@ def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
     inside = cols < (sel_e - sel_s)[:, None]
     pos = (sel_s[:, None] + cols)[inside]
     numbers[pos] = buf[pos]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            values = np.fromstring(numbers.tobytes(), sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
-    if values.size != 8 * n or not np.isfinite(values).all():
+    quads = _parse_numbers(numbers, n, 8)
+    if quads is None:
         return None
-    quads = values.reshape(n, 8)
     difficult = (diff_byte - 48).astype(np.int64)
     image = file_of_line[np.flatnonzero(obj_line)]
     uniq, inverse = np.unique(names, return_inverse=True)
@@ -202,7 +210,10 @@ def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> Gro
     directory = Path(gt_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"label directory {directory} does not exist")
-    fast = _load_gt_fast(_txt_files(directory, ""))
+    files = _txt_files(directory, "")
+    if not files:  # almost always the wrong folder (e.g. the dataset root instead of labelTxt/)
+        raise FileNotFoundError(f"label directory {directory} holds no .txt label files")
+    fast = _load_gt_fast(files)
     if fast is not None:
         return fast
     labels = dota_io.read_labeltxt_dir(gt_dir, skip_invalid=skip_invalid)
@@ -227,8 +238,17 @@ def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> Gro
 
 _WS = np.zeros(256, bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
-_ODD = np.zeros(256, bool)  # bytes where str.split() and this fast path could disagree
-_ODD[[b for b in range(32) if not _WS[b]] + list(range(127, 256))] = True
+_ODD = np.zeros(256, bool)  # bytes where str.split() / str.splitlines() and this fast path could disagree
+_ODD[[b for b in range(32) if not _WS[b]] + [11, 12] + list(range(127, 256))] = True  # 11, 12 break lines
+
+
+def _needs_careful_reader(buf: np.ndarray) -> bool:
+    """True when the careful reader's ``str.splitlines()`` could see other lines than the fast path (which breaks
+    only at ``\n``): odd bytes (control, ``\x0b``/``\x0c``, non-ASCII) or a ``\r`` not followed by ``\n``."""
+    if _ODD[buf].any():
+        return True
+    cr = np.flatnonzero(buf == 13)
+    return bool(len(cr)) and bool(np.any(buf[np.minimum(cr + 1, len(buf) - 1)] != 10) or cr[-1] == len(buf) - 1)
 
 
 def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
@@ -240,7 +260,7 @@ def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     buf = np.frombuffer(raw, np.uint8)
-    if _ODD[buf].any():
+    if _needs_careful_reader(buf):
         return None
     is_ws = _WS[buf]
     if is_ws.all():
@@ -264,16 +284,10 @@ def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.
     uniq, inverse = np.unique(id_bytes.view(f"S{width}").ravel(), return_inverse=True)
     numbers = buf.copy()
     numbers[pos[inside]] = 32  # blank the ids; what is left is 9 numbers per line
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            values = np.fromstring(numbers.tobytes(), sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
     n = len(tok_s)
-    if values.size != 9 * n or not np.isfinite(values).all():
+    values = _parse_numbers(numbers, n, 9)
+    if values is None:
         return None
-    values = values.reshape(n, 9)
     return [u.decode("ascii") for u in uniq], inverse.reshape(-1), values[:, 0].copy(), \
         np.ascontiguousarray(values[:, 1:])
 
@@ -319,7 +333,7 @@ def load_task1_dir(det_dir: str | os.PathLike, gt: GroundTruth, *, skip_invalid:
                 line_no = _line_of(path, first)
                 raise DotaFormatError(path, line_no, f"image {first!r} has no ground-truth file "
                                                      f"({int(unknown.sum())} such detections; "
-                                                     f"use unknown_images='ignore' to drop them)")
+                                                     f"unknown_images='ignore' or --unknown-images ignore drops them)")
             dropped += int(unknown.sum())
             keep = ~unknown
             image, scores, quads = image[keep], scores[keep], quads[keep]

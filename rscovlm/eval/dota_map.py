@@ -37,6 +37,7 @@ are computed once per class (:class:`ClassOverlaps`) and reused for every thresh
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -120,6 +121,24 @@ def get_protocol(name: str | Protocol) -> Protocol:
         return PROTOCOLS[name]
     except KeyError:
         raise ValueError(f"unknown protocol {name!r}; expected one of {sorted(PROTOCOLS)}") from None
+
+
+def check_iou_thr(value, name: str = "iou_thr") -> float:
+    """``value`` as a float when it is a finite IoU threshold in ``[0, 1]``; else a ValueError naming ``name``
+    (a NaN threshold would otherwise match nothing and score a silent 0)."""
+    v = float(value)
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return v
+
+
+def check_score_thr(value, name: str = "score_thr") -> float:
+    """``value`` as a float unless it is NaN (which would drop every detection); any other number is allowed
+    (Task1 scores are not bounded)."""
+    v = float(value)
+    if math.isnan(v):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return v
 
 
 # ---- overlaps, computed once per class --------------------------------------------------------------------------
@@ -276,11 +295,15 @@ def match_ranked(ov: ClassOverlaps, order: np.ndarray, iou_thr: float) -> tuple[
 
 
 def ap_from_matches(tp: np.ndarray, fp: np.ndarray, num_pos: int, mode: str, dtype) -> float:
+    """AP of boolean TP/FP flags in ranking order (``num_pos`` positives)."""
     return float(average_precision(np.cumsum(tp), np.cumsum(fp), num_pos, mode, dtype)[0])
 
 
 @dataclass
 class ClassAP:
+    """One class at one IoU threshold: ``num_gt`` positives (the recall denominator), ``num_det`` detections
+    scored, ``num_tp`` of them true positives; ``recall``/``precision`` at the end of the ranked list."""
+
     ap: float
     num_gt: int
     num_det: int
@@ -332,6 +355,7 @@ class DotaMapResult:
 def map_from_overlaps(overlaps: dict[str, ClassOverlaps], iou_thr: float = 0.5, ap_mode: str = "11point",
                       ties: TieOrder = "reference") -> DotaMapResult:
     """Per-class AP and mAP from precomputed overlaps (scores required)."""
+    iou_thr = check_iou_thr(iou_thr)
     if ap_mode not in AP_MODES:
         raise ValueError(f"unknown AP mode {ap_mode!r}; expected one of {sorted(AP_MODES)}")
     per_class: dict[str, ClassAP] = {}
@@ -357,6 +381,7 @@ def eval_dota(gt: GroundTruth | str | os.PathLike, dets: Detections | str | os.P
               skip_invalid: bool = False, unknown_images: UnknownImages = "error") -> DotaMapResult:
     """DOTA mAP of a Task1 folder (or loaded :class:`Detections`) against a labelTxt folder (or
     :class:`GroundTruth`). Also ``rscovlm eval dota``."""
+    check_iou_thr(iou_thr)  # before reading the folders
     gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images)
     result = map_from_overlaps(compute_overlaps(gt, dets, protocol), iou_thr, ap_mode, ties)
     result.protocol = get_protocol(protocol).name

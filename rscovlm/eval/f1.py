@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rscovlm.eval.dota_map import ClassOverlaps, compute_overlaps, load_pair
+from rscovlm.eval.dota_map import ClassOverlaps, check_iou_thr, check_score_thr, compute_overlaps, load_pair
 
 
 def one_to_one_counts(ov: ClassOverlaps, iou_thr: float, kept: np.ndarray | None = None) -> tuple[int, int, int]:
@@ -63,6 +63,7 @@ def _prf(tp: int, fp: int, npos: int) -> dict:
 
 def f1_from_overlaps(overlaps: dict[str, ClassOverlaps], *, iou_thr: float = 0.5, score_thr: float = 0.0) -> dict:
     """``{"mF1", "classes", "per_class": {c: {precision, recall, f1, tp, fp, num_gt}}, "micro": {...}}``."""
+    iou_thr, score_thr = check_iou_thr(iou_thr), check_score_thr(score_thr)
     per_class = {}
     tot_tp = tot_fp = tot_pos = 0
     for c, ov in overlaps.items():
@@ -82,6 +83,8 @@ def eval_dota_f1(gt, dets, *, score_thr: float = 0.0, iou_thr: float = 0.5, prot
                  skip_invalid: bool = False, unknown_images: str = "error") -> dict:
     """mF1 of a Task1 folder (or loaded detections) against labelTxt ground truth. Also ``rscovlm eval
     dota-f1``."""
+    check_iou_thr(iou_thr)  # before reading the folders
+    check_score_thr(score_thr)
     gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images)
     out = f1_from_overlaps(compute_overlaps(gt, dets, protocol), iou_thr=iou_thr, score_thr=score_thr)
     out.update(protocol=protocol, skipped_lines=len(gt.skipped) + len(dets.skipped),

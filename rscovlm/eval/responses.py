@@ -42,6 +42,9 @@ class ResponseFormatError(ValueError):
 
 @dataclass
 class ResponseStats:
+    """Parsing counts over a responses file: fragments (one per object the model tried to write), unreadable
+    ones, unknown labels, non-finite boxes, ``There is none.`` answers, and what was left out."""
+
     n_responses: int = 0
     n_fragments: int = 0
     n_unparsed: int = 0
@@ -68,8 +71,10 @@ def _plan_of(record: dict) -> ResizePlan:
     data = record.get("resize", record)
     if not isinstance(data, dict) or "original" not in data or "model" not in data:
         raise ValueError('needs "resize": {"original": [W, H], "model": [w, h]}')
-    plan = ResizePlan.from_dict(data)
-    return plan
+    try:
+        return ResizePlan.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'bad "resize" {data!r}: {err}') from None
 
 
 def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str = "dota-v1.0",
@@ -107,7 +112,8 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
         if image_id not in gt.index:
             if unknown_images == "error":
                 raise ResponseFormatError(f"{path}:{line_no}: image {image_id!r} has no ground-truth file "
-                                          f"(use unknown_images='ignore' to drop such responses)")
+                                          f"(unknown_images='ignore' or --unknown-images ignore drops such "
+                                          f"responses)")
             stats.dropped_unknown_image += 1
             continue
         stats.n_responses += 1
@@ -137,7 +143,8 @@ def eval_responses(responses: str | os.PathLike, gt, *, iou_thr: float = 0.5, se
                    iou_thrs: str = DEFAULT_IOU_SPEC, ap_mode: str = "11point", protocol: str = "dota",
                    categories: str = "dota-v1.0", skip_invalid: bool = False, unknown_images: str = "error") -> dict:
     """AP_nc (``metrics``/``per_class``, as :func:`rscovlm.eval.ap_nc.eval_dota_nc`), mF1 at ``iou_thr``
-    (``f1``) and parsing statistics (``parsing``) of a responses jsonl. Also ``rscovlm eval responses``."""
+    (``f1``) and parsing statistics (``parsing``) of a responses jsonl; ``skipped_lines`` counts the label and
+    jsonl lines left out with ``skip_invalid``. Also ``rscovlm eval responses``."""
     if not isinstance(gt, GroundTruth):
         gt = load_gt_dir(gt, skip_invalid=skip_invalid)
     dets, stats = load_responses(responses, gt, categories=categories, skip_invalid=skip_invalid,
@@ -146,4 +153,5 @@ def eval_responses(responses: str | os.PathLike, gt, *, iou_thr: float = 0.5, se
     table = ap_nc_table(overlaps, score_thrs=[0.0], seeds=seeds, iou_spec=iou_thrs, ap_mode=ap_mode)
     return {"classes": table.classes, **table.summary(0), "seeds": table.seeds, "iou_thrs": table.iou_thrs,
             "f1": f1_from_overlaps(overlaps, iou_thr=iou_thr), "parsing": stats.to_dict(), "protocol": protocol,
-            "ap_mode": ap_mode}
+            "ap_mode": ap_mode, "skipped_lines": len(gt.skipped) + len(stats.skipped),
+            "dropped_unknown_image": stats.dropped_unknown_image}

@@ -8,7 +8,7 @@ and drawn on one plot (:func:`rscovlm.viz.plots.plot_threshold_sweep`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,7 +18,8 @@ from rscovlm.eval.dota_map import compute_overlaps, load_pair
 
 @dataclass
 class SweepCurve:
-    """One detector's curve: per metric, ``mean`` and ``std`` over seeds at each threshold."""
+    """One detector's curve: per metric, ``mean`` and ``std`` over seeds at each threshold; what reading left
+    out (as in :func:`rscovlm.eval.dota_map.eval_dota`)."""
 
     name: str
     thresholds: list[float]
@@ -26,17 +27,22 @@ class SweepCurve:
     std: dict[str, list[float]]
     best_threshold: float
     select: str
+    skipped_lines: int = 0
+    dropped_unknown_image: int = 0
+    missing_det_files: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"thresholds": self.thresholds, "mean": self.mean, "std": self.std,
-                "best_threshold": self.best_threshold, "select": self.select}
+                "best_threshold": self.best_threshold, "select": self.select, "skipped_lines": self.skipped_lines,
+                "dropped_unknown_image": self.dropped_unknown_image,
+                "missing_det_files": list(self.missing_det_files)}
 
 
 def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_THRS, seeds=10,
                 iou_thrs: str = DEFAULT_IOU_SPEC, select: str = "AP_nc50", ap_mode: str = "11point",
-                protocol: str = "dota", skip_invalid: bool = False) -> SweepCurve:
+                protocol: str = "dota", skip_invalid: bool = False, unknown_images: str = "error") -> SweepCurve:
     """AP_nc at every threshold on one (val) set, and the best threshold for metric ``select``."""
-    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid)
+    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images)
     table = ap_nc_table(compute_overlaps(gt, dets, protocol), score_thrs=thresholds, seeds=seeds,
                         iou_spec=iou_thrs, ap_mode=ap_mode)
     if select not in table.metrics:
@@ -44,36 +50,42 @@ def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_TH
     mean = {m: table.metric_per_seed(m).mean(axis=1).tolist() for m in table.metrics}
     std = {m: table.metric_per_seed(m).std(axis=1).tolist() for m in table.metrics}
     best = int(np.argmax(np.asarray(mean[select])))  # first maximum = lowest threshold on ties
-    return SweepCurve(name, [float(t) for t in table.score_thrs], mean, std, table.score_thrs[best], select)
+    return SweepCurve(name, [float(t) for t in table.score_thrs], mean, std, table.score_thrs[best], select,
+                      len(gt.skipped) + len(dets.skipped), dets.dropped_unknown_image, list(dets.missing_files))
 
 
 def eval_dota_sweep(val_gt, val_dets: dict, test_gt=None, test_dets: dict | None = None, *,
                     thresholds=DEFAULT_SCORE_THRS, seeds=10, iou_thrs: str = DEFAULT_IOU_SPEC,
                     select: str = "AP_nc50", ap_mode: str = "11point", protocol: str = "dota",
-                    skip_invalid: bool = False, plot: str | None = None) -> dict:
+                    skip_invalid: bool = False, unknown_images: str = "error", plot: str | None = None) -> dict:
     """Sweep each detector of ``val_dets`` (``{name: Task1 folder or Detections}``) on ``val_gt``; with
     ``test_gt``/``test_dets`` (same names) apply each best threshold on test. Also ``rscovlm eval
-    dota-sweep``. Returns ``{"detectors": {name: {"val": curve, "test": AP_nc result or absent}}}``."""
+    dota-sweep``. ``unknown_images`` treats detections on images without ground truth as in
+    :func:`rscovlm.eval.dota_map.eval_dota`. Returns ``{"detectors": {name: {"val": curve, "test": AP_nc result
+    or absent}}}``."""
     if not val_dets:
         raise ValueError("the sweep needs at least one val detection set")
-    val_gt_loaded, _ = load_pair(val_gt, next(iter(val_dets.values())), skip_invalid=skip_invalid)
+    val_gt_loaded, _ = load_pair(val_gt, next(iter(val_dets.values())), skip_invalid=skip_invalid,
+                                 unknown_images=unknown_images)
     if test_dets is not None and set(test_dets) != set(val_dets):
         raise ValueError(f"test detectors {sorted(test_dets)} differ from val detectors {sorted(val_dets)}")
     if (test_gt is None) != (test_dets is None):
         raise ValueError("test ground truth and test detections go together")
-    test_gt_loaded = load_pair(test_gt, next(iter(test_dets.values())), skip_invalid=skip_invalid)[0] \
+    test_gt_loaded = load_pair(test_gt, next(iter(test_dets.values())), skip_invalid=skip_invalid,
+                               unknown_images=unknown_images)[0] \
         if test_gt is not None else None
     out: dict = {"detectors": {}, "select": select, "protocol": protocol, "ap_mode": ap_mode}
     curves = []
     for name, dets in val_dets.items():
         curve = sweep_curve(val_gt_loaded, dets, name=name, thresholds=thresholds, seeds=seeds, iou_thrs=iou_thrs,
-                            select=select, ap_mode=ap_mode, protocol=protocol, skip_invalid=skip_invalid)
+                            select=select, ap_mode=ap_mode, protocol=protocol, skip_invalid=skip_invalid,
+                            unknown_images=unknown_images)
         curves.append(curve)
         entry = {"val": curve.to_dict()}
         if test_gt_loaded is not None:
             entry["test"] = eval_dota_nc(test_gt_loaded, test_dets[name], score_thr=curve.best_threshold,
                                          seeds=seeds, iou_thrs=iou_thrs, ap_mode=ap_mode, protocol=protocol,
-                                         skip_invalid=skip_invalid)
+                                         skip_invalid=skip_invalid, unknown_images=unknown_images)
         out["detectors"][name] = entry
     if plot:
         from rscovlm.viz.plots import plot_threshold_sweep

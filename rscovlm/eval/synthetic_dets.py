@@ -22,6 +22,8 @@ DEFAULT_CLASSES = ("plane", "ship", "small-vehicle", "large-vehicle", "storage-t
 
 @dataclass
 class DetectionSet:
+    """Generated ground truth and detections over the same images (tests and benchmarks)."""
+
     gt: GroundTruth
     dets: Detections
 

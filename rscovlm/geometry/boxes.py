@@ -103,19 +103,12 @@ class Boxes:
         minimum-area enclosing rectangle."""
         if kind == self.kind:
             return self
-        quads = self.to_quad().data
-        if kind == "quad":
-            return self.with_data(quads, "quad")
-        if kind == "hbb":
-            return self.with_data(quad_to_hbb(quads), "hbb")
-        return self.with_data(quad_to_obb(quads), "obb")
+        if kind not in _FROM_QUAD:
+            raise ValueError(f"unknown box kind {kind!r}; expected one of {sorted(BOX_DIMS)}")
+        return self.with_data(_FROM_QUAD[kind](self.to_quad().data), kind)
 
     def to_quad(self) -> "Boxes":
-        if self.kind == "quad":
-            return self
-        if self.kind == "hbb":
-            return self.with_data(hbb_to_quad(self.data), "quad")
-        return self.with_data(obb_to_quad(self.data), "quad")
+        return self if self.kind == "quad" else self.with_data(_TO_QUAD[self.kind](self.data), "quad")
 
     def normalized(self) -> "Boxes":
         """Canonical form of each kind (see module docstring)."""
@@ -270,3 +263,8 @@ def normalize_quads(quads: np.ndarray) -> np.ndarray:
     idx = (start[:, None] + np.arange(4)[None, :]) % 4
     out = np.take_along_axis(pts, idx[..., None], axis=1)
     return out.reshape(n, 8)
+
+
+# every kind to quads and back (``Boxes.to``): the quad is the common form
+_TO_QUAD = {"hbb": hbb_to_quad, "obb": obb_to_quad}
+_FROM_QUAD = {"hbb": quad_to_hbb, "obb": quad_to_obb, "quad": lambda q: q}

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rscovlm.geometry.boxes import BoxKind, Boxes, Frame
+from rscovlm.geometry.boxes import BOX_DIMS, BoxKind, Boxes, Frame
 
 
 @dataclass(eq=False)
@@ -34,7 +34,7 @@ class ObjectSet:
 
     @classmethod
     def empty(cls, kind: BoxKind = "quad", frame: Frame | None = None) -> "ObjectSet":
-        return cls(Boxes(np.zeros((0, 8 if kind == "quad" else 4 if kind == "hbb" else 5)), kind, frame), [])
+        return cls(Boxes(np.zeros((0, BOX_DIMS[kind])), kind, frame), [])
 
     def __len__(self) -> int:
         return len(self.boxes)

@@ -78,7 +78,7 @@ def canonical_order(objects: ObjectSet) -> tuple[np.ndarray, np.ndarray]:
     return values.astype(np.int64), np.asarray(order, dtype=np.int64)
 
 
-def _plain_box(v: np.ndarray, kind: str) -> str:
+def plain_box(v: np.ndarray, kind: str) -> str:
     if kind == "obb":
         return "(" + ",".join(str(int(x)) for x in v) + ")"
     return ",".join(f"({int(v[i])},{int(v[i + 1])})" for i in range(0, len(v), 2))
@@ -107,7 +107,7 @@ def format_detections(objects: ObjectSet, form: OutputForm = "plain") -> str:
             current = name
         else:
             lines[-1] += "; "
-        lines[-1] += _plain_box(values[i], kind)
+        lines[-1] += plain_box(values[i], kind)
     return "\n".join(lines)
 
 
@@ -134,7 +134,7 @@ class ParseResult:
         return (len(self.unparsed) + len(self.unknown_labels)) / self.n_fragments
 
 
-def _finite_numbers(text: str) -> list[float] | None:
+def finite_numbers(text: str) -> list[float] | None:
     try:
         nums = [float(m) for m in _NUMBER.findall(text)]
     except ValueError:
@@ -193,7 +193,7 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.S | re.I)
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}")
 
 
-def _json_items(text: str) -> list[tuple[object, str]] | None:
+def json_items(text: str) -> list[tuple[object, str]] | None:
     """Objects of a JSON-form response as ``(decoded or None, raw fragment)``; None when it is not JSON."""
     body = text
     fence = _FENCE.search(text)
@@ -258,7 +258,7 @@ def parse_detections(
     if _NONE_PATTERN.match(text):
         out.result.none = True
         return out.finish(frame)
-    items = _json_items(text)
+    items = json_items(text)
     if items is not None:
         for item, raw in items:
             _read_json_item(item, raw, out)
@@ -274,5 +274,5 @@ def parse_detections(
         label, rest = m.group(1), m.group(2)
         for fragment in rest.split(";"):
             if fragment.strip():
-                out.add(label, _finite_numbers(fragment), f"{label}: {fragment.strip()}")
+                out.add(label, finite_numbers(fragment), f"{label}: {fragment.strip()}")
     return out.finish(frame)

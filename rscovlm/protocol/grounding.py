@@ -13,30 +13,28 @@ import json
 import numpy as np
 
 from rscovlm.geometry.boxes import BOX_DIMS, BoxKind, Boxes, Frame
+from rscovlm.geometry.objects import ObjectSet
 from rscovlm.protocol.detection import (
     JSON_BOX_KEYS,
     OutputForm,
-    _finite_numbers,
-    _json_items,
-    _plain_box,
+    finite_numbers,
+    json_items,
+    plain_box,
+    canonical_order,
 )
 
 _KIND_TO_JSON_KEY = {kind: key for key, kind in JSON_BOX_KEYS.items()}
 
 
 def format_grounding(boxes: Boxes, form: OutputForm = "plain") -> str:
-    """Boxes in their own frame, rounded, in the given order (a referring answer has no canonical order)."""
-    values = np.rint(boxes.normalized().data if boxes.kind != "obb" else boxes.data).astype(np.int64)
-    if boxes.kind == "obb":
-        from rscovlm.protocol.detection import canonical_order
-        from rscovlm.geometry.objects import ObjectSet
-
-        values, _ = canonical_order(ObjectSet(boxes, ["x"] * len(boxes)))
+    """Boxes in their own frame, rounded as in detection answers (obb angle in degrees), in the given order (a
+    referring answer has no canonical order)."""
+    values, _ = canonical_order(ObjectSet(boxes, [""] * len(boxes)))
     if form == "json":
         key = _KIND_TO_JSON_KEY[boxes.kind]
         rows = [json.dumps({key: [int(x) for x in v]}) for v in values]
         return "```json\n[\n  " + ",\n  ".join(rows) + "\n]\n```"
-    return "; ".join(_plain_box(v, boxes.kind) for v in values)
+    return "; ".join(plain_box(v, boxes.kind) for v in values)
 
 
 def parse_grounding(text: str, kind: BoxKind = "hbb", frame: Frame | None = None) -> tuple[Boxes, list[str]]:
@@ -46,17 +44,17 @@ def parse_grounding(text: str, kind: BoxKind = "hbb", frame: Frame | None = None
     unparsed: list[str] = []
     if not isinstance(text, str):
         return Boxes(np.zeros((0, dims)), kind, frame), [repr(text)]
-    items = _json_items(text)
+    items = json_items(text)
     if items is not None:
         key = _KIND_TO_JSON_KEY[kind]
         for item, raw in items:
-            values = _finite_numbers(json.dumps(item.get(key))) if isinstance(item, dict) else None
+            values = finite_numbers(json.dumps(item.get(key))) if isinstance(item, dict) else None
             (found.append(values) if values is not None and len(values) == dims else unparsed.append(raw))
     else:
         for fragment in text.replace("\n", ";").split(";"):
             if not fragment.strip():
                 continue
-            values = _finite_numbers(fragment.split(":", 1)[-1])
+            values = finite_numbers(fragment.split(":", 1)[-1])
             (found.append(values) if values is not None and len(values) == dims else unparsed.append(fragment))
     data = np.asarray(found, dtype=np.float64).reshape(-1, dims)
     if kind == "obb":

@@ -162,6 +162,16 @@ def split_descriptor(text: str) -> tuple[str | None, str]:
     return m.group(1).lower(), text[m.end():]
 
 
+_LEADING_MEDIA = re.compile(r"^(?:\s*<(?:image|video)>\s*)*")
+
+
+def take_descriptor(text: str) -> tuple[str | None, str]:
+    """Remove a task descriptor that starts the turn (after any leading ``<image>``/``<video>`` tokens)."""
+    lead = _LEADING_MEDIA.match(text).group(0)
+    tag, rest = split_descriptor(text[len(lead):])
+    return (tag, lead + rest) if tag else (None, text)
+
+
 def descriptor_suffix(tag: str, box_kind: str | None) -> str:
     return descriptor_table()[tag]["suffix"].get(box_kind or "none", "")
 
@@ -256,14 +266,19 @@ class Converter:
         raise NotImplementedError
 
     def iter_input(self) -> Iterator[tuple[int, Any]]:
-        return iter_records(self.path)
+        """``(line, raw record)``; with ``skip_invalid`` a JSON Lines line that is not JSON comes as
+        ``(line, RecordError)``, to be dropped and counted like any malformed record."""
+        return iter_records(self.path, errors="yield" if self.config.skip_invalid else "raise")
 
     def records(self) -> Iterator[dict]:
         """Unified records; malformed input raises or (``skip_invalid``) is dropped and counted."""
         validate = validate_conversation if self.output_kind == "conversation" else validate_grounding
+        seen: dict[str, int] = {}  # output id -> how many records used it
         for line, raw in self.iter_input():
             self.report.records_in += 1
             try:
+                if isinstance(raw, RecordError):
+                    raise raw
                 rec = self.convert_one(raw, line)
                 if rec is None:
                     continue
@@ -276,8 +291,25 @@ class Converter:
                     raise
                 self.report.drop(f"malformed: {err.problem.field or 'record'}", str(err.problem))
                 continue
+            if "id" in rec:
+                self._unique_id(rec, seen)
             self.report.records_out += 1
             yield rec
+
+    def _unique_id(self, rec: dict, seen: dict[str, int]) -> None:
+        """Sources reuse ids (GeoChat: several conversations per image under the image's id); the unified file
+        needs unique ones, so the k-th repeat becomes ``id#k`` (counted)."""
+        rid = rec["id"]
+        if rid not in seen:
+            seen[rid] = 1
+            return
+        k = seen[rid]
+        while f"{rid}#{k}" in seen or k == 1:
+            k += 1
+        seen[rid] = k
+        rec["id"] = f"{rid}#{k}"
+        seen[rec["id"]] = 1
+        self.change("duplicate_id_renamed")
 
     def run(self) -> ConversionReport:
         start = time.perf_counter()

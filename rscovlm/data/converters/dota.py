@@ -10,9 +10,10 @@ images with the same stems (``split/images``; .png, .jpg, .jpeg, .tif, .tiff, .b
     x1 y1 x2 y2 x3 y3 x4 y4 class difficult
 
 * Box convention: the four corners of a quadrilateral in **absolute pixels** of the image (of the patch after
-  splitting); ``class`` one of the DOTA classes (v1.0 by default, ``--task`` is not used); ``difficult`` 0/1,
+  splitting); ``class`` one of the DOTA-v1.0 classes, any spelling of it (``Small_Vehicle``); ``difficult`` 0/1,
   or 2 for objects cut by a split window. Lines are read by :func:`rscovlm.data.dota_io.read_labeltxt` (CRLF,
-  headers, errors naming file:line).
+  headers; a bad line or an unknown class is an error naming file:line, or with ``--skip-invalid`` that line
+  alone is dropped and counted).
 
 Output: COCO with the categories in the DOTA order (ids 1..15), one image entry per label file (sizes read
 from the image headers), one annotation per object: ``segmentation`` = the normalized quad (clockwise on
@@ -83,7 +84,7 @@ class DotaConverter(Converter):
         for path in label_files:
             self.report.records_in += 1
             try:
-                labels = read_labeltxt(path, skip_invalid=self.config.skip_invalid)
+                labels = read_labeltxt(path, vocabulary=self.categories, skip_invalid=self.config.skip_invalid)
             except DotaFormatError as err:
                 raise RecordError(Problem(err.path, err.line_no or None, "line", err.reason)) from None
             for skipped in labels.skipped:
@@ -116,10 +117,7 @@ class DotaConverter(Converter):
         areas = np.abs(signed_area(norm))
         anns = []
         for i, label in enumerate(objects.labels):
-            canon = self.categories.canonical(label)
-            if canon is None:
-                raise RecordError(Problem(str(path), None, f"object {i + 1} class",
-                                          f"unknown class {label!r} (not in {self.categories.name})"))
+            canon = self.categories.canonical(label)  # read_labeltxt rejected labels that are no spelling of a class
             q = norm[i]
             xs, ys = q[0::2], q[1::2]
             if xs.min() < -BOUNDS_SLACK or ys.min() < -BOUNDS_SLACK or xs.max() > w + BOUNDS_SLACK \

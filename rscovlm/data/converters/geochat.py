@@ -8,9 +8,11 @@ One JSON array (JSON Lines also accepted) of::
      "conversations": [{"from": "human", "value": "<image>\\n[refer] Give me the location of <p>car</p>"},
                        {"from": "gpt",   "value": "{<12><40><20><47>|<35>}"}, ...]}
 
-* Task descriptors at the start of the first human turn: ``[grounding]``, ``[refer]``, ``[identify]`` (and the
-  MiniGPT-v2 family ``[vqa]``, ``[caption]``, ``[detection]``). They are removed; the request stays, a sentence
-  naming the answer's box kind is appended (table: ``rscovlm/protocol/templates/descriptors.yaml``).
+* Task descriptors at the start of a human turn (the first, and again in later questions of multi-turn
+  records): ``[grounding]``, ``[refer]``, ``[identify]`` (and the MiniGPT-v2 family ``[vqa]``, ``[caption]``,
+  ``[detection]``). They are removed from every human turn; the request stays, a sentence naming the answer's box
+  kind is appended to that turn (table: ``rscovlm/protocol/templates/descriptors.yaml``); the record's task is the
+  first descriptor's.
 * Phrases are tagged ``<p>phrase</p>``; the tags are removed, the phrase kept.
 * Box text: ``{<x1><y1><x2><y2>|<theta>}``, several boxes concatenated ``}{``. Integers on a **0-100 grid
   relative to the image width (x) and height (y)** (geochat_demo.py: ``left = x0 / 100 * W``). ``theta`` is in
@@ -39,7 +41,7 @@ from rscovlm.data.converters.base import (
     descriptor_table,
     join_sentence,
     register_converter,
-    split_descriptor,
+    take_descriptor,
 )
 from rscovlm.data.records import Problem, RecordError
 from rscovlm.geometry.boxes import Boxes, normalize_obb, obb_to_quad
@@ -121,16 +123,6 @@ class GeoChatBoxes:
         return out
 
 
-_LEADING_MEDIA = re.compile(r"^(?:\s*<(?:image|video)>\s*)*")
-
-
-def take_descriptor(text: str) -> tuple[str | None, str]:
-    """Remove a task descriptor that starts the turn (after any leading ``<image>``/``<video>`` tokens)."""
-    lead = _LEADING_MEDIA.match(text).group(0)
-    tag, rest = split_descriptor(text[len(lead):])
-    return (tag, lead + rest) if tag else (None, text)
-
-
 def strip_phrase_tags(conv: Converter, text: str) -> str:
     out, n = _PHRASE.subn(r"\1", text)
     conv.change("phrase_tags_removed", n)
@@ -165,23 +157,24 @@ class GeoChatConverter(Converter):
 
     def build(self, raw: dict, line: int, rid: str, images: list[str], turns) -> dict:
         boxes = GeoChatBoxes(self, line, images[0] if images else "")
-        task, tag = self.config.task or self.default_task, None
+        task = self.config.task or self.default_task
         new_turns = []
+        tagged: list[tuple[int, str]] = []  # (turn index, descriptor) of every user turn that carried one
         for i, (role, text, field) in enumerate(turns):
-            if i == 0 and role == "user" or i == 1 and turns[0][0] == "system":
+            if role == "user":
                 found, text = take_descriptor(text)
                 if found:
-                    tag = found
-                    task = descriptor_table()[tag]["task"]
-                    self.change(f"descriptor_removed:{tag}")
+                    tagged.append((i, found))
+                    self.change(f"descriptor_removed:{found}")
             text = strip_phrase_tags(self, text)
             text = boxes.replace(text, field)
             new_turns.append((role, text, field))
         answer_kind = boxes.unify_kinds()
-        if tag is not None:
-            suffix = descriptor_suffix(tag, answer_kind)
-            role, text, field = new_turns[0]
-            new_turns[0] = (role, join_sentence(text, suffix), field)
+        for i, found in tagged:
+            role, text, field = new_turns[i]
+            new_turns[i] = (role, join_sentence(text, descriptor_suffix(found, answer_kind)), field)
+        if tagged:  # the record's task is the one its first request names
+            task = descriptor_table()[tagged[0][1]]["task"]
         messages = self.messages_from_turns(new_turns, images, line)
         for msg in messages:
             for part in msg["content"]:
@@ -191,7 +184,7 @@ class GeoChatConverter(Converter):
             msg["content"] = [p for p in msg["content"] if p["type"] != "text" or p["text"]]
             if not msg["content"]:
                 raise self.problem(line, "conversations", f"a {msg['role']} turn is empty after conversion")
-        if tag is not None and self.config.task is None:
+        if tagged:
             self.change(f"task:{task}")
         rec = {"id": f"{self.name}/{rid}", "source": self.name, "task": task, "messages": messages}
         if boxes.boxes:

@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rscovlm.data.converters.base import Converter, register_converter
-from rscovlm.data.converters.geochat import take_descriptor
+from rscovlm.data.converters.base import Converter, register_converter, take_descriptor
 from rscovlm.data.records import validate_grounding
 from rscovlm.geometry.boxes import normalize_quads
 

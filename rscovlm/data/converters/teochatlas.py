@@ -14,10 +14,13 @@ A JSON array (JSON Lines accepted) of LLaVA-style records::
   malformed input.
 * The media token is ``<video>`` (all frames in its place) or one ``<image>`` per frame; without a token the
   frames go first in the first user turn.
-* Box convention: boxes are on a **0-100 grid of the image width / height** (videollava/eval/detection.py:
-  ``box / 100 * width``); GeoChat's ``{<x1><y1><x2><y2>|<deg>}`` syntax is parsed exactly as in the GeoChat
-  converter. The frames of a sequence are co-registered: boxes are attributed to the first frame, and every
-  frame must have that frame's size.
+* Box convention: boxes are on a **0-100 grid of the image width / height**. TEOChat's own tasks write them as
+  ``[x1, y1, x2, y2]`` (videollava/eval/detection.py reads ``[..]`` lists and scales ``box / 100 * width``);
+  GeoChat-derived records use GeoChat's ``{<x1><y1><x2><y2>|<deg>}``. Both are parsed (GeoChat's rules: hbb, or
+  obb with an angle). A bracketed list of four numbers is a box when it is one on the grid (``0 <= x1 <= x2 <=
+  100``, same for y); any other bracketed list of four numbers (``[2016, 2017, 2018, 2019]``) stays text and is
+  counted (``bracket_list_kept_as_text``). The frames of a sequence are co-registered: boxes are attributed to
+  the first frame, and every frame must have that frame's size.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from rscovlm.data.converters.geochat import GeoChatConverter
 from rscovlm.data.records import Problem
 
 MEDIA_TOKEN = re.compile(r"\s*<(?:image|video)>\s*")
+_N = r"\s*(\d+(?:\.\d+)?)\s*"
+BRACKET_BOX = re.compile(r"\[" + _N + "," + _N + "," + _N + "," + _N + r"\]")
 
 
 @register_converter("teochatlas")
@@ -70,7 +75,20 @@ class TEOChatlasConverter(GeoChatConverter):
             turns = [(r, t.replace("<video>", "<image>" * len(images)), f) for r, t, f in turns]
         return super().messages_from_turns(turns, images, line, token=re.compile(r"\s*<image>\s*"))
 
+    def _bracket_boxes(self, text: str) -> str:
+        """``[x1, y1, x2, y2]`` on the 0-100 grid -> GeoChat box text, which :meth:`build` then parses."""
+        def sub(m: re.Match) -> str:
+            x1, y1, x2, y2 = (float(v) for v in m.groups())
+            if not (0 <= x1 <= x2 <= 100 and 0 <= y1 <= y2 <= 100):
+                self.change("bracket_list_kept_as_text")
+                return m.group(0)
+            self.change("bracket_box")
+            return "{<" + "><".join(m.groups()) + ">}"
+
+        return BRACKET_BOX.sub(sub, text)
+
     def build(self, raw, line, rid, images, turns):
+        turns = [(role, self._bracket_boxes(text), field) for role, text, field in turns]
         rec = super().build(raw, line, rid, images, turns)
         if "boxes" in rec and len(images) > 1:
             first = rec["image_sizes"][0]

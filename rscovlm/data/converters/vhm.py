@@ -11,11 +11,11 @@ A JSON array (JSON Lines also accepted) of::
 
 * ``from`` is optional (eval files leave it out: turns alternate user / assistant); with it the LLaVA speakers
   ``human`` / ``gpt`` apply. ``id`` is optional (the record's position is used).
-* The query starts with a task prefix ``{CLS}``, ``{VQA}``, ``{VG}``, ``{IDK}`` or ``{IT}``; it is removed and,
-  for ``{VG}``, a sentence naming the box kind is appended (descriptors.yaml). ``<image>`` tokens are handled
-  as in LLaVA.
+* A query starts with a task prefix ``{CLS}``, ``{VQA}``, ``{VG}``, ``{IDK}`` or ``{IT}``; it is removed (from
+  every user turn) and, for ``{VG}``, a sentence naming the box kind is appended (descriptors.yaml). ``<image>``
+  tokens are handled as in LLaVA.
 * Box convention: visual-grounding answers hold ``[x1, y1, x2, y2]`` in **absolute pixels of the original
-  image** (the eval takes the text from the first ``[`` to the last ``]``). Only answers of ``{VG}`` records are
+  image** (the eval takes the text from the first ``[`` to the last ``]``). Only answers to ``{VG}`` questions are
   searched for boxes; each 4-number list becomes an ``hbb`` ``<box:N>``. A ``{VG}`` answer without a box is
   malformed input.
 """
@@ -32,8 +32,8 @@ from rscovlm.data.converters.base import (
     descriptor_table,
     join_sentence,
     register_converter,
+    take_descriptor,
 )
-from rscovlm.data.converters.geochat import take_descriptor
 from rscovlm.data.records import BOUNDS_SLACK, Problem
 
 _N = r"\s*(-?\d+(?:\.\d+)?)\s*"
@@ -66,19 +66,22 @@ class VHMConverter(Converter):
         task, tag = self.config.task or "chat", None
         boxes: list[dict] = []
         new_turns = []
+        tagged: list[tuple[int, str]] = []  # (turn index, prefix) of every user turn that carried one
         for i, (role, text, field) in enumerate(turns):
-            if i == 0:
-                tag, text = take_descriptor(text)
+            if role == "user":
+                tag, text = take_descriptor(text)  # the prefix of a question decides how its answer is read
                 if tag:
-                    task = descriptor_table()[tag]["task"]
+                    tagged.append((i, tag))
                     self.change(f"descriptor_removed:{tag}")
             if role == "assistant" and tag in BOX_TAGS:
-                text = self._boxes(text, boxes, image, size, line, field)
+                text = self._boxes(text, boxes, line, field)
             new_turns.append((role, text, field))
-        if tag is not None:
-            first = new_turns[0]
-            new_turns[0] = (first[0], join_sentence(first[1], descriptor_suffix(tag, "hbb" if boxes else None)),
-                            first[2])
+        for i, found in tagged:
+            role, text, field = new_turns[i]
+            suffix = descriptor_suffix(found, "hbb" if found in BOX_TAGS else None)
+            new_turns[i] = (role, join_sentence(text, suffix), field)
+        if tagged:
+            task = descriptor_table()[tagged[0][1]]["task"]
         messages = self.messages_from_turns(new_turns, [image], line)
         for msg in messages:
             msg["content"] = [dict(p, text=self.clean(p["text"])) if p["type"] == "text" else p
@@ -96,7 +99,9 @@ class VHMConverter(Converter):
             rec["boxes"] = boxes
         return rec
 
-    def _boxes(self, text: str, boxes: list, image: str, size, line: int, field: str) -> str:
+    def _boxes(self, text: str, boxes: list, line: int, field: str) -> str:
+        found = len(boxes)
+
         def sub(m: re.Match) -> str:
             v = [float(x) for x in m.groups()]
             if v[0] > v[2] or v[1] > v[3] or min(v) < 0:
@@ -106,6 +111,6 @@ class VHMConverter(Converter):
             return f"<box:{len(boxes) - 1}>"
 
         out = PIXEL_BOX.sub(sub, text)
-        if not boxes:
+        if len(boxes) == found:
             raise self.problem(line, field, "a {VG} answer needs a [x1, y1, x2, y2] pixel box")
         return out
