@@ -338,3 +338,18 @@ def test_values_transformers_rejects_become_config_errors(tmp_path):
         build_training_arguments(build_config({}, [f"output_dir={tmp_path}", "lr_scheduler_type=cosinee"]))
     with pytest.raises(ConfigError, match="train.report_to=wandbx: .*wandbx is not supported"):
         build_training_arguments(build_config({}, [f"output_dir={tmp_path}", "report_to=wandbx"]))
+
+
+def test_mixture_training_refuses_a_family_whose_box_frame_the_builder_does_not_write(tmp_path):
+    """The sample builder writes target boxes in pixels of the resized input (Qwen2.5-VL); training a 0-1000
+    family (Qwen2-VL) on it would teach wrong coordinates silently, so it stops, before any weights load."""
+    from transformers import Qwen2VLConfig
+
+    from rscovlm.train.trainer import build_trainer
+
+    Qwen2VLConfig().save_pretrained(tmp_path / "qwen2vl")  # config only: the check needs no weights
+    (tmp_path / "mix.yaml").write_text("units: []\n")
+    cfg = build_config({}, [f"model.model_name_or_path={tmp_path / 'qwen2vl'}", f"output_dir={tmp_path / 'o'}",
+                            "data.source=mixture", f"data.paths=[{tmp_path / 'mix.yaml'}]"])
+    with pytest.raises(ConfigError, match="qwen2_vl.*0-1000"):
+        build_trainer(cfg)

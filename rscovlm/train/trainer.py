@@ -292,7 +292,33 @@ def _resume_path(value: str | None, output_dir: str) -> str | None:
     return value
 
 
-def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "logs", progress_desc: str | None = None):
+# data sources whose targets are written in pixels of the resized input (Qwen2.5-VL's box frame)
+PIXEL_FRAME_SOURCES = ("mixture",)
+
+
+def check_target_frame(cfg: Config) -> None:
+    """Stop when a data source that writes pixel-frame targets (the sample builder) would train a model family
+    that reads another box frame (Qwen2-VL / Qwen3-VL: a 0-1000 grid). Reads only the checkpoint's config."""
+    from transformers import AutoConfig
+
+    from rscovlm.model.families import family_for
+
+    if cfg.data.source not in PIXEL_FRAME_SOURCES:
+        return
+    try:
+        family = family_for(AutoConfig.from_pretrained(cfg.model.model_name_or_path,
+                                                       trust_remote_code=cfg.model.trust_remote_code))
+    except (OSError, KeyError, ValueError) as err:
+        raise ConfigError(f"model.model_name_or_path={cfg.model.model_name_or_path}: cannot load: {err}") from err
+    if family.box_frame != "model_pixels":
+        raise ConfigError(f"data.source={cfg.data.source} writes target boxes in pixels of the resized input "
+                          f"(Qwen2.5-VL), but {cfg.model.model_name_or_path} is a {family.name} model, which reads "
+                          f"and writes boxes on a 0-{family.relative_grid} grid; use conversations with targets in that frame "
+                          "(data.source=jsonl)")
+
+
+def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
+                  progress_desc: str | None = None):
     """The configured :class:`RSCoVLMTrainer` (model, processor and encoded dataset loaded). ``console``:
     ``"logs"`` = the Trainer's progress bar with every log dict printed, ``"bar"`` = only the bar (described by
     ``progress_desc``) with the latest loss."""
@@ -306,6 +332,7 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
     if console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
     args = build_training_arguments(cfg)
+    check_target_frame(cfg)
     if dataset is not None:
         conversations = dataset
     else:  # before the model: a bad data file should fail in seconds, not after loading 7B weights
