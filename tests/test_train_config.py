@@ -372,7 +372,8 @@ def _detection_mixture(tmp_path, builder="{json_prob: 0.5, open_ended_prob: 0.0,
     coco = {"images": [{"id": 1, "file_name": "a.png", "width": 640, "height": 480}],
             "categories": [{"id": 1, "name": "plane"}, {"id": 2, "name": "ship"}],
             "annotations": [{"id": k + 1, "image_id": 1, "category_id": k + 1, "segmentation": [q], "area": 1.0,
-                             "bbox": [q[0], q[1], q[2] - q[0], q[5] - q[1]], "iscrowd": 0} for k, q in enumerate(QUADS)]}
+                             "bbox": [q[0], q[1], q[2] - q[0], q[5] - q[1]], "iscrowd": 0}
+                            for k, q in enumerate(QUADS)]}
     (tmp_path / "det.json").write_text(json.dumps(coco))
     (tmp_path / "mix.yaml").write_text(
         f"seed: 3\nepoch_size: 4\nbuilder: {builder}\n"

@@ -23,10 +23,10 @@ Output (a plain dict, the "conversation dict" of the trainer's dataset)::
               "boxes": [{"kind", "values", "image"}] }}                       # box frame; conversations
 
 ``resized_width`` / ``resized_height`` are the qwen-vl-utils keys that fix the input size, so the processor
-resizes the image to exactly the model frame of the plan, the image the target coordinates refer to. With ``load_images`` the part
-holds the image itself, already resized to that frame (``image``: PIL image, ``path``: its file) - the form
-:mod:`rscovlm.model.collator` takes as is (its resolution policy leaves a valid model size unchanged). The
-trainer's ``data.source: mixture`` turns it on.
+resizes the image to exactly the model frame of the plan, the image the target coordinates refer to. With
+``load_images`` the part holds the image itself, already resized to that frame (``image``: PIL image, ``path``:
+its file) - the form :mod:`rscovlm.model.collator` takes as is (its resolution policy leaves a valid model size
+unchanged). The trainer's ``data.source: mixture`` turns it on.
 
 Box frames follow the model family (``BuildConfig.family``, :mod:`rscovlm.model.families`): the resized sizes are
 multiples of the family's ``patch_size * merge_size`` (28 px for Qwen2-VL / Qwen2.5-VL, 32 px for Qwen3-VL) and

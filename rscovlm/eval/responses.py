@@ -15,8 +15,8 @@ with the score-free metrics: AP_nc (random scores; no threshold) and mF1. The re
 object fragments that could not be read (``unparsed_fraction``, unknown labels included), boxes that came out
 non-finite (dropped and counted), and ground-truth images without a response (scored as "no detections").
 
-A malformed jsonl line (bad JSON, missing field, bad resize, unknown family, duplicate image id) raises an error naming
-``file:line``; with ``skip_invalid=True`` it is skipped and counted. A response for an image without ground
+A malformed jsonl line (bad JSON, missing field, bad resize, unknown family, duplicate image id) raises an error
+naming ``file:line``; with ``skip_invalid=True`` it is skipped and counted. A response for an image without ground
 truth is an error unless ``unknown_images="ignore"`` (then dropped and counted).
 """
 
