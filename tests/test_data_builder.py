@@ -229,3 +229,105 @@ def test_several_templates_per_task_form_and_box_kind():
         for form in ("plain", "json"):
             for kind in ("hbb", "obb", "quad"):
                 assert len(set(task.get(form, kind))) >= 2, (task.task, form, kind)
+
+
+# ---- families with a 0-1000 box frame (Qwen2-VL, Qwen3-VL) ------------------------------------------------
+
+GRID = "norm1000"
+
+
+def _back_matches(back: np.ndarray, orig: np.ndarray, tol: float):
+    """Every row of ``back`` is one of ``orig`` within ``tol`` on every coordinate."""
+    for row in back:
+        assert np.abs(orig - row).max(axis=1).min() <= tol, row
+
+
+@pytest.mark.parametrize("family,factor", [("qwen2_vl", 28), ("qwen3_vl", 32)])
+@pytest.mark.parametrize("kind", ["hbb", "obb", "quad"])
+def test_relative_family_detection_targets_are_on_the_1000_grid(family, factor, kind):
+    """Targets of a 0-1000 family parse back with the 0-1000 frame (family.box_frame_for) and map to the record's
+    boxes within the grid's rounding, in both output forms, after random resize to multiples of the family's
+    side factor."""
+    from rscovlm.geometry.boxes import Frame
+    from rscovlm.model.families import family_for
+
+    fam = family_for(family)
+    builder = SampleBuilder(BuildConfig(family=family, json_prob=0.5, subset_prob=0.0, open_ended_prob=0.0))
+    rec = det_record(width=1000, height=700)
+    forms, sizes = set(), set()
+    for seed in range(16):
+        s = builder.build(rec, unit(kind), np.random.default_rng(seed))
+        meta = s["meta"]
+        plan = ResizePlan.from_dict(meta["plans"][0])
+        w, h = plan.model_size
+        assert w % factor == 0 and h % factor == 0 and 224 * 224 <= w * h <= 1008 * 1008
+        assert meta["family"] == family and meta["box_frames"] == [[1000, 1000]]
+        frame = fam.box_frame_for(w, h)
+        assert (frame.width, frame.height, frame.name) == (1000, 1000, GRID)
+        parsed = parse_detections(s["messages"][1]["content"][0]["text"], kind=kind, frame=frame,
+                                  categories=DOTA_V1_0)
+        assert not parsed.unparsed and not parsed.unknown_labels
+        assert sorted(parsed.objects.labels) == sorted(rec["labels"])
+        dims = {"hbb": 4, "obb": 5, "quad": 8}[kind]
+        expected = Boxes(np.asarray(meta["objects"]["boxes"]).reshape(-1, dims), kind, frame)
+        for label in set(rec["labels"]):
+            mine = [i for i, lab in enumerate(meta["objects"]["labels"]) if lab == label]
+            got = [i for i, lab in enumerate(parsed.objects.labels) if lab == label]
+            assert_same_boxes(parsed.objects.boxes[np.array(got)], expected[np.array(mine)], kind)
+        if kind != "obb":  # obb under the grid's non-uniform scaling is re-fitted, not a pure rounding
+            back = parsed.objects.boxes.to_frame(plan.original).normalized().data
+            orig = Boxes(np.asarray(rec["quads"]), "quad", plan.original).to(kind).normalized().data
+            _back_matches(back, orig, 0.5 * max(plan.original.width, plan.original.height) / 1000 + 1e-6)
+        forms.add(meta["form"])
+        sizes.add(plan.model_size)
+    assert forms == {"plain", "json"} and len(sizes) > 5
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_relative_family_grounding_and_conversation_boxes(family):
+    from rscovlm.geometry.boxes import Frame
+
+    rec = {"dataset": "DIOR_RSVG", "image_id": "00001.jpg", "question": "the storage tank near the ships",
+           "question_id": 5, "bbox": [101.0, 230.5, 180.0, 301.0],
+           "poly": [[101.0, 260.0], [150.0, 230.5], [180.0, 270.0], [131.0, 301.0]],
+           "image_width": 800, "image_height": 600}
+    b = SampleBuilder(BuildConfig(family=family))
+    grid = Frame(1000.0, 1000.0, GRID)
+    forms = set()
+    for kind in ("hbb", "quad"):
+        for seed in range(8):
+            s = b.build(rec, unit(kind, "grounding"), np.random.default_rng(seed))
+            plan = ResizePlan.from_dict(s["meta"]["plans"][0])
+            parsed, unparsed = parse_grounding(s["messages"][1]["content"][0]["text"], kind, grid)
+            assert not unparsed and len(parsed) == 1
+            back = parsed.to_frame(plan.original).normalized().data
+            orig = (Boxes(np.asarray(rec["bbox"]), "hbb", plan.original) if kind == "hbb" else
+                    Boxes(np.asarray(rec["poly"]).reshape(1, 8), "quad", plan.original).normalized()).data
+            _back_matches(back, orig, 0.5 * 800 / 1000 + 1e-6)
+            forms.add(s["meta"]["form"])
+    assert forms == {"plain", "json"}
+    # evaluation prompts (deterministic): the target on the grid, whatever the resize
+    s = b.build(dict(rec, image_width=640, image_height=480, bbox=[10, 20, 300, 200]), unit("hbb", "grounding"))
+    assert s["messages"][1]["content"][0]["text"] == "(16,42),(469,417)"  # 10/640, 20/480, 300/640, 200/480
+    if family == "qwen3_vl":
+        assert s["meta"]["plans"][0]["model"] == [640, 480]  # already multiples of 32
+    # conversations: <box:N> on the grid too
+    conv = {"id": "geochat/1", "source": "geochat", "task": "referring", "image_sizes": [[800, 600]],
+            "messages": [{"role": "user", "content": [{"type": "image", "image": "a.png"},
+                                                      {"type": "text", "text": "Where is the car?"}]},
+                         {"role": "assistant", "content": [{"type": "text", "text": "car <box:0>"}]}],
+            "boxes": [{"kind": "hbb", "values": [80, 120, 240, 240], "image": 0}]}
+    s = b.build(conv, UnitConfig(name="g", path="x", type="conversation", images="/i"), np.random.default_rng(1))
+    assert s["messages"][1]["content"][0]["text"] == "car (100,200),(300,400)"
+    assert s["meta"]["boxes"][0]["values"] == [100, 200, 300, 400] and s["meta"]["box_frames"] == [[1000, 1000]]
+
+
+def test_build_config_family_errors_name_the_option():
+    assert BuildConfig.from_dict({"family": "qwen3_vl"}).model_family().factor == 32
+    assert BuildConfig.from_dict({"family": "qwen2_5_vl", "factor": 28}).factor == 28
+    with pytest.raises(ValueError, match="family: 'qwen9_vl' is not a registered model family.*qwen2_5_vl"):
+        BuildConfig.from_dict({"family": "qwen9_vl"})
+    with pytest.raises(ValueError, match="factor 28 does not match family qwen3_vl"):
+        BuildConfig.from_dict({"family": "qwen3_vl", "factor": 28})
+    with pytest.raises(ValueError, match="factor 32 does not match family qwen2_5_vl"):
+        SampleBuilder(BuildConfig(factor=32))

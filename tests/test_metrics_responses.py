@@ -128,3 +128,35 @@ def test_skipped_label_lines_are_counted(tmp_path, capsys):
     assert main(["eval", "responses", "--responses", str(path), "--gt-dir", str(g), "--seeds", "1",
                  "--skip-invalid"]) == 0
     assert "skipped 2 malformed line(s)" in capsys.readouterr().err
+
+
+def test_responses_of_a_relative_grid_family_are_read_on_its_grid(tmp_path, capsys):
+    """Qwen2-VL writes boxes on a 0-1000 grid: with --family qwen2_vl (or a line's "family") a hand-written grid
+    answer maps back to the ground truth through that frame; read as resized pixels (the default) it misses."""
+    g = _write_gt(tmp_path)
+    # original 1000 x 800: x stays, y * 1000 / 800
+    lines = [{"image_id": "A", "resize": PLAN,
+              "response": "plane: (100,125),(300,125),(300,250),(100,250)\n"
+                          "small vehicle: (500,625),(540,625),(540,650),(500,650)"},
+             {"image_id": "B", "resize": PLAN,
+              "response": '[{"quad_2d": [10, 13, 90, 13, 90, 75, 10, 75], "label": "ship"}]'},
+             {"image_id": "C", "resize": PLAN, "response": "There is none."}]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    r = eval_responses(path, g, seeds=2, family="qwen2_vl")
+    assert r["f1"]["mF1"] == pytest.approx(1.0) and r["metrics"]["AP_nc50"]["mean"] == pytest.approx(1.0)
+    assert r["parsing"]["unparsed_fraction"] == 0.0 and r["family"] == "qwen2_vl"
+    assert eval_responses(path, g, seeds=2)["f1"]["mF1"] == 0.0  # the same numbers read as resized pixels
+    path.write_text("\n".join(json.dumps({**x, "family": "qwen3_vl"}) for x in lines) + "\n")
+    assert eval_responses(path, g, seeds=2)["f1"]["mF1"] == pytest.approx(1.0)  # the line's family wins
+    out = tmp_path / "r.json"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert main(["eval", "responses", "--responses", str(path), "--gt-dir", str(g), "--seeds", "1",
+                 "--family", "qwen2_vl", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["f1"]["mF1"] == pytest.approx(1.0)
+    capsys.readouterr()
+    assert main(["eval", "responses", "--responses", str(path), "--gt-dir", str(g), "--family", "qwen9_vl"]) == 2
+    assert "family 'qwen9_vl' is not a registered model family" in capsys.readouterr().err
+    path.write_text(json.dumps({**lines[0], "family": "qwen9_vl"}) + "\n")
+    with pytest.raises(ResponseFormatError, match=r"r.jsonl:1: family 'qwen9_vl'"):
+        eval_responses(path, g, seeds=1)

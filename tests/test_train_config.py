@@ -340,16 +340,102 @@ def test_values_transformers_rejects_become_config_errors(tmp_path):
         build_training_arguments(build_config({}, [f"output_dir={tmp_path}", "report_to=wandbx"]))
 
 
-def test_mixture_training_refuses_a_family_whose_box_frame_the_builder_does_not_write(tmp_path):
-    """The sample builder writes target boxes in pixels of the resized input (Qwen2.5-VL); training a 0-1000
-    family (Qwen2-VL) on it would teach wrong coordinates silently, so it stops, before any weights load."""
-    from transformers import Qwen2VLConfig
+def _tiny_qwen2_vl(tiny_dir, out):
+    """A tiny Qwen2-VL folder: the tiny Qwen2.5-VL's tokenizer and processor with Qwen2-VL config and weights."""
+    import shutil
 
+    import torch
+    from transformers import AutoConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    shutil.copytree(tiny_dir, out)
+    c = AutoConfig.from_pretrained(tiny_dir)
+    text = c.text_config.to_dict()
+    config = Qwen2VLConfig(
+        text_config=text, tie_word_embeddings=False,
+        vision_config=dict(depth=1, embed_dim=16, hidden_size=text["hidden_size"], num_heads=2, mlp_ratio=2,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=c.image_token_id, video_token_id=c.video_token_id,
+        vision_start_token_id=c.vision_start_token_id, vision_end_token_id=c.vision_end_token_id)
+    torch.manual_seed(0)
+    Qwen2VLForConditionalGeneration(config).save_pretrained(out)
+    return out
+
+
+QUADS = [[100, 100, 200, 100, 200, 180, 100, 180], [300, 200, 420, 200, 420, 260, 300, 260]]
+
+
+def _detection_mixture(tmp_path, builder="{json_prob: 0.5, open_ended_prob: 0.0, subset_prob: 0.0}"):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir(exist_ok=True)
+    Image.new("RGB", (640, 480), (80, 90, 100)).save(tmp_path / "images" / "a.png")
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 640, "height": 480}],
+            "categories": [{"id": 1, "name": "plane"}, {"id": 2, "name": "ship"}],
+            "annotations": [{"id": k + 1, "image_id": 1, "category_id": k + 1, "segmentation": [q], "area": 1.0,
+                             "bbox": [q[0], q[1], q[2] - q[0], q[5] - q[1]], "iscrowd": 0}
+                            for k, q in enumerate(QUADS)]}
+    (tmp_path / "det.json").write_text(json.dumps(coco))
+    (tmp_path / "mix.yaml").write_text(
+        f"seed: 3\nepoch_size: 4\nbuilder: {builder}\n"
+        "units:\n  - {name: det, path: det.json, type: detection, images: images, weight: 1.0}\n")
+    return tmp_path / "mix.yaml"
+
+
+def test_mixture_training_builds_targets_in_the_checkpoint_family_frame(tiny_model_dir, tmp_path):
+    """`rscovlm train` with data.source=mixture on a Qwen2-VL checkpoint: the sample builder gets the family from
+    the checkpoint, so targets are on Qwen2-VL's 0-1000 grid (they map back to the labels' boxes) and the model
+    trains on them."""
+    import numpy as np
+
+    from rscovlm.geometry.boxes import Boxes
+    from rscovlm.protocol.detection import parse_detections
+    from rscovlm.resolution import ResizePlan
     from rscovlm.train.trainer import build_trainer
 
-    Qwen2VLConfig().save_pretrained(tmp_path / "qwen2vl")  # config only: the check needs no weights
-    (tmp_path / "mix.yaml").write_text("units: []\n")
-    cfg = build_config({}, [f"model.model_name_or_path={tmp_path / 'qwen2vl'}", f"output_dir={tmp_path / 'o'}",
-                            "data.source=mixture", f"data.paths=[{tmp_path / 'mix.yaml'}]"])
-    with pytest.raises(ConfigError, match="qwen2_vl.*0-1000"):
-        build_trainer(cfg)
+    model = _tiny_qwen2_vl(tiny_model_dir, tmp_path / "qwen2vl")
+    mix = _detection_mixture(tmp_path)
+    cfg = build_config({}, [f"model.model_name_or_path={model}", f"output_dir={tmp_path / 'o'}",
+                            "data.source=mixture", f"data.paths=[{mix}]", "data.shuffle=false", "max_steps=1",
+                            "global_batch_size=1", "dataloader_num_workers=0", "report_to=none"])
+    trainer = build_trainer(cfg)
+    assert trainer.family.name == "qwen2_vl"
+    data = trainer.train_dataset.conversations
+    assert data.builder.family.name == "qwen2_vl"
+    for i in range(len(data)):
+        item = data[i]
+        plan = ResizePlan.from_dict(item["meta"]["plans"][0])
+        assert item["meta"]["box_frames"] == [[1000, 1000]]
+        frame = trainer.family.box_frame_for(*plan.model_size)
+        parsed = parse_detections(item["messages"][-1]["content"][0]["text"], kind="quad", frame=frame)
+        back = parsed.objects.boxes.to_frame(plan.original).normalized().data
+        orig = Boxes(np.asarray(QUADS, float), "quad", plan.original).normalized().data
+        assert len(back) == 2 and all(np.abs(orig - row).max(axis=1).min() <= 0.5 * 640 / 1000 + 1e-6
+                                      for row in back)
+        assert trainer.train_dataset[i]["input_ids"].numel() > 0  # the collator accepts the builder's size
+    result = trainer.train()
+    assert np.isfinite(result.training_loss)
+
+
+def test_a_family_option_contradicting_the_checkpoint_is_an_error(tmp_path):
+    """The family comes from the checkpoint; a user-forced family for another box frame would train wrong
+    coordinates, so it stops before any weights load. Naming the same family is fine."""
+    from transformers import Qwen2VLConfig, Qwen3VLConfig
+
+    from rscovlm.train.trainer import build_data
+
+    Qwen2VLConfig().save_pretrained(tmp_path / "qwen2vl")  # config only: the data needs no weights
+    Qwen3VLConfig().save_pretrained(tmp_path / "qwen3vl")
+    mix = _detection_mixture(tmp_path, builder="{family: qwen2_5_vl}")
+    common = ["data.source=mixture", f"data.paths=[{mix}]", f"output_dir={tmp_path / 'o'}"]
+    cfg = build_config({}, [f"model.model_name_or_path={tmp_path / 'qwen2vl'}", *common])
+    with pytest.raises(ConfigError, match=r"mix.yaml: builder.family='qwen2_5_vl', but the model being trained is "
+                                          r"a qwen2_vl model"):
+        build_data(cfg)
+    _detection_mixture(tmp_path, builder="{family: qwen3_vl}")
+    cfg = build_config({}, [f"model.model_name_or_path={tmp_path / 'qwen3vl'}", *common])
+    data = build_data(cfg)  # the same family: fine; Qwen3-VL's 32 px side factor
+    assert all(v % 32 == 0 for i in range(len(data)) for v in data[i]["meta"]["plans"][0]["model"])
+    cfg = build_config({}, [f"model.model_name_or_path={tmp_path / 'qwen3vl'}", *common,
+                            "data.options={family: qwen2_vl}"])
+    with pytest.raises(ConfigError, match="data.options.family='qwen2_vl', but .* qwen3_vl model"):
+        build_data(cfg)

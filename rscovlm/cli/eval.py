@@ -87,6 +87,10 @@ def register(sub) -> None:
     p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95", help="AP_nc metrics (as in dota-nc)")
     p.add_argument("--categories", default="dota-v1.0", choices=sorted(CATEGORY_SETS),
                    help="category vocabulary of the responses' labels")
+    p.add_argument("--family", default="qwen2_5_vl",
+                   help="model family that wrote the responses, which fixes their box frame: qwen2_5_vl (pixels of "
+                        "the resized input, default), qwen2_vl / qwen3_vl (0-1000 grid); a line's own 'family' "
+                        "field wins")
     _options(p)
     p.set_defaults(handler=_responses)
 
@@ -209,7 +213,7 @@ def _responses(args) -> int:
 
     res = _run(eval_responses, args.responses, args.gt_dir, iou_thr=args.iou_thr, seeds=args.seeds,
                iou_thrs=args.iou_thrs, ap_mode=args.ap_mode, protocol=args.protocol, categories=args.categories,
-               skip_invalid=args.skip_invalid, unknown_images=args.unknown_images)
+               skip_invalid=args.skip_invalid, unknown_images=args.unknown_images, family=args.family)
     print(_nc_table(res))
     pr = res["parsing"]
     print(f"mF1 {100 * res['f1']['mF1']:.2f} (IoU {args.iou_thr}); responses {pr['n_responses']}, unparsed "

@@ -16,19 +16,27 @@ Output (a plain dict, the "conversation dict" of the trainer's dataset)::
         {"role": "assistant", "content": [{"type": "text", "text": "plane: (12,30),(40,30),..."}]}],
      "meta": {"id", "unit", "type" (the unit's record kind), "source", "task", "form": "plain"|"json"|None,
               "box_kind",
+              "family": "qwen2_5_vl",                                          # BuildConfig.family
               "plans": [{"original": [W, H], "model": [w, h]}, ...],          # one per image
-              "objects": {"kind", "labels", "boxes"},                        # model frame; detection/grounding
-              "boxes": [{"kind", "values", "image"}] }}                       # model frame; conversations
+              "box_frames": [[fw, fh], ...],                                  # one per image: the box frame
+              "objects": {"kind", "labels", "boxes"},                        # box frame; detection/grounding
+              "boxes": [{"kind", "values", "image"}] }}                       # box frame; conversations
 
 ``resized_width`` / ``resized_height`` are the qwen-vl-utils keys that fix the input size, so the processor
-resizes the image to exactly the model frame the target coordinates are written in. With ``load_images`` the part
-holds the image itself, already resized to that frame (``image``: PIL image, ``path``: its file) - the form
-:mod:`rscovlm.model.collator` takes as is (its resolution policy leaves a valid model size unchanged). The
-trainer's ``data.source: mixture`` turns it on.
+resizes the image to exactly the model frame of the plan, the image the target coordinates refer to. With
+``load_images`` the part holds the image itself, already resized to that frame (``image``: PIL image, ``path``:
+its file) - the form :mod:`rscovlm.model.collator` takes as is (its resolution policy leaves a valid model size
+unchanged). The trainer's ``data.source: mixture`` turns it on.
 
-Boxes travel one way: original pixels (records) -> box kind of the unit (``Boxes.to``) -> model frame of the
-resize (``ResizePlan.to_model``) -> clipped to the image -> text (``rscovlm.protocol``). Objects that extend beyond
-the image (split patches) are clipped vertex-wise; objects with no area left are dropped (counted in
+Box frames follow the model family (``BuildConfig.family``, :mod:`rscovlm.model.families`): the resized sizes are
+multiples of the family's ``patch_size * merge_size`` (28 px for Qwen2-VL / Qwen2.5-VL, 32 px for Qwen3-VL) and
+target coordinates are written in ``family.box_frame_for(w, h)`` of the resize applied - pixels of the resized
+image (``[w, h]``) for Qwen2.5-VL, the 0-1000 grid (``[1000, 1000]``) for Qwen2-VL and Qwen3-VL. ``box_frames``
+in ``meta`` records that frame per image.
+
+Boxes travel one way: original pixels (records) -> box kind of the unit (``Boxes.to``) -> box frame of the
+family for the resize (``Boxes.to_frame``) -> clipped to the frame -> text (``rscovlm.protocol``). Objects that
+extend beyond the image (split patches) are clipped vertex-wise; objects with no area left are dropped (counted in
 ``meta.objects.clipped_away``). Detection targets keep difficult objects. An image whose requested objects are
 absent answers ``There is none.``.
 """
@@ -42,7 +50,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rscovlm.data.records import BOX_REF, content_parts, grounding_image_path
-from rscovlm.geometry.boxes import Boxes
+from rscovlm.geometry.boxes import Boxes, Frame
 from rscovlm.geometry.objects import ObjectSet
 from rscovlm.protocol.categories import display_name
 from rscovlm.protocol.detection import format_detections
@@ -63,7 +71,13 @@ class BuildConfig:
 
     min_pixels: int = field(default=224 * 224, metadata={"help": "lower bound of the model input's pixel count"})
     max_pixels: int = field(default=1008 * 1008, metadata={"help": "upper bound of the model input's pixel count"})
-    factor: int = field(default=28, metadata={"help": "side multiple (patch size x merge size)"})
+    family: str = field(default="qwen2_5_vl", metadata={
+        "help": "model family the samples are built for (rscovlm.model.families): sets the side multiple of the "
+                "resized input and the box frame of the targets (qwen2_5_vl: resized pixels; qwen2_vl, qwen3_vl: "
+                "0-1000 grid). `rscovlm train` sets it from the checkpoint"})
+    factor: int | None = field(default=None, metadata={
+        "help": "side multiple of the resized input (patch size x merge size); default and only valid value: the "
+                "family's (28 for Qwen2-VL / Qwen2.5-VL, 32 for Qwen3-VL)"})
     random_resize: bool = field(default=True, metadata={
         "help": "training: draw the input pixel area uniformly in [min_pixels, max_pixels] (paper 3.3.3)"})
     json_prob: float = field(default=0.5, metadata={"help": "training: probability of the JSON output form"})
@@ -91,7 +105,23 @@ class BuildConfig:
                 raise ValueError(f"builder: {name} must be in [0, 1], got {getattr(cfg, name)}")
         if cfg.open_ended_prob + cfg.subset_prob > 1.0:
             raise ValueError("builder: open_ended_prob + subset_prob must not exceed 1")
+        cfg.model_family()
         return cfg
+
+    def model_family(self):
+        """The :class:`~rscovlm.model.families.ModelFamily` of ``family``; checks ``factor`` against it."""
+        from rscovlm.model.families import families, family_for
+
+        try:
+            family = family_for(self.family)
+        except (KeyError, TypeError):
+            raise ValueError(f"builder: family: {self.family!r} is not a registered model family; known: "
+                             f"{sorted(families())}") from None
+        if self.factor is not None and self.factor != family.factor:
+            raise ValueError(f"builder: factor {self.factor} does not match family {family.name} (patch "
+                             f"{family.patch_size} x merge {family.merge_size} = {family.factor}); the processor "
+                             "would resize the image again and move the targets. Leave factor unset")
+        return family
 
 
 class BuildError(ValueError):
@@ -104,7 +134,8 @@ class SampleBuilder:
     def __init__(self, config: BuildConfig | None = None):
         self.config = config or BuildConfig()
         c = self.config
-        self.policy = ResolutionPolicy(c.min_pixels, c.max_pixels, c.factor,
+        self.family = c.model_family()
+        self.policy = ResolutionPolicy(c.min_pixels, c.max_pixels, self.family.factor,
                                        uhr_min_pixels=max(4 * 1008 * 1008, c.max_pixels))
         self.synonyms = load_synonyms(c.synonyms)
         self._sizes: dict[str, tuple[int, int]] = {}
@@ -158,12 +189,26 @@ class SampleBuilder:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": target}]})
         return {"messages": messages, "meta": meta}
 
-    @staticmethod
-    def _to_model(boxes: Boxes, plan: ResizePlan) -> tuple[Boxes, np.ndarray]:
-        """Boxes of the original frame -> model frame, clipped; also the mask of boxes that keep some area."""
-        model = plan.to_model(boxes).clip()
+    def box_frame(self, plan: ResizePlan) -> Frame:
+        """The frame target coordinates are written in for an image resized by ``plan`` (see module docstring)."""
+        return self.family.box_frame_for(*plan.model_size)
+
+    def _to_target(self, boxes: Boxes, plan: ResizePlan) -> Boxes:
+        """Boxes of the original frame -> box frame of the family for ``plan``, clipped to it."""
+        if boxes.frame != plan.original:
+            raise ValueError(f"boxes are in frame {boxes.frame}, expected the original frame {plan.original}")
+        return boxes.to_frame(self.box_frame(plan)).clip()
+
+    def _to_model(self, boxes: Boxes, plan: ResizePlan) -> tuple[Boxes, np.ndarray]:
+        """Boxes of the original frame -> target frame, clipped; also the mask of boxes that keep some area."""
+        model = self._to_target(boxes, plan)
         keep = model.areas() > 0
         return model, keep
+
+    def _frames_meta(self, plans: list[ResizePlan]) -> dict:
+        frames = [self.box_frame(p) for p in plans]
+        return {"family": self.family.name, "plans": [p.as_dict() for p in plans],
+                "box_frames": [[int(f.width), int(f.height)] for f in frames]}
 
     def _category_word(self, cid: str, rng: np.random.Generator | None) -> str:
         word = display_name(cid)
@@ -211,7 +256,7 @@ class SampleBuilder:
         path = self.image_path(unit, record["image"])
         meta = {"id": str(record["id"]), "unit": unit.name, "type": unit.type, "source": unit.source or unit.name,
                 "task": unit.task or "detection", "form": form, "box_kind": kind, "request": mode,
-                "plans": [plan.as_dict()],
+                **self._frames_meta([plan]),
                 "objects": {"kind": kind, "labels": objects.labels, "boxes": objects.boxes.data.tolist(),
                             "clipped_away": int((~keep).sum())}}
         return self._wrap([self._image_part(path, plan), {"type": "text", "text": prompt}], target, meta)
@@ -236,20 +281,20 @@ class SampleBuilder:
                                  f"{kind} targets")
             boxes = Boxes(np.asarray(record["poly"], dtype=np.float64).reshape(1, 8), "quad",
                           plan.original).to(kind)
-        model = plan.to_model(boxes).clip()
+        model = self._to_target(boxes, plan)
         target = format_grounding(model, form)
         path = self.image_path(unit, grounding_image_path(record))
         meta = {"id": f"{record['dataset']}/{record.get('question_id', record['image_id'])}", "unit": unit.name,
                 "type": unit.type, "source": unit.source or record.get("source") or record["dataset"],
                 "task": unit.task or "grounding",
-                "form": form, "box_kind": kind, "plans": [plan.as_dict()],
+                "form": form, "box_kind": kind, **self._frames_meta([plan]),
                 "objects": {"kind": kind, "labels": [question], "boxes": model.data.tolist(), "clipped_away": 0}}
         return self._wrap([self._image_part(path, plan), {"type": "text", "text": prompt}], target, meta)
 
     # ---- conversations ------------------------------------------------------------------------------------
     def build_conversation(self, record: dict, unit, rng: np.random.Generator | None = None) -> dict:
         """A conversation record -> the same conversation with resized images and ``<box:N>`` rendered in the
-        model frame of the image each box belongs to (plain box syntax of rscovlm.protocol)."""
+        box frame of the image each box belongs to (plain box syntax of rscovlm.protocol)."""
         paths = [self.image_path(unit, p["image"]) for m in record["messages"] for p in content_parts(m["content"])
                  if p.get("type") == "image"]
         sizes = record.get("image_sizes") or [self._image_size(p) for p in paths]
@@ -258,7 +303,7 @@ class SampleBuilder:
         model_boxes: list[dict] = []
         for box in record.get("boxes") or []:
             plan = plans[box.get("image", 0)]
-            b = plan.to_model(Boxes(np.asarray(box["values"], dtype=np.float64), box["kind"], plan.original)).clip()
+            b = self._to_target(Boxes(np.asarray(box["values"], dtype=np.float64), box["kind"], plan.original), plan)
             rendered.append(format_grounding(b, "plain"))
             model_boxes.append({"kind": b.kind, "values": b.data[0].tolist(), "image": box.get("image", 0)})
 
@@ -281,5 +326,5 @@ class SampleBuilder:
         meta = {"id": record["id"], "unit": unit.name, "type": unit.type, "source": unit.source or record["source"],
                 "task": unit.task or record["task"], "form": None,
                 "box_kind": "+".join(sorted({b["kind"] for b in record.get("boxes") or []})) or None,
-                "plans": [p.as_dict() for p in plans], "boxes": model_boxes}
+                **self._frames_meta(plans), "boxes": model_boxes}
         return {"messages": messages, "meta": meta}

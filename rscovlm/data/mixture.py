@@ -444,13 +444,16 @@ class MixtureDataset:
 def _register_training_source() -> None:
     from rscovlm.train.sources import register_source
 
-    @register_source("mixture")
-    def build_mixture_source(cfg, seed: int) -> MixtureDataset:
+    @register_source("mixture", family_aware=True)
+    def build_mixture_source(cfg, seed: int, family=None) -> MixtureDataset:
         """``data.source: mixture`` in a training config: ``data.paths`` = [the mixture YAML]; ``data.options`` may
         override the YAML's ``seed`` / ``epoch_size`` and any builder option. The builder takes the trainer's
         ``min_pixels`` / ``max_pixels`` and hands the collator images already resized to the model frame of
-        the targets (``load_images``). The trainer calls ``set_epoch`` each epoch (accelerate forwards it to
-        the dataset), which redraws the mixture."""
+        the targets (``load_images``). ``family`` (the :class:`~rscovlm.model.families.ModelFamily` of the
+        checkpoint being trained, passed by the trainer) sets the builder's ``family``, i.e. the side factor and
+        the box frame of the targets; a ``family`` option in the YAML's ``builder`` or in ``data.options`` that
+        names another family is an error. The trainer calls ``set_epoch`` each epoch (accelerate forwards it
+        to the dataset), which redraws the mixture."""
         if len(cfg.paths) != 1:
             raise ValueError(f"data.source 'mixture' takes one mixture YAML in data.paths, got {cfg.paths}")
         path = Path(cfg.paths[0])
@@ -461,9 +464,30 @@ def _register_training_source() -> None:
         for key in ("seed", "epoch_size"):
             if key in options:
                 raw[key] = options.pop(key)
-        raw["builder"] = {**(raw.get("builder") or {}), "min_pixels": cfg.min_pixels,
-                          "max_pixels": cfg.max_pixels, "load_images": True, **options}
+        builder = {**(raw.get("builder") or {}), "min_pixels": cfg.min_pixels,
+                   "max_pixels": cfg.max_pixels, "load_images": True, **options}
+        if family is not None:
+            _check_family(family, (raw.get("builder") or {}).get("family"), f"{path}: builder.family")
+            _check_family(family, cfg.options.get("family"), "data.options.family")
+            builder["family"] = family.name
+        raw["builder"] = builder
         return MixtureDataset(Mixture(MixtureConfig.from_dict(raw, base=path.parent, where=str(path))))
+
+
+def _check_family(family, forced, where: str) -> None:
+    """``forced`` (a family name set by the user, or None) must be ``family``, the model being trained."""
+    from rscovlm.model.families import family_for
+
+    if forced is None:
+        return
+    try:
+        same = family_for(forced).name == family.name
+    except (KeyError, TypeError):
+        same = False
+    if not same:
+        raise MixtureError(f"{where}={forced!r}, but the model being trained is a {family.name} model (box frame "
+                           f"{family.box_frame}, side factor {family.factor}); targets built for another family "
+                           "would teach wrong coordinates. Remove the option: the trainer sets it from the checkpoint")
 
 
 _register_training_source()

@@ -3,17 +3,20 @@
 Each line is one image::
 
     {"image_id": "P0003", "response": "plane: (12,30),(40,30),(40,60),(12,60)",
-     "resize": {"original": [W, H], "model": [w, h]}}
+     "resize": {"original": [W, H], "model": [w, h]}, "family": "qwen2_5_vl"}
 
 ``resize`` is :meth:`rscovlm.resolution.ResizePlan.as_dict` (top-level ``"original"``/``"model"`` keys are
-accepted too). The response is read by :func:`rscovlm.protocol.detection.parse_detections` with the boxes in the
-model frame, mapped back to the original frame, turned into quads and scored against labelTxt ground truth
+accepted too). ``family`` (optional; default: the ``family`` argument, ``qwen2_5_vl``) names the model family
+(:mod:`rscovlm.model.families`) that wrote the response, which fixes the frame its coordinates are in:
+``family.box_frame_for(w, h)`` - pixels of the resized input for Qwen2.5-VL, the 0-1000 grid for Qwen2-VL and
+Qwen3-VL. The response is read by :func:`rscovlm.protocol.detection.parse_detections` with the boxes in that
+frame, mapped back to the original frame, turned into quads and scored against labelTxt ground truth
 with the score-free metrics: AP_nc (random scores; no threshold) and mF1. The report includes the fraction of
 object fragments that could not be read (``unparsed_fraction``, unknown labels included), boxes that came out
 non-finite (dropped and counted), and ground-truth images without a response (scored as "no detections").
 
-A malformed jsonl line (bad JSON, missing field, bad resize, duplicate image id) raises an error naming
-``file:line``; with ``skip_invalid=True`` it is skipped and counted. A response for an image without ground
+A malformed jsonl line (bad JSON, missing field, bad resize, unknown family, duplicate image id) raises an error
+naming ``file:line``; with ``skip_invalid=True`` it is skipped and counted. A response for an image without ground
 truth is an error unless ``unknown_images="ignore"`` (then dropped and counted).
 """
 
@@ -31,6 +34,7 @@ from rscovlm.eval.ap_nc import DEFAULT_IOU_SPEC, ap_nc_table
 from rscovlm.eval.dota_data import ClassDets, Detections, GroundTruth, load_gt_dir
 from rscovlm.eval.dota_map import compute_overlaps
 from rscovlm.eval.f1 import f1_from_overlaps
+from rscovlm.model.families import ModelFamily, families, family_for
 from rscovlm.protocol.categories import get_category_set
 from rscovlm.protocol.detection import parse_detections
 from rscovlm.resolution import ResizePlan
@@ -77,11 +81,21 @@ def _plan_of(record: dict) -> ResizePlan:
         raise ValueError(f'bad "resize" {data!r}: {err}') from None
 
 
+def _family(name) -> ModelFamily:
+    try:
+        return family_for(name)
+    except (KeyError, TypeError):
+        raise ValueError(f"family {name!r} is not a registered model family; known: {sorted(families())}") from None
+
+
 def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str = "dota-v1.0",
-                   skip_invalid: bool = False, unknown_images: str = "error") -> tuple[Detections, ResponseStats]:
-    """Parse a responses jsonl into score-free :class:`Detections` (quads, original frame) against ``gt``."""
+                   skip_invalid: bool = False, unknown_images: str = "error",
+                   family: str = "qwen2_5_vl") -> tuple[Detections, ResponseStats]:
+    """Parse a responses jsonl into score-free :class:`Detections` (quads, original frame) against ``gt``;
+    ``family``: the model family of lines without a ``family`` field (see module docstring)."""
     path = Path(path)
     cats = get_category_set(categories)
+    default_family = _family(family)
     stats = ResponseStats()
     per_class: dict[str, tuple[list, list]] = {}
     seen: set[str] = set()
@@ -101,6 +115,7 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
             if not isinstance(response, str):
                 raise ValueError('missing "response" (a string)')
             plan = _plan_of(record)
+            line_family = default_family if record.get("family") is None else _family(record["family"])
             if image_id in seen:
                 raise ValueError(f"image {image_id!r} has a second response")
         except (ValueError, TypeError, KeyError) as err:
@@ -117,7 +132,7 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
             stats.dropped_unknown_image += 1
             continue
         stats.n_responses += 1
-        parsed = parse_detections(response, frame=plan.model, categories=cats)
+        parsed = parse_detections(response, frame=line_family.box_frame_for(*plan.model_size), categories=cats)
         stats.n_fragments += parsed.n_fragments
         stats.n_unparsed += len(parsed.unparsed)
         stats.n_unknown_labels += len(parsed.unknown_labels)
@@ -125,7 +140,7 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
         objs = parsed.objects
         if len(objs) == 0:
             continue
-        quads = plan.to_original(objs.boxes).to_quad().data
+        quads = objs.boxes.to_frame(plan.original).to_quad().data
         finite = np.isfinite(quads).all(axis=1)
         stats.n_nonfinite_boxes += int((~finite).sum())
         img = gt.index[image_id]
@@ -141,17 +156,20 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
 
 def eval_responses(responses: str | os.PathLike, gt, *, iou_thr: float = 0.5, seeds=10,
                    iou_thrs: str = DEFAULT_IOU_SPEC, ap_mode: str = "11point", protocol: str = "dota",
-                   categories: str = "dota-v1.0", skip_invalid: bool = False, unknown_images: str = "error") -> dict:
+                   categories: str = "dota-v1.0", skip_invalid: bool = False, unknown_images: str = "error",
+                   family: str = "qwen2_5_vl") -> dict:
     """AP_nc (``metrics``/``per_class``, as :func:`rscovlm.eval.ap_nc.eval_dota_nc`), mF1 at ``iou_thr``
     (``f1``) and parsing statistics (``parsing``) of a responses jsonl; ``skipped_lines`` counts the label and
-    jsonl lines left out with ``skip_invalid``. Also ``rscovlm eval responses``."""
+    jsonl lines left out with ``skip_invalid``; ``family``: the model family that wrote lines without a
+    ``family`` field. Also ``rscovlm eval responses``."""
+    _family(family)  # a bad name fails before the ground truth is read
     if not isinstance(gt, GroundTruth):
         gt = load_gt_dir(gt, skip_invalid=skip_invalid)
     dets, stats = load_responses(responses, gt, categories=categories, skip_invalid=skip_invalid,
-                                 unknown_images=unknown_images)
+                                 unknown_images=unknown_images, family=family)
     overlaps = compute_overlaps(gt, dets, protocol)
     table = ap_nc_table(overlaps, score_thrs=[0.0], seeds=seeds, iou_spec=iou_thrs, ap_mode=ap_mode)
     return {"classes": table.classes, **table.summary(0), "seeds": table.seeds, "iou_thrs": table.iou_thrs,
             "f1": f1_from_overlaps(overlaps, iou_thr=iou_thr), "parsing": stats.to_dict(), "protocol": protocol,
-            "ap_mode": ap_mode, "skipped_lines": len(gt.skipped) + len(stats.skipped),
+            "ap_mode": ap_mode, "family": family, "skipped_lines": len(gt.skipped) + len(stats.skipped),
             "dropped_unknown_image": stats.dropped_unknown_image}

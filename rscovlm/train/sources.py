@@ -5,8 +5,14 @@ A source is a function ``build(data_cfg: DataConfig, seed: int) -> Dataset`` ret
 :mod:`rscovlm.model.collator` (images as paths or PIL images, already resized by the sample builder or not - the
 collator applies the resolution policy either way). Register one with::
 
-    @register_source("mixture")
-    def build_mixture(cfg, seed): ...
+    @register_source("mixture", family_aware=True)
+    def build_mixture(cfg, seed, family=None): ...
+
+A *family-aware* source writes box coordinates itself and so must know the model family being trained
+(:class:`rscovlm.model.families.ModelFamily`: box frame and side factor differ between Qwen2-VL, Qwen2.5-VL and
+Qwen3-VL). ``build_source(cfg, seed, family=...)`` passes it on as the keyword ``family`` (None: the source's own
+default); the trainer passes the family of the checkpoint's config. Other sources never see it: their targets are
+what their files say (e.g. ``jsonl`` conversations must already be in the frame of the model they train).
 
 Built in:
 
@@ -14,8 +20,8 @@ Built in:
 * ``mixture`` - registered by :mod:`rscovlm.data.mixture` (imported on first use): the weighted online mixture
   of subset units; ``data.paths`` holds one mixture YAML; each item is built on the fly by
   :class:`rscovlm.data.builder.SampleBuilder` (prompt templates, plain/JSON targets, random resize with boxes in
-  the model frame). The mixture already draws a seeded random order per epoch, so set ``data.shuffle: false``
-  to keep it.
+  the box frame of the family being trained). The mixture already draws a seeded random order per epoch, so set
+  ``data.shuffle: false`` to keep it.
 """
 
 from __future__ import annotations
@@ -25,15 +31,19 @@ from pathlib import Path
 from typing import Callable
 
 _SOURCES: dict[str, Callable] = {}
+_FAMILY_AWARE: set[str] = set()
 
 
-def register_source(name: str):
-    """Decorator adding a data source builder under ``name``."""
+def register_source(name: str, *, family_aware: bool = False):
+    """Decorator adding a data source builder under ``name``; ``family_aware``: the builder takes the keyword
+    ``family`` (see module docstring)."""
 
     def deco(fn: Callable) -> Callable:
         if name in _SOURCES:
             raise ValueError(f"data source {name!r} is already registered")
         _SOURCES[name] = fn
+        if family_aware:
+            _FAMILY_AWARE.add(name)
         return fn
 
     return deco
@@ -43,13 +53,22 @@ def sources() -> list[str]:
     return sorted(_SOURCES)
 
 
-def build_source(cfg, seed: int = 0):
-    """The dataset of ``cfg.source`` (a :class:`~rscovlm.train.config.DataConfig`)."""
+def source_uses_family(name: str) -> bool:
+    """Whether the source ``name`` writes box targets in the frame of the model family it is given."""
+    _import_plugins()
+    return name in _FAMILY_AWARE
+
+
+def build_source(cfg, seed: int = 0, family=None):
+    """The dataset of ``cfg.source`` (a :class:`~rscovlm.train.config.DataConfig`); ``family`` (a
+    :class:`~rscovlm.model.families.ModelFamily` or None) goes to family-aware sources only."""
     _import_plugins()
     try:
         builder = _SOURCES[cfg.source]
     except KeyError:
         raise ValueError(f"data.source {cfg.source!r} is not registered; known sources: {sources()}") from None
+    if cfg.source in _FAMILY_AWARE:
+        return builder(cfg, seed, family=family)
     return builder(cfg, seed)
 
 

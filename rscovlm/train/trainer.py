@@ -292,29 +292,33 @@ def _resume_path(value: str | None, output_dir: str) -> str | None:
     return value
 
 
-# data sources whose targets are written in pixels of the resized input (Qwen2.5-VL's box frame)
-PIXEL_FRAME_SOURCES = ("mixture",)
-
-
-def check_target_frame(cfg: Config) -> None:
-    """Stop when a data source that writes pixel-frame targets (the sample builder) would train a model family
-    that reads another box frame (Qwen2-VL / Qwen3-VL: a 0-1000 grid). Reads only the checkpoint's config."""
+def checkpoint_family(cfg: Config):
+    """The :class:`~rscovlm.model.families.ModelFamily` of ``model.model_name_or_path``, from its config alone (no
+    weights are read)."""
     from transformers import AutoConfig
 
     from rscovlm.model.families import family_for
 
-    if cfg.data.source not in PIXEL_FRAME_SOURCES:
-        return
     try:
-        family = family_for(AutoConfig.from_pretrained(cfg.model.model_name_or_path,
-                                                       trust_remote_code=cfg.model.trust_remote_code))
+        return family_for(AutoConfig.from_pretrained(cfg.model.model_name_or_path,
+                                                     trust_remote_code=cfg.model.trust_remote_code))
     except (OSError, KeyError, ValueError) as err:
         raise ConfigError(f"model.model_name_or_path={cfg.model.model_name_or_path}: cannot load: {err}") from err
-    if family.box_frame != "model_pixels":
-        raise ConfigError(f"data.source={cfg.data.source} writes target boxes in pixels of the resized input "
-                          f"(Qwen2.5-VL), but {cfg.model.model_name_or_path} is a {family.name} model, which reads "
-                          f"and writes boxes on a 0-{family.relative_grid} grid; use conversations with targets in that frame "
-                          "(data.source=jsonl)")
+
+
+def build_data(cfg: Config):
+    """The training dataset of ``cfg.data``. A source that writes box targets itself (the ``mixture``; see
+    :func:`rscovlm.train.sources.source_uses_family`) is given the family of the checkpoint, so its targets are in
+    the box frame that model reads and writes (resized pixels for Qwen2.5-VL, the 0-1000 grid for Qwen2-VL and
+    Qwen3-VL) at its side factor; a family option the user forces on such a source that contradicts the checkpoint
+    is an error (raised by the source). Errors become :class:`ConfigError` naming the source."""
+    from rscovlm.train.sources import build_source, source_uses_family
+
+    family = checkpoint_family(cfg) if source_uses_family(cfg.data.source) else None
+    try:
+        return build_source(cfg.data, seed=cfg.train.seed, family=family)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"data ({cfg.data.source}): {err}") from err
 
 
 def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
@@ -327,19 +331,12 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
     from rscovlm.model.collator import Collator, ConversationEncoder, EncodedDataset
     from rscovlm.model.loading import load_model, load_processor
     from rscovlm.resolution import ResolutionPolicy
-    from rscovlm.train.sources import build_source
 
     if console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
     args = build_training_arguments(cfg)
-    check_target_frame(cfg)
-    if dataset is not None:
-        conversations = dataset
-    else:  # before the model: a bad data file should fail in seconds, not after loading 7B weights
-        try:
-            conversations = build_source(cfg.data, seed=cfg.train.seed)
-        except (ValueError, OSError) as err:
-            raise ConfigError(f"data ({cfg.data.source}): {err}") from err
+    # before the model: a bad data file should fail in seconds, not after loading 7B weights
+    conversations = dataset if dataset is not None else build_data(cfg)
     set_seed(cfg.train.seed)
     model_cfg = cfg.model
     if model_cfg.dtype == "auto":
