@@ -86,3 +86,26 @@ def test_preview_with_images_loaded_by_the_builder(tmp_path):
     assert main(["data", "preview", str(tmp_path / "mix.yaml"), "--n", "1", "--out", str(tmp_path / "p")]) == 0
     arr = np.asarray(Image.open(tmp_path / "p" / "sample_000.png").convert("RGB")).astype(int)
     assert (np.abs(arr - [20, 30, 40]).sum(axis=2) > 60).sum() > 100
+
+
+def test_preview_draws_relative_grid_targets_in_image_pixels(tmp_path):
+    """A Qwen2-VL mixture writes targets on the 0-1000 grid; the preview reads them there and draws them on the
+    object in the resized image's pixels."""
+    from rscovlm.data.preview import render_preview
+
+    img = tmp_path / "img"
+    img.mkdir()
+    Image.new("RGB", (400, 300), (20, 30, 40)).save(img / "d.png")
+    write_coco(tmp_path / "d.json", {"images": [{"id": 1, "file_name": "d.png", "width": 400, "height": 300}],
+                                     "categories": [{"id": 1, "name": "plane"}],
+                                     "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                                                      "segmentation": [[100, 100, 200, 100, 200, 150, 100, 150]],
+                                                      "bbox": [100, 100, 100, 50], "area": 5000}]})
+    cfg = {"seed": 1, "epoch_size": 1, "builder": {"family": "qwen2_vl"},
+           "units": [{"name": "det", "path": "d.json", "type": "detection", "images": "img"}]}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+    render_preview(tmp_path / "mix.yaml", tmp_path / "prev", n=1, eval_mode=True)
+    arr = np.asarray(Image.open(tmp_path / "prev" / "sample_000.png").convert("RGB")).astype(int)
+    ys, xs = np.nonzero(np.abs(arr - [20, 30, 40]).sum(axis=2) > 60)
+    # eval resize of 400 x 300 is 392 x 308: the box is at x 98..196, y 102.7..154 (the label sits above it)
+    assert abs(xs.min() - 98) <= 3 and abs(ys.max() - 154) <= 3 and abs(xs.max() - 196) <= 30

@@ -40,18 +40,22 @@ def render_sample(sample: dict):
     parts = [p for m in sample["messages"] for p in m["content"] if p["type"] == "image"]
     target = sample["messages"][-1]["content"][0]["text"]
     images = [_load_resized(p) for p in parts]
+    # targets are written in the model family's box frame (resized pixels, or a 0-1000 grid): read them there,
+    # draw them in the pixels of the resized image
+    box_frames = [Frame(w, h, "box") for w, h in meta.get("box_frames", [im.size for im in images])]
+    pixels = [Frame.model(*im.size) for im in images]
     if meta["type"] == "detection" and images:
-        frame = Frame.model(*images[0].size)
-        parsed = parse_detections(target, kind=meta["box_kind"], frame=frame)
-        images[0] = draw_objects(images[0], parsed.objects)
+        parsed = parse_detections(target, kind=meta["box_kind"], frame=box_frames[0])
+        images[0] = draw_objects(images[0], parsed.objects.to_frame(pixels[0]))
     elif meta["type"] == "grounding" and images:
-        boxes, _ = parse_grounding(target, kind=meta["box_kind"], frame=Frame.model(*images[0].size))
-        images[0] = draw_objects(images[0], ObjectSet(boxes, ["target"] * len(boxes)), color=(255, 40, 40))
+        boxes, _ = parse_grounding(target, kind=meta["box_kind"], frame=box_frames[0])
+        images[0] = draw_objects(images[0], ObjectSet(boxes.to_frame(pixels[0]), ["target"] * len(boxes)),
+                                 color=(255, 40, 40))
     else:
         for i, img in enumerate(images):
             mine = [b for b in meta.get("boxes", []) if b["image"] == i]
             for b in mine:
-                boxes = Boxes(np.asarray(b["values"])[None], b["kind"], Frame.model(*img.size))
+                boxes = Boxes(np.asarray(b["values"])[None], b["kind"], box_frames[i]).to_frame(pixels[i])
                 img = draw_objects(img, ObjectSet(boxes, ["box"]), color=(255, 40, 40), show_labels=False)
             images[i] = img
     if not images:
