@@ -72,10 +72,12 @@ class DemoSample:
     gt_quads: list[list[float]] = field(default_factory=list)   # original frame
 
 
-def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None) -> list[DemoSample]:
-    """Render the scenes numbered ``scenes`` into ``image_dir`` and build the four samples of each. With
-    ``c = i mod cfg.scenes``, scene ``i`` shows category ``c mod 5`` with ``1 + (c // 5) mod 3`` objects, placed
-    and rendered from a seed of its own."""
+def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None,
+                  family: str = "qwen2_5_vl") -> list[DemoSample]:
+    """Render the scenes numbered ``scenes`` into ``image_dir`` and build the four samples of each, with targets
+    in the box frame of the model ``family`` (the sample builder's ``family``). With ``c = i mod cfg.scenes``,
+    scene ``i`` shows category ``c mod 5`` with ``1 + (c // 5) mod 3`` objects, placed and rendered from a seed
+    of its own."""
     from PIL import Image
 
     from rscovlm.data.builder import BuildConfig, SampleBuilder
@@ -84,7 +86,7 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
     from rscovlm.protocol.categories import display_name
 
     image_dir.mkdir(parents=True, exist_ok=True)
-    builder = SampleBuilder(BuildConfig(random_resize=False, json_prob=0.0, synonym_prob=0.0,
+    builder = SampleBuilder(BuildConfig(family=family, random_resize=False, json_prob=0.0, synonym_prob=0.0,
                                         open_ended_prob=0.0, subset_prob=0.0))
     units = {kind: UnitConfig(name=f"demo_{kind}", path="(generated)", type=kind, images=str(image_dir))
              for kind in ("detection", "grounding", "conversation")}
@@ -257,32 +259,6 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def in_family_frame(sample: DemoSample, family) -> DemoSample:
-    """``sample`` with its grounding / detection target rewritten in the box frame of ``family`` (the builder
-    writes pixels of the resized input, Qwen2.5-VL's frame; Qwen2-VL / Qwen3-VL read and write a 0-1000 grid).
-    Other tasks, and every sample for a pixel-frame family, are returned unchanged."""
-    import copy
-
-    from rscovlm.geometry.boxes import Boxes
-    from rscovlm.geometry.objects import ObjectSet
-    from rscovlm.protocol.detection import format_detections
-    from rscovlm.protocol.grounding import format_grounding
-
-    if family.box_frame == "model_pixels" or sample.task not in ("grounding", "detection"):
-        return sample
-    meta = sample.conversation["meta"]
-    plan = _plan(sample)
-    objects = meta["objects"]
-    boxes = Boxes(np.asarray(objects["boxes"], float).reshape(len(objects["boxes"]), -1), objects["kind"],
-                  plan.model).to_frame(family.box_frame_for(*plan.model_size))
-    form = meta["form"]
-    text = (format_grounding(boxes, form) if sample.task == "grounding"
-            else format_detections(ObjectSet(boxes, list(objects["labels"])), form))
-    conversation = copy.deepcopy(sample.conversation)
-    conversation["messages"][-1]["content"] = [{"type": "text", "text": text}]
-    return DemoSample(sample.task, sample.scene, conversation, text, sample.gt_labels, sample.gt_quads)
-
-
 def _portable_jsonl(conversations: list[dict], path: Path) -> None:
     """Write the training conversations as a jsonl file that ``rscovlm train`` reads from anywhere: image paths
     relative to the file's folder."""
@@ -337,16 +313,18 @@ def _run(cfg: DemoConfig) -> dict:
     import torch
     from tqdm.auto import tqdm
 
+    from rscovlm.model.families import family_for
     from rscovlm.train.config import build_config
     from rscovlm.train.trainer import train
 
     start = time.perf_counter()
-    family = None if cfg.model is None else model_family(cfg.model)  # a bad --model fails before any work
+    # a bad --model fails before any work; the offline tiny model is a Qwen2.5-VL
+    family = family_for("qwen2_5_vl") if cfg.model is None else model_family(cfg.model)
     out = Path(cfg.out)
     image_dir = out / "data" / "images"
     with tqdm(total=cfg.scenes + cfg.holdout, desc="1/4 scenes + samples", unit="scene") as bar:
-        samples = build_samples(cfg, image_dir, range(cfg.scenes), bar)
-        unseen = build_samples(cfg, image_dir, range(cfg.scenes, cfg.scenes + cfg.holdout), bar)
+        samples = build_samples(cfg, image_dir, range(cfg.scenes), bar, family.name)
+        unseen = build_samples(cfg, image_dir, range(cfg.scenes, cfg.scenes + cfg.holdout), bar, family.name)
 
     model_path = cfg.model
     if model_path is None:
@@ -354,9 +332,6 @@ def _run(cfg: DemoConfig) -> dict:
 
         print("2/4 building the offline tiny Qwen2.5-VL", flush=True)
         model_path = str(build_tiny_model(out / "tiny_model"))
-    family = family or model_family(model_path)
-    samples = [in_family_frame(s, family) for s in samples]
-    unseen = [in_family_frame(s, family) for s in unseen]
     conversations = [s.conversation for s in samples]
     _portable_jsonl(conversations, out / "data" / "train.jsonl")
     overrides = [f"model.model_name_or_path={model_path}", f"output_dir={out / 'run'}",

@@ -84,19 +84,20 @@ def test_demo_scores_answers_in_the_box_frame_of_the_model_family(tmp_path, fami
 
 
 def test_demo_targets_follow_the_family_frame(tmp_path):
-    """Training targets of a 0-1000 family are rewritten on that grid; pixel-frame targets stay as built."""
-    from rscovlm.demo import DemoConfig, build_samples, in_family_frame, score
+    """Training targets of a 0-1000 family are built on that grid; pixel-frame targets are the default build."""
+    from rscovlm.demo import DemoConfig, build_samples, score
     from rscovlm.model.families import family_for
 
-    samples = build_samples(DemoConfig(out=str(tmp_path), scenes=1, holdout=0, size=250), tmp_path / "i", range(1))
-    qwen2, qwen25 = family_for("qwen2_vl"), family_for("qwen2_5_vl")
-    assert all(in_family_frame(s, qwen25) is s for s in samples)
-    rewritten = [in_family_frame(s, qwen2) for s in samples]
+    cfg = DemoConfig(out=str(tmp_path), scenes=1, holdout=0, size=250)
+    samples = build_samples(cfg, tmp_path / "i", range(1))
+    assert [s.answer for s in build_samples(cfg, tmp_path / "i", range(1), family="qwen2_5_vl")] == \
+        [s.answer for s in samples]
+    rewritten = build_samples(cfg, tmp_path / "i", range(1), family="qwen2_vl")
     ground = next(i for i, s in enumerate(samples) if s.task == "grounding")
     assert rewritten[ground].answer != samples[ground].answer
     assert rewritten[ground].conversation["messages"][-1]["content"][0]["text"] == rewritten[ground].answer
-    assert samples[ground].conversation["messages"][-1]["content"][0]["text"] == samples[ground].answer  # copy
-    report, _ = score(rewritten, [s.answer for s in rewritten], qwen2)
+    assert samples[ground].conversation["messages"][-1]["content"][0]["text"] == samples[ground].answer
+    report, _ = score(rewritten, [s.answer for s in rewritten], family_for("qwen2_vl"))
     assert report["grounding"]["acc@0.5"] == 1.0 and report["detection"]["mF1"] == 1.0
 
 
