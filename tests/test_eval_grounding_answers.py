@@ -2,14 +2,15 @@ import numpy as np
 import pytest
 
 from rscovlm.eval.answers import answer_accuracy
-from rscovlm.eval.grounding import grounding_accuracy, hbb_iou_aligned
+from rscovlm.eval.grounding import grounding_accuracy
+from rscovlm.geometry import hbb_iou_pairs
 from rscovlm.geometry import Boxes
 
 
 def test_hbb_iou_continuous_no_plus_one():
     a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], float)
     b = np.array([[5, 0, 15, 10], [10, 0, 20, 10], [0, 0, 10, 10]], float)
-    assert np.allclose(hbb_iou_aligned(a, b), [50 / 150, 0.0, 1.0])  # touching boxes share no area
+    assert np.allclose(hbb_iou_pairs(a, b), [50 / 150, 0.0, 1.0])  # touching boxes share no area
 
 
 def test_grounding_accuracy_strict_threshold_first_box_and_misses():

@@ -10,15 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rscovlm.geometry.boxes import Boxes
-
-
-def hbb_iou_aligned(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of row ``i`` of ``a`` with row ``i`` of ``b``; both ``(N, 4)`` x1,y1,x2,y2 in continuous pixels."""
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+from rscovlm.geometry.iou import hbb_iou_pairs
 
 
 def grounding_accuracy(predictions: list[Boxes | None], targets: Boxes, iou_thr: float = 0.5) -> dict:
@@ -36,7 +28,7 @@ def grounding_accuracy(predictions: list[Boxes | None], targets: Boxes, iou_thr:
             readable[i] = True
     ious = np.zeros(len(targets))
     if readable.any():
-        ious[readable] = hbb_iou_aligned(first[readable], targets.normalized().data[readable])
+        ious[readable] = hbb_iou_pairs(first[readable], targets.normalized().data[readable])
     hits = int(np.sum(ious > iou_thr))
     n = len(targets)
     return {"acc": hits / n if n else 0.0, "hits": hits, "n": n, "unparsed": int((~readable).sum()),

@@ -307,17 +307,32 @@ def poly_iou_pairs(a, b) -> np.ndarray:
     return out
 
 
+def _hbb_inter_union(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection and union areas of broadcast-compatible ``(..., 4)`` boxes, continuous coordinates."""
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter, area_a + area_b - inter
+
+
 def hbb_iou(a, b) -> np.ndarray:
     """``(N, 4)`` x ``(M, 4)`` horizontal boxes ``x1, y1, x2, y2`` -> ``(N, M)`` IoU in continuous coordinates
     (no ``+1`` pixel terms)."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return _ratio(inter, area_a[:, None] + area_b[None, :] - inter)
+    return _ratio(*_hbb_inter_union(a[:, None], b[None, :]))
+
+
+def hbb_iou_pairs(a, b) -> np.ndarray:
+    """IoU of aligned pairs ``a[k]``, ``b[k]`` of horizontal boxes (``(N, 4)`` each) -> ``(N,)``, continuous
+    coordinates (no ``+1`` pixel terms); 0 where the union is empty."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    if len(a) != len(b):
+        raise ValueError(f"aligned pairs need the same length, got {len(a)} and {len(b)}")
+    return _ratio(*_hbb_inter_union(a, b))
 
 
 def rbox_iou(obb_a, obb_b) -> np.ndarray:
