@@ -26,7 +26,6 @@ Built in:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -90,6 +89,7 @@ class JsonlConversations:
     folder. Each line is validated on load; errors name ``file:line``."""
 
     def __init__(self, paths: list[str | Path], image_root: str | Path | None = None):
+        from rscovlm.data.records import iter_jsonl
         from rscovlm.model.collator import conversation_messages
 
         if not paths:
@@ -99,22 +99,18 @@ class JsonlConversations:
             if not path.is_file():
                 raise FileNotFoundError(f"data file not found: {path}")
             root = Path(image_root) if image_root else path.parent
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        item = json.loads(line)
-                        messages = conversation_messages(item)
-                    except (json.JSONDecodeError, ValueError) as err:
-                        raise ValueError(f"{path}:{lineno}: {err}") from None
-                    for message in messages:
-                        if isinstance(message["content"], list):
-                            for part in message["content"]:
-                                if part.get("type") == "image" and isinstance(part["image"], str):
-                                    image = Path(part["image"])
-                                    part["image"] = str(image if image.is_absolute() else root / image)
-                    self.items.append(item)
+            for lineno, item in iter_jsonl(path):  # a line that is not JSON raises, naming file:line
+                try:
+                    messages = conversation_messages(item)
+                except ValueError as err:
+                    raise ValueError(f"{path}:{lineno}: {err}") from None
+                for message in messages:
+                    if isinstance(message["content"], list):
+                        for part in message["content"]:
+                            if part.get("type") == "image" and isinstance(part["image"], str):
+                                image = Path(part["image"])
+                                part["image"] = str(image if image.is_absolute() else root / image)
+                self.items.append(item)
 
     def __len__(self) -> int:
         return len(self.items)
