@@ -22,7 +22,6 @@ truth is an error unless ``unknown_images="ignore"`` (then dropped and counted).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rscovlm.data.dota_io import SkippedLine
+from rscovlm.data.records import RecordError, iter_jsonl
 from rscovlm.eval.ap_nc import DEFAULT_IOU_SPEC, ap_nc_table
 from rscovlm.eval.dota_data import ClassDets, Detections, GroundTruth, load_gt_dir
 from rscovlm.eval.dota_map import compute_overlaps
@@ -99,13 +99,10 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
     stats = ResponseStats()
     per_class: dict[str, tuple[list, list]] = {}
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for line_no, record in iter_jsonl(path, errors="yield"):
         try:
-            record = json.loads(line)
+            if isinstance(record, RecordError):
+                raise ValueError(record.problem.message)
             if not isinstance(record, dict):
                 raise ValueError("a line must be a JSON object")
             image_id = record.get("image_id")
