@@ -164,8 +164,8 @@ def score(samples: list[DemoSample], answers: list[str], family) -> tuple[dict, 
     from rscovlm.eval.f1 import f1_from_overlaps
     from rscovlm.eval.grounding import grounding_accuracy
     from rscovlm.geometry.boxes import Boxes
+    from rscovlm.eval.responses import read_response
     from rscovlm.protocol.categories import get_category_set
-    from rscovlm.protocol.detection import parse_detections
     from rscovlm.protocol.grounding import parse_grounding
 
     report: dict = {}
@@ -197,14 +197,11 @@ def score(samples: list[DemoSample], answers: list[str], family) -> tuple[dict, 
         for lab, q in zip(samples[k].gt_labels, samples[k].gt_quads):
             gt_rows.setdefault(lab, ([], []))[0].append(q)
             gt_rows[lab][1].append(j)
-        plan = _plan(samples[k])
-        result = parse_detections(answers[k], frame=family.box_frame_for(*plan.model_size), categories=cats)
+        result, quads = read_response(answers[k], _plan(samples[k]), family, cats)
         unparsed += len(result.unparsed) + len(result.unknown_labels)
         fragments += result.n_fragments
-        objects = result.objects
-        quads = objects.boxes.to_frame(plan.original).to_quad().data if len(objects) else np.zeros((0, 8))
-        parsed[k] = {"labels": list(objects.labels), "quads": quads.tolist()}
-        for lab, q in zip(objects.labels, quads):
+        parsed[k] = {"labels": list(result.objects.labels), "quads": quads.tolist()}
+        for lab, q in zip(result.objects.labels, quads):
             det_rows.setdefault(lab, ([], []))[0].append(q)
             det_rows[lab][1].append(j)
     gt = GroundTruth(image_ids, {c: ClassGT(np.array(q, float).reshape(-1, 8), np.array(im, np.int64),

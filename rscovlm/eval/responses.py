@@ -35,8 +35,8 @@ from rscovlm.eval.dota_data import ClassDets, Detections, GroundTruth, load_gt_d
 from rscovlm.eval.dota_map import compute_overlaps
 from rscovlm.eval.f1 import f1_from_overlaps
 from rscovlm.model.families import ModelFamily, families, family_for
-from rscovlm.protocol.categories import get_category_set
-from rscovlm.protocol.detection import parse_detections
+from rscovlm.protocol.categories import CategorySet, get_category_set
+from rscovlm.protocol.detection import ParseResult, parse_detections
 from rscovlm.resolution import ResizePlan
 
 
@@ -88,6 +88,16 @@ def _family(name) -> ModelFamily:
         raise ValueError(f"family {name!r} is not a registered model family; known: {sorted(families())}") from None
 
 
+def read_response(response: str, plan: ResizePlan, family: ModelFamily,
+                  categories: CategorySet) -> tuple[ParseResult, np.ndarray]:
+    """One detection answer -> its parse result and the ``(K, 8)`` quads of the readable objects mapped to the
+    original frame (coordinates read in ``family.box_frame_for`` of the resize ``plan``)."""
+    parsed = parse_detections(response, frame=family.box_frame_for(*plan.model_size), categories=categories)
+    if len(parsed.objects) == 0:
+        return parsed, np.zeros((0, 8))
+    return parsed, parsed.objects.boxes.to_frame(plan.original).to_quad().data
+
+
 def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str = "dota-v1.0",
                    skip_invalid: bool = False, unknown_images: str = "error",
                    family: str = "qwen2_5_vl") -> tuple[Detections, ResponseStats]:
@@ -129,15 +139,12 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
             stats.dropped_unknown_image += 1
             continue
         stats.n_responses += 1
-        parsed = parse_detections(response, frame=line_family.box_frame_for(*plan.model_size), categories=cats)
+        parsed, quads = read_response(response, plan, line_family, cats)
         stats.n_fragments += parsed.n_fragments
         stats.n_unparsed += len(parsed.unparsed)
         stats.n_unknown_labels += len(parsed.unknown_labels)
         stats.n_none_answers += int(parsed.none)
         objs = parsed.objects
-        if len(objs) == 0:
-            continue
-        quads = objs.boxes.to_frame(plan.original).to_quad().data
         finite = np.isfinite(quads).all(axis=1)
         stats.n_nonfinite_boxes += int((~finite).sum())
         img = gt.index[image_id]
