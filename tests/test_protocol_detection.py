@@ -6,8 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rscovlm.geometry import Boxes, Frame, ObjectSet, normalize_quads
-from rscovlm.protocol import DOTA_V1_0, NONE_ANSWER, canonical_label, format_detections, parse_detections
+from rscovlm.protocol import (DOTA_V1_0, NONE_ANSWER, canonical_label, format_detections, parse_detections,
+                              parse_grounding)
 from rscovlm.protocol.detection import canonical_order
+from rscovlm.protocol.readers import MAX_CHARS, MAX_JSON_DEPTH, MAX_PIECES, _json_objects, read_answer
 
 CLASSES = list(DOTA_V1_0.classes)
 
@@ -92,7 +94,7 @@ def test_mixed_kinds_become_quads():
     assert r.objects.boxes.data[0].tolist() == [0, 0, 4, 0, 4, 2, 0, 2]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.text())
 def test_parser_never_raises_on_any_text(text):
     r = parse_detections(text, categories=DOTA_V1_0)
@@ -105,7 +107,7 @@ _valid = format_detections(ObjectSet(Boxes([[1, 1, 5, 1, 5, 5, 1, 5], [9, 9, 19,
 _valid_json = format_detections(ObjectSet(Boxes([[1, 1, 5, 5]], "hbb"), ["plane"]), "json")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(base=st.sampled_from([_valid, _valid_json]), pos=st.integers(0, 200), cut=st.integers(0, 20),
        insert=st.text(max_size=10))
 def test_parser_never_raises_on_mutated_responses(base, pos, cut, insert):
@@ -124,3 +126,126 @@ def test_parsed_boxes_map_back_to_original_frame():
     back = parsed.objects.to_frame(original).boxes.data
     assert np.abs(back - gt.boxes.data).max() <= 0.5 * 2000 / 1008 + 1e-9
     assert np.array_equal(normalize_quads(back), back)
+
+
+QUAD_A, QUAD_B = "(1,1),(5,1),(5,5),(1,5)", "(9,9),(19,9),(19,19),(9,19)"
+
+
+def test_several_categories_on_one_line_keep_their_labels():
+    # the README's layout on one line: each `label:` starts a new category (main read two planes, 0 unparsed)
+    for text in [f"plane: {QUAD_A}; ship: {QUAD_B}", f"plane: {QUAD_A} ship: {QUAD_B}",
+                 f"plane: {QUAD_A}, ship: {QUAD_B}", f"plane: {QUAD_A}; {QUAD_A}; ship: {QUAD_B}; {QUAD_B}"]:
+        r = parse_detections(text, categories=DOTA_V1_0)
+        n = text.count("(") // 8
+        assert r.objects.labels == ["plane"] * n + ["ship"] * n and r.unparsed == [], text
+    # a label holds for the rest of its line only
+    r = parse_detections(f"plane: {QUAD_A}\n{QUAD_B}", categories=DOTA_V1_0)
+    assert r.objects.labels == ["plane"] and r.unparsed == [QUAD_B]
+    # a box after a bad label is not given the previous label
+    r = parse_detections(f"plane: {QUAD_A}; [x]: {QUAD_B}; {QUAD_B}", categories=DOTA_V1_0)
+    assert r.objects.labels == ["plane"] and len(r.unparsed) == 2
+
+
+def test_prose_after_a_box_is_reported_never_an_angle():
+    # main read the 3 of "3 o'clock" as an obb angle
+    r = parse_detections("plane: (10,10),(20,20) at 3 o'clock", categories=DOTA_V1_0)
+    assert r.objects.boxes.kind == "hbb" and r.objects.boxes.data.tolist() == [[10, 10, 20, 20]]
+    assert r.unparsed == ["at 3 o'clock"] and r.n_fragments == 2
+    # numbers outside the box groups never become coordinates
+    for text in ["plane: (10,10),(20,20) 5", "plane: 7 (10,10),(20,20)", "plane: (10,10),(20,20) at (3,4)",
+                 "plane: (10,10) and (20,20)"]:
+        r = parse_detections(text)
+        assert all(v in (10, 20) for v in r.objects.boxes.data.ravel().tolist()), text
+        assert r.unparsed, text
+    # obb: one (cx,cy,w,h,angle) group, trailing text reported
+    r = parse_detections("plane: (10,10,8,4,30) rotated", kind="obb")
+    assert np.allclose(r.objects.boxes.data, [[10, 10, 8, 4, np.radians(30)]]) and r.unparsed == ["rotated"]
+
+
+def test_cut_off_or_run_on_boxes_are_reported_whole():
+    # main read "(1,1),(2,2),(3" as a five-number obb
+    for text in ["plane: (1,1),(2,2),(3", "plane: (1,1),(2,2),(3,3)", "plane: (1,1),(2,2) (3,3),(4,4)",
+                 "plane: (1,2,3,4,5), (6,7,8,9,10)", "plane: (1,1),(2,2),(3,3),(4,4),(5,5)", "plane: (1,2,3)"]:
+        r = parse_detections(text)
+        assert len(r.objects) == 0 and r.unparsed == [text] and r.n_fragments == 1, text
+
+
+def test_deep_json_and_huge_integers_never_raise():
+    deep = '[{"label": "plane", "bbox_2d": ' + "[" * 50_000 + "]" * 50_000 + "}]"
+    huge = '[{"label": "plane", "bbox_2d": [' + "9" * 400 + ', 1, 2, 3]}, {"label": "ship", "bbox_2d": [1, 2, 3, 4]}]'
+    for text in [deep, huge, huge.replace("9" * 400, "9" * 5000), huge.replace("9" * 400, "1e999")]:
+        r = parse_detections(text, categories=DOTA_V1_0)  # main: RecursionError / OverflowError
+        assert len(r.objects) + len(r.unparsed) == r.n_fragments >= 1
+        boxes, unparsed = parse_grounding(text)
+        assert len(boxes) + len(unparsed) >= 1
+    r = parse_detections(huge, categories=DOTA_V1_0)
+    assert r.objects.labels == ["ship"] and len(r.unparsed) == 1
+    r = parse_detections(deep)
+    assert r.limits == [f"JSON nested deeper than {MAX_JSON_DEPTH}"] and len(r.unparsed) == 1
+
+
+def test_limits_are_reported_not_dropped():
+    r = parse_detections(f"plane: {QUAD_A}\n" + " " * MAX_CHARS + f"ship: {QUAD_B}", categories=DOTA_V1_0)
+    assert r.limits == [f"answer longer than {MAX_CHARS} characters"] and r.objects.labels == ["plane"]
+    assert r.n_fragments == 2 and r.unparsed[-1].endswith(f"ship: {QUAD_B}")
+    line = f"plane: {QUAD_A}\n"
+    r = parse_detections(line * (MAX_PIECES + 5), categories=DOTA_V1_0)
+    assert len(r.objects) < MAX_PIECES and r.limits == [f"more than {MAX_PIECES} pieces"]
+    assert r.unparsed[-1].count("\n") >= 4  # the unread rest, in one piece
+    js = "[" + ",".join(['{"bbox_2d": [1, 2, 3, 4], "label": "plane"}'] * (MAX_PIECES + 5)) + "]"
+    r = parse_detections(js)
+    assert 0 < len(r.objects) < MAX_PIECES and r.limits and r.unparsed[-1].count("{") >= 5
+
+
+def test_text_around_fences_is_reported_and_each_block_read():
+    text = ('Here they are:\n```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "plane"}]\n```\nand\n'
+            f"```\nship: {QUAD_B}\n```")
+    r = parse_detections(text, categories=DOTA_V1_0)
+    assert r.objects.labels == ["plane", "ship"] and r.unparsed == ["Here they are:", "and"]
+    assert r.form == "json+plain"
+    assert parse_detections("```json\nThere are none.\n```").none
+    assert parse_detections("There is none. plane: (1,1),(2,2)").none is False
+
+
+def _objects_reference(text):
+    """Top-level {...} spans by a character loop: a quote after an odd run of backslashes is not a delimiter,
+    brackets inside strings do not count, stray closers are ignored."""
+    spans, depth, start, in_str, backslashes, nest, base, deepest = [], 0, 0, False, 0, 0, 0, 0
+    for i, ch in enumerate(text):
+        run, backslashes = backslashes, (backslashes + 1 if ch == "\\" else 0)
+        if ch == '"' and run % 2 == 0:
+            in_str = not in_str
+        elif in_str:
+            continue
+        elif ch in "{[":
+            if ch == "{" and depth == 0:
+                start, base, deepest = i, nest, nest + 1
+            depth += ch == "{"
+            nest += 1
+            deepest = max(deepest, nest)
+        elif ch in "}]":
+            if nest:
+                nest -= 1
+            if ch == "}" and depth:
+                depth -= 1
+                if depth == 0:
+                    spans.append((start, i + 1, deepest - base))
+    if depth:
+        spans.append((start, len(text), deepest - base))
+    return spans
+
+
+def test_json_object_scanner_matches_a_character_loop():
+    rng = np.random.default_rng(7)
+    alphabet = np.array(list('{}[]"\\ a,:'))
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet, int(rng.integers(0, 40))))
+        starts, ends, depths = _json_objects(text, 10**6)
+        assert list(zip(starts.tolist(), ends.tolist(), depths.tolist())) == _objects_reference(text), text
+
+
+def test_reading_reports_the_form():
+    assert read_answer("There are none.").form == "none"
+    assert read_answer(f"plane: {QUAD_A}").form == "plain"
+    assert read_answer('[{"bbox_2d": [1, 2, 3, 4], "label": "plane"}]').form == "json"
+    assert read_answer("   ").form == "empty"

@@ -27,7 +27,7 @@ def test_round_trip_keeps_order_and_rounds(kind, data, form):
 
 def test_first_box_wins_and_junk_is_reported():
     boxes, unparsed = parse_grounding("the plane is at (10,20),(30,40); maybe (1,2)")
-    assert boxes.data.tolist() == [[10, 20, 30, 40]] and unparsed == [" maybe (1,2)"]
+    assert boxes.data.tolist() == [[10, 20, 30, 40]] and unparsed == ["maybe (1,2)"]
 
 
 @settings(max_examples=200, deadline=None)

@@ -26,15 +26,15 @@ JSON form (Qwen2.5-VL style), a fenced list with one object per line::
 
   box keys: ``bbox_2d`` (hbb), ``quad_2d`` (quad, 8 numbers), ``rbox_2d`` (obb, 5 numbers, angle in degrees).
 
-Parsing never raises. It reads both forms (and ``There are none.``), tolerates truncated output, and reports
-every fragment it could not read and every label outside the vocabulary.
+Parsing (:func:`parse_detections`) never raises and runs in linear time: it reads both forms (and ``There are
+none.``) through :mod:`rscovlm.protocol.readers`, which documents exactly what is read (several categories on one
+line, text after a box, truncated output) and the size and depth limits. Every fragment it could not read, every
+label outside the vocabulary and every limit hit is reported.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,14 +43,11 @@ import numpy as np
 from rscovlm.geometry.boxes import BOX_DIMS, BoxKind, Boxes, Frame, normalize_obb, normalize_quads
 from rscovlm.geometry.objects import ObjectSet
 from rscovlm.protocol.categories import CategorySet, display_name, spelling_key
+from rscovlm.protocol.readers import JSON_BOX_KEYS, is_none, read_answer
 
 OutputForm = Literal["plain", "json"]
 NONE_ANSWER = "There is none."
-_NONE_PATTERN = re.compile(r"^\s*there\s+(is|are)\s+none\s*\.?\s*$", re.I)
-JSON_BOX_KEYS: dict[str, BoxKind] = {"bbox_2d": "hbb", "quad_2d": "quad", "rbox_2d": "obb"}
 _KIND_TO_JSON_KEY = {kind: key for key, kind in JSON_BOX_KEYS.items()}
-_KIND_BY_ARITY = {dims: kind for kind, dims in BOX_DIMS.items()}
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 # ---- formatting ---------------------------------------------------------------------------------------------
@@ -118,13 +115,18 @@ class ParseResult:
     """What :func:`parse_detections` read. ``objects`` holds only readable objects with known labels, boxes in
     the frame passed to the parser; ``unparsed`` the fragments it could not read; ``unknown_labels`` the labels
     outside the vocabulary (their objects are not in ``objects``); ``none`` is True for an explicit
-    ``There is none.``; ``n_fragments`` counts every object-like fragment seen."""
+    ``There is none.``; ``n_fragments`` counts every fragment seen, so that
+    ``len(objects) + len(unparsed) + len(unknown_labels) == n_fragments``; ``form`` is the form the answer was
+    written in (:class:`rscovlm.protocol.readers.Reading`); ``limits`` names the reading limits the answer hit
+    (the text beyond them is in ``unparsed``)."""
 
     objects: ObjectSet
     none: bool = False
     unparsed: list[str] = field(default_factory=list)
     unknown_labels: list[str] = field(default_factory=list)
     n_fragments: int = 0
+    form: str = "empty"
+    limits: list[str] = field(default_factory=list)
 
     @property
     def unparsed_fraction(self) -> float:
@@ -134,145 +136,54 @@ class ParseResult:
         return (len(self.unparsed) + len(self.unknown_labels)) / self.n_fragments
 
 
-def finite_numbers(text: str) -> list[float] | None:
-    try:
-        nums = [float(m) for m in _NUMBER.findall(text)]
-    except ValueError:
-        return None
-    return nums if all(math.isfinite(x) for x in nums) else None
-
-
-class _Collector:
-    def __init__(self, categories: CategorySet | None, kind: BoxKind | None):
-        self.categories, self.kind = categories, kind
-        self.boxes: list[tuple[str, list[float]]] = []  # (kind, values)
-        self.labels: list[str] = []
-        self.result = ParseResult(ObjectSet.empty())
-
-    def add(self, label, values, fragment: str) -> None:
-        self.result.n_fragments += 1
-        if not isinstance(label, str) or not label.strip():
-            self.result.unparsed.append(fragment)
-            return
-        if values is None or len(values) not in _KIND_BY_ARITY:
-            self.result.unparsed.append(fragment)
-            return
-        kind = _KIND_BY_ARITY[len(values)]
-        if self.kind is not None and kind != self.kind:
-            self.result.unparsed.append(fragment)
-            return
-        if self.categories is not None:
-            canonical = self.categories.canonical(label)
-            if canonical is None:
-                self.result.unknown_labels.append(label.strip())
-                return
-        else:
-            canonical = spelling_key(label)
-        self.boxes.append((kind, values))
-        self.labels.append(canonical)
-
-    def finish(self, frame: Frame | None) -> ParseResult:
-        if not self.boxes:
-            self.result.objects = ObjectSet.empty(self.kind or "quad", frame)
-            return self.result
-        kinds = {k for k, _ in self.boxes}
-        target = self.kind or (kinds.pop() if len(kinds) == 1 else "quad")
-        converted = []
-        with np.errstate(all="ignore"):  # absurd magnitudes may overflow; such boxes stay non-finite
-            for kind, values in self.boxes:
-                v = np.asarray(values, dtype=np.float64)[None, :]
-                if kind == "obb":
-                    v[:, 4] = np.radians(v[:, 4])
-                converted.append(Boxes(v, kind).to(target).data)
-        boxes = Boxes(np.concatenate(converted), target, frame)
-        self.result.objects = ObjectSet(boxes, self.labels)
-        return self.result
-
-
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.S | re.I)
-_JSON_OBJECT = re.compile(r"\{[^{}]*\}")
-
-
-def json_items(text: str) -> list[tuple[object, str]] | None:
-    """Objects of a JSON-form response as ``(decoded or None, raw fragment)``; None when it is not JSON."""
-    body = text
-    fence = _FENCE.search(text)
-    if fence:
-        body = fence.group(1)
-    elif not text.lstrip().startswith(("[", "{")):
-        return None
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict):
-            data = [data]
-        if isinstance(data, list):
-            return [(item, json.dumps(item) if not isinstance(item, str) else item) for item in data]
-    except (ValueError, RecursionError):
-        pass
-    # truncated or slightly broken: read every flat {...} on its own
-    items = []
-    for raw in _JSON_OBJECT.findall(body):
-        try:
-            items.append((json.loads(raw), raw))
-        except ValueError:
-            items.append((None, raw))
-    tail = _JSON_OBJECT.sub("", body).strip(" \n\t[],")
-    if tail:
-        items.append((None, tail))
-    return items
-
-
-def _read_json_item(item, raw: str, out: _Collector) -> None:
-    if not isinstance(item, dict):
-        out.add(None, None, raw)
-        return
-    keys = [k for k in JSON_BOX_KEYS if k in item]
-    values = None
-    if len(keys) == 1 and isinstance(item[keys[0]], list):
-        try:
-            values = [float(x) for x in item[keys[0]]]
-            if not all(math.isfinite(x) for x in values) or len(values) != BOX_DIMS[JSON_BOX_KEYS[keys[0]]]:
-                values = None
-        except (TypeError, ValueError):
-            values = None
-    out.add(item.get("label"), values, raw)
-
-
-_PLAIN_LINE = re.compile(r"^\s*([^:()\[\]{}]+?)\s*:\s*(.*)$")
-
-
 def parse_detections(
     text: str,
     kind: BoxKind | None = None,
     frame: Frame | None = None,
     categories: CategorySet | None = None,
 ) -> ParseResult:
-    """Read a response in either form. ``kind`` keeps only boxes of that kind (others are reported unparsed);
-    without it, the kind is read from each box's arity (4 hbb, 5 obb, 8 quad) and mixed kinds become quads.
+    """Read a response in any form of :mod:`rscovlm.protocol.readers` (never raises, linear time, limits there).
+    ``kind`` keeps only boxes of that kind (others are reported unparsed); without it, the kind is read from each
+    box (hbb, obb, quad) and mixed kinds become quads. A box without a label is reported unparsed.
     ``categories`` restricts labels to a vocabulary (canonical ids in ``objects.labels``); without it labels
     are kept as display names. Boxes get ``frame`` (normally the model frame of the resize used)."""
-    out = _Collector(categories, kind)
-    if not isinstance(text, str):
-        out.result.unparsed.append(repr(text))
-        return out.finish(frame)
-    if _NONE_PATTERN.match(text):
-        out.result.none = True
-        return out.finish(frame)
-    items = json_items(text)
-    if items is not None:
-        for item, raw in items:
-            _read_json_item(item, raw, out)
-        return out.finish(frame)
-    for line in text.splitlines():
-        if not line.strip():
+    reading = read_answer(text)
+    result = ParseResult(ObjectSet.empty(kind or "quad", frame), none=is_none(reading), form=reading.form,
+                         limits=reading.limits, n_fragments=len(reading.candidates))
+    kinds: list[str] = []
+    values: list[tuple[float, ...]] = []
+    labels: list[str] = []
+    for cand in reading.candidates:
+        label = cand.label.strip() if cand.label is not None else ""
+        if cand.kind is None or not label or (kind is not None and cand.kind != kind):
+            result.unparsed.append(cand.raw)
             continue
-        m = _PLAIN_LINE.match(line)
-        if not m:
-            out.result.n_fragments += 1
-            out.result.unparsed.append(line)
-            continue
-        label, rest = m.group(1), m.group(2)
-        for fragment in rest.split(";"):
-            if fragment.strip():
-                out.add(label, finite_numbers(fragment), f"{label}: {fragment.strip()}")
-    return out.finish(frame)
+        if categories is not None:
+            canonical = categories.canonical(label)
+            if canonical is None:
+                result.unknown_labels.append(label)
+                continue
+        else:
+            canonical = spelling_key(label)
+        kinds.append(cand.kind)
+        values.append(cand.values)
+        labels.append(canonical)
+    if labels:
+        result.objects = ObjectSet(_boxes(kinds, values, kind, frame), labels)
+    return result
+
+
+def _boxes(kinds: list[str], values: list[tuple[float, ...]], kind: BoxKind | None, frame: Frame | None) -> Boxes:
+    """One :class:`Boxes` of ``kind`` (or of the one kind present, quads when mixed), in input order."""
+    present = set(kinds)
+    target = kind or (next(iter(present)) if len(present) == 1 else "quad")
+    out = np.zeros((len(kinds), BOX_DIMS[target]))
+    kinds_arr = np.asarray(kinds)
+    with np.errstate(all="ignore"):  # absurd magnitudes may overflow; such boxes stay non-finite
+        for k in present:
+            rows = np.flatnonzero(kinds_arr == k)
+            v = np.asarray([values[i] for i in rows], dtype=np.float64)
+            if k == "obb":
+                v[:, 4] = np.radians(v[:, 4])
+            out[rows] = Boxes(v, k).to(target).data
+    return Boxes(out, target, frame)

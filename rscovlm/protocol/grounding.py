@@ -2,8 +2,9 @@
 
 Plain form: boxes separated by ``; `` in the detection protocol's box syntax (hbb ``(x1,y1),(x2,y2)``).
 JSON form: ``[{"bbox_2d": [x1, y1, x2, y2]}]`` fenced like detection output (a ``label`` key is allowed).
-Coordinates are integers of the boxes' frame (the model frame for targets). Parsing never raises; the first
-box is the prediction under the GeoGround Acc@0.5 protocol.
+Coordinates are integers of the boxes' frame (the model frame for targets). Parsing never raises and runs in linear
+time (:mod:`rscovlm.protocol.readers`: forms, limits; free text before a box is its caption, text after it is
+reported); the first box is the prediction under the GeoGround Acc@0.5 protocol.
 """
 
 from __future__ import annotations
@@ -14,14 +15,8 @@ import numpy as np
 
 from rscovlm.geometry.boxes import BOX_DIMS, BoxKind, Boxes, Frame
 from rscovlm.geometry.objects import ObjectSet
-from rscovlm.protocol.detection import (
-    JSON_BOX_KEYS,
-    OutputForm,
-    finite_numbers,
-    json_items,
-    plain_box,
-    canonical_order,
-)
+from rscovlm.protocol.detection import OutputForm, canonical_order, plain_box
+from rscovlm.protocol.readers import JSON_BOX_KEYS, read_answer
 
 _KIND_TO_JSON_KEY = {kind: key for key, kind in JSON_BOX_KEYS.items()}
 
@@ -38,24 +33,14 @@ def format_grounding(boxes: Boxes, form: OutputForm = "plain") -> str:
 
 
 def parse_grounding(text: str, kind: BoxKind = "hbb", frame: Frame | None = None) -> tuple[Boxes, list[str]]:
-    """All boxes of ``kind`` in ``text`` (either form) and the fragments that were not such a box."""
+    """All boxes of ``kind`` in ``text`` (either form, read by :func:`rscovlm.protocol.readers.read_answer` with
+    captions allowed) and the fragments that were not such a box. Never raises; linear time; text beyond the
+    readers' limits is among the fragments."""
     dims = BOX_DIMS[kind]
-    found: list[list[float]] = []
+    found: list[tuple[float, ...]] = []
     unparsed: list[str] = []
-    if not isinstance(text, str):
-        return Boxes(np.zeros((0, dims)), kind, frame), [repr(text)]
-    items = json_items(text)
-    if items is not None:
-        key = _KIND_TO_JSON_KEY[kind]
-        for item, raw in items:
-            values = finite_numbers(json.dumps(item.get(key))) if isinstance(item, dict) else None
-            (found.append(values) if values is not None and len(values) == dims else unparsed.append(raw))
-    else:
-        for fragment in text.replace("\n", ";").split(";"):
-            if not fragment.strip():
-                continue
-            values = finite_numbers(fragment.split(":", 1)[-1])
-            (found.append(values) if values is not None and len(values) == dims else unparsed.append(fragment))
+    for cand in read_answer(text, captions=True).candidates:
+        (found.append(cand.values) if cand.kind == kind else unparsed.append(cand.raw))
     data = np.asarray(found, dtype=np.float64).reshape(-1, dims)
     if kind == "obb":
         data[:, 4] = np.radians(data[:, 4])
