@@ -160,3 +160,17 @@ def test_responses_of_a_relative_grid_family_are_read_on_its_grid(tmp_path, caps
     path.write_text(json.dumps({**lines[0], "family": "qwen9_vl"}) + "\n")
     with pytest.raises(ResponseFormatError, match=r"r.jsonl:1: family 'qwen9_vl'"):
         eval_responses(path, g, seeds=1)
+
+
+def test_oriented_answers_map_to_the_exact_quad_of_the_original_frame():
+    """An obb answer becomes its quad before the per-axis scaling back to the original frame: the mapped shape is
+    the exact (sheared) image of the box, not a re-fitted rectangle."""
+    from rscovlm.eval.responses import read_response
+    from rscovlm.model.families import family_for
+    from rscovlm.protocol import DOTA_V1_0
+
+    plan = ResizePlan.from_dict({"original": [1000, 500], "model": [812, 644]})
+    parsed, quads = read_response("plane: (400,300,200,50,30)", plan, family_for("qwen2_5_vl"), DOTA_V1_0)
+    model_quad = Boxes(np.array([[400, 300, 200, 50, np.radians(30)]]), "obb").to_quad().data
+    expected = model_quad * np.tile([1000 / 812, 500 / 644], 4)
+    assert parsed.objects.labels == ["plane"] and np.allclose(quads, expected, atol=1e-9)

@@ -9,7 +9,8 @@ from rscovlm.geometry import Boxes, Frame, ObjectSet, normalize_quads
 from rscovlm.protocol import (DOTA_V1_0, NONE_ANSWER, canonical_label, format_detections, parse_detections,
                               parse_grounding)
 from rscovlm.protocol.detection import canonical_order
-from rscovlm.protocol.readers import MAX_CHARS, MAX_JSON_DEPTH, MAX_PIECES, _json_objects, read_answer
+from rscovlm.protocol.readers import (MAX_CHARS, MAX_JSON_DEPTH, MAX_PIECES, _json_objects, _json_objects_small,
+                                      read_answer)
 
 CLASSES = list(DOTA_V1_0.classes)
 
@@ -240,8 +241,11 @@ def test_json_object_scanner_matches_a_character_loop():
     alphabet = np.array(list('{}[]"\\ a,:'))
     for _ in range(3000):
         text = "".join(rng.choice(alphabet, int(rng.integers(0, 40))))
-        starts, ends, depths = _json_objects(text, 10**6)
-        assert list(zip(starts.tolist(), ends.tolist(), depths.tolist())) == _objects_reference(text), text
+        expected = _objects_reference(text)
+        assert list(zip(*(a.tolist() for a in _json_objects(text, 10**6)))) == expected, text
+        assert list(zip(*_json_objects_small(text, 10**6))) == expected, text
+        assert list(zip(*_json_objects_small(text, 2))) == expected[:2], text
+        assert list(zip(*(a.tolist() for a in _json_objects(text, 2)))) == expected[:2], text
 
 
 def test_reading_reports_the_form():

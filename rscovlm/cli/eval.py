@@ -219,6 +219,12 @@ def _responses(args) -> int:
     print(f"mF1 {100 * res['f1']['mF1']:.2f} (IoU {args.iou_thr}); responses {pr['n_responses']}, unparsed "
           f"{100 * pr['unparsed_fraction']:.2f}% of {pr['n_fragments']} fragments, "
           f"{pr['images_without_response']} image(s) without a response")
+    if pr["n_over_limits"]:
+        from rscovlm.protocol.readers import MAX_CHARS, MAX_JSON_DEPTH, MAX_PIECES
+
+        print(f"note: {pr['n_over_limits']} response(s) hit the reading limits ({MAX_CHARS} characters, "
+              f"{MAX_PIECES} pieces, JSON depth {MAX_JSON_DEPTH}); the text beyond them counts as unparsed",
+              file=sys.stderr)
     _notes(res)
     _write_json(args.json_out, res)
     return 0

@@ -12,8 +12,10 @@ accepted too). ``family`` (optional; default: the ``family`` argument, ``qwen2_5
 Qwen3-VL. The response is read by :func:`rscovlm.protocol.detection.parse_detections` with the boxes in that
 frame, mapped back to the original frame, turned into quads and scored against labelTxt ground truth
 with the score-free metrics: AP_nc (random scores; no threshold) and mF1. The report includes the fraction of
-object fragments that could not be read (``unparsed_fraction``, unknown labels included), boxes that came out
-non-finite (dropped and counted), and ground-truth images without a response (scored as "no detections").
+object fragments that could not be read (``unparsed_fraction``, unknown labels included), responses that hit a
+reading limit (``n_over_limits``: longer than the readers read, too many pieces, JSON nested too deep; what lies
+beyond is counted as unreadable), boxes that came out non-finite (dropped and counted), and ground-truth images
+without a response (scored as "no detections"). Reading a response never fails: any text is scored.
 
 A malformed jsonl line (bad JSON, missing field, bad resize, unknown family, duplicate image id) raises an error
 naming ``file:line``; with ``skip_invalid=True`` it is skipped and counted. A response for an image without ground
@@ -47,7 +49,9 @@ class ResponseFormatError(ValueError):
 @dataclass
 class ResponseStats:
     """Parsing counts over a responses file: fragments (one per object the model tried to write), unreadable
-    ones, unknown labels, non-finite boxes, ``There is none.`` answers, and what was left out."""
+    ones, unknown labels, non-finite boxes, ``There is none.`` answers, responses that hit a reading limit
+    (:mod:`rscovlm.protocol.readers`; the text beyond it is among the unreadable fragments), and what was left
+    out."""
 
     n_responses: int = 0
     n_fragments: int = 0
@@ -55,6 +59,7 @@ class ResponseStats:
     n_unknown_labels: int = 0
     n_nonfinite_boxes: int = 0
     n_none_answers: int = 0
+    n_over_limits: int = 0
     images_without_response: int = 0
     dropped_unknown_image: int = 0
     skipped: list[SkippedLine] = field(default_factory=list)
@@ -67,6 +72,7 @@ class ResponseStats:
         return {"n_responses": self.n_responses, "n_fragments": self.n_fragments, "n_unparsed": self.n_unparsed,
                 "n_unknown_labels": self.n_unknown_labels, "unparsed_fraction": self.unparsed_fraction,
                 "n_nonfinite_boxes": self.n_nonfinite_boxes, "n_none_answers": self.n_none_answers,
+                "n_over_limits": self.n_over_limits,
                 "images_without_response": self.images_without_response,
                 "dropped_unknown_image": self.dropped_unknown_image, "skipped_lines": len(self.skipped)}
 
@@ -91,11 +97,12 @@ def _family(name) -> ModelFamily:
 def read_response(response: str, plan: ResizePlan, family: ModelFamily,
                   categories: CategorySet) -> tuple[ParseResult, np.ndarray]:
     """One detection answer -> its parse result and the ``(K, 8)`` quads of the readable objects mapped to the
-    original frame (coordinates read in ``family.box_frame_for`` of the resize ``plan``)."""
+    original frame (coordinates read in ``family.box_frame_for`` of the resize ``plan``; an obb becomes its quad
+    before the per-axis scaling, so its mapped shape is exact)."""
     parsed = parse_detections(response, frame=family.box_frame_for(*plan.model_size), categories=categories)
     if len(parsed.objects) == 0:
         return parsed, np.zeros((0, 8))
-    return parsed, parsed.objects.boxes.to_frame(plan.original).to_quad().data
+    return parsed, parsed.objects.boxes.to_quad().to_frame(plan.original).data  # exact: quads scale per axis
 
 
 def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str = "dota-v1.0",
@@ -144,6 +151,7 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
         stats.n_unparsed += len(parsed.unparsed)
         stats.n_unknown_labels += len(parsed.unknown_labels)
         stats.n_none_answers += int(parsed.none)
+        stats.n_over_limits += int(bool(parsed.limits))
         objs = parsed.objects
         finite = np.isfinite(quads).all(axis=1)
         stats.n_nonfinite_boxes += int((~finite).sum())

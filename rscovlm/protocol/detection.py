@@ -148,8 +148,8 @@ def parse_detections(
     ``categories`` restricts labels to a vocabulary (canonical ids in ``objects.labels``); without it labels
     are kept as display names. Boxes get ``frame`` (normally the model frame of the resize used)."""
     reading = read_answer(text)
-    result = ParseResult(ObjectSet.empty(kind or "quad", frame), none=is_none(reading), form=reading.form,
-                         limits=reading.limits, n_fragments=len(reading.candidates))
+    result = ParseResult(None, none=is_none(reading), form=reading.form, limits=reading.limits,
+                         n_fragments=len(reading.candidates))
     kinds: list[str] = []
     values: list[tuple[float, ...]] = []
     labels: list[str] = []
@@ -170,6 +170,8 @@ def parse_detections(
         labels.append(canonical)
     if labels:
         result.objects = ObjectSet(_boxes(kinds, values, kind, frame), labels)
+    else:
+        result.objects = ObjectSet.empty(kind or "quad", frame)
     return result
 
 

@@ -139,7 +139,8 @@ _NONE = re.compile(r"there\s++(?:is|are)\s++none\.?", re.I)
 
 def is_none_answer(text: str) -> bool:
     """True for ``There is none.`` / ``There are none.`` (any case, surrounding whitespace, period optional)."""
-    return len(text) < 1000 and _NONE.fullmatch(text.strip()) is not None
+    text = text.strip()
+    return len(text) < 100 and _NONE.fullmatch(text) is not None
 
 
 # ---- plain ----------------------------------------------------------------------------------------------------
@@ -246,6 +247,47 @@ def _floor_walk(step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return before, after
 
 
+_JSON_TOKEN = re.compile(r'\\\\|\\"|["{}\[\]]')  # a backslash pair, an escaped quote, a special character
+_SMALL_JSON = 2048
+
+
+def _json_objects_small(body: str, limit: int) -> tuple[list[int], list[int], list[int]]:
+    """:func:`_json_objects` by a loop over the special characters: the same result, faster on short answers."""
+    starts: list[int] = []
+    ends: list[int] = []
+    depths: list[int] = []
+    in_string, braces, nest, base, deepest = False, 0, 0, 0, 0
+    for m in _JSON_TOKEN.finditer(body):
+        ch = m.group()
+        if len(ch) == 2:
+            continue
+        if ch == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif ch == "{" or ch == "[":
+            if ch == "{":
+                if braces == 0:
+                    if len(starts) == limit:
+                        break
+                    starts.append(m.start())
+                    base = deepest = nest
+                braces += 1
+            nest += 1
+            deepest = max(deepest, nest)
+        else:
+            nest -= nest > 0
+            if ch == "}" and braces:
+                braces -= 1
+                if braces == 0:
+                    ends.append(m.end())
+                    depths.append(deepest - base)
+    if len(ends) < len(starts):
+        ends.append(len(body))
+        depths.append(deepest - base)
+    return starts, ends, depths
+
+
 def _json_objects(body: str, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(starts, ends, depths)`` of the first ``limit`` top-level ``{...}`` of ``body``: end exclusive (``len(body)`` when it is
     never closed), depth = deepest nesting of brackets and braces inside. Strings are skipped (escapes honoured);
@@ -288,7 +330,10 @@ _JSON_FILLER = " \t\r\n,[]"
 
 
 def _read_json(text: str, ctx: _Context) -> int | None:
-    starts, ends, depths = (a.tolist() for a in _json_objects(text, ctx.left + 1))
+    if len(text) < _SMALL_JSON:
+        starts, ends, depths = _json_objects_small(text, ctx.left + 1)
+    else:
+        starts, ends, depths = (a.tolist() for a in _json_objects(text, ctx.left + 1))
     decode = json.JSONDecoder().decode
     pos = 0
     for s, e, depth in zip(starts, ends, depths):
