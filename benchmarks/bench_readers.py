@@ -2,11 +2,11 @@
 
 Cases: the whitespace runs that took cubic time before issue 8 (on the old reader, measured on the same
 2-core machine: 1000 spaces 0.44 s, 2000 tabs 3.3 s, 5000 tabs 69 s, 150k spaces never finished), megabyte
-answers of every kind, and dense valid answers (as many objects as fit in the 131,072-character limit). Each line prints the CPU time of
-``parse_detections`` (best of three) and its ratio to the 50 ms per-answer target; the JSON answers also print
-the ratio to ``json.loads`` of the same text (the stdlib decoder, which reads but does not check anything), the
-floor any JSON reader pays. The last line is the throughput on 20,000 answers of every form (a few hundred
-characters each).
+answers of every kind, and dense valid answers (as many objects as fit in the 131,072-character limit). Each line
+prints the CPU time of ``parse_detections`` (best of three) and its ratio to the 50 ms per-answer target; the JSON
+answer also prints the ratio to ``json.loads`` of the same text (the stdlib decoder, which reads but does not
+check anything), the floor any JSON reader pays. The last line is the throughput on 20,000 answers of every
+form (a few hundred characters each).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_readers.py``. Target: every case under 50 ms (ratio < 1).
 """

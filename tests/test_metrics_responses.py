@@ -174,3 +174,24 @@ def test_oriented_answers_map_to_the_exact_quad_of_the_original_frame():
     model_quad = Boxes(np.array([[400, 300, 200, 50, np.radians(30)]]), "obb").to_quad().data
     expected = model_quad * np.tile([1000 / 812, 500 / 644], 4)
     assert parsed.objects.labels == ["plane"] and np.allclose(quads, expected, atol=1e-9)
+
+
+def test_degenerate_responses_are_scored_not_raised(tmp_path, capsys):
+    """main: a nested JSON answer raised RecursionError, a 400-digit coordinate OverflowError (a traceback from
+    the command), and the one-line layout `plane: ..; ship: ..` scored the ship as a second plane."""
+    g = _write_gt(tmp_path)
+    one_line = (_response([[100, 100, 300, 100, 300, 200, 100, 200]], ["plane"]) + "; "
+                + _response([[500, 500, 540, 500, 540, 520, 500, 520]], ["small-vehicle"]))
+    lines = [{"image_id": "A", "response": one_line, "resize": PLAN},
+             {"image_id": "B", "response": '[{"label": "ship", "bbox_2d": ' + "[" * 5000 + "]" * 5000 + "}]",
+              "resize": PLAN},
+             {"image_id": "C", "response": '[{"label": "ship", "bbox_2d": [' + "9" * 400 + ", 1, 2, 3]}]",
+              "resize": PLAN}]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    r = eval_responses(path, g, seeds=1)
+    assert r["f1"]["per_class"]["small-vehicle"]["tp"] == 1 and r["f1"]["per_class"]["plane"]["fp"] == 0
+    assert r["parsing"]["n_fragments"] == 4 and r["parsing"]["n_unparsed"] == 2
+    assert r["parsing"]["n_over_limits"] == 1  # the nested one: JSON deeper than the depth limit
+    assert main(["eval", "responses", "--responses", str(path), "--gt-dir", str(g), "--seeds", "1"]) == 0
+    assert "hit the reading limits" in capsys.readouterr().err

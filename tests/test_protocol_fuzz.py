@@ -20,7 +20,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from rscovlm.eval.responses import eval_responses, read_response
 from rscovlm.geometry import Boxes, Frame, ObjectSet

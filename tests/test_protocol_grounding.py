@@ -30,9 +30,29 @@ def test_first_box_wins_and_junk_is_reported():
     assert boxes.data.tolist() == [[10, 20, 30, 40]] and unparsed == ["maybe (1,2)"]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.text())
 def test_never_raises(text):
     for kind in ("hbb", "quad", "obb"):
         boxes, unparsed = parse_grounding(text, kind)
         assert boxes.kind == kind
+
+
+def test_caption_before_and_prose_after_a_box():
+    boxes, unparsed = parse_grounding("the plane at (10,20),(30,40) next to the hangar 2")
+    assert boxes.data.tolist() == [[10, 20, 30, 40]] and unparsed == ["next to the hangar 2"]
+    boxes, unparsed = parse_grounding("target: (10,20),(30,40)\n(1,2,3,4,5)")
+    assert boxes.data.tolist() == [[10, 20, 30, 40]] and unparsed == ["(1,2,3,4,5)"]
+    boxes, unparsed = parse_grounding("(10,20),(30,40),(5", "hbb")  # cut off: not an hbb
+    assert len(boxes) == 0 and unparsed == ["(10,20),(30,40),(5"]
+
+
+def test_nested_json_and_huge_integers_are_unparsed_not_raised():
+    # main: RecursionError / OverflowError
+    deep = '[{"bbox_2d": ' + "[" * 20_000 + "]" * 20_000 + "}, {\"bbox_2d\": [1, 2, 3, 4]}]"
+    boxes, unparsed = parse_grounding(deep)
+    assert boxes.data.tolist() == [[1, 2, 3, 4]] and len(unparsed) == 1
+    boxes, unparsed = parse_grounding('[{"bbox_2d": [' + "9" * 400 + ", 2, 3, 4]}]")
+    assert len(boxes) == 0 and len(unparsed) == 1
+    boxes, unparsed = parse_grounding('[{"bbox_2d": [true, 2, 3, 4]}, {"bbox_2d": [1, 2, 3, 4], "quad_2d": []}]')
+    assert len(boxes) == 0 and len(unparsed) == 2

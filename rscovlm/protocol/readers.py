@@ -30,10 +30,15 @@ New forms are added by putting a :class:`Reader` into :data:`READERS` ahead of `
 
 Limits (what lies beyond a limit is reported as unread, never dropped silently)
 ------------------------------------------------------------------------------
-* :data:`MAX_CHARS` characters of an answer are read; the rest is one unread fragment.
-* :data:`MAX_PIECES` pieces are read (a fenced block, a ``;``-separated piece of a plain line, a box, a top-level
-  JSON object or the text between two of them); the rest of the answer is one unread fragment.
-* :data:`MAX_JSON_DEPTH`: a JSON object nested deeper than this (brackets and braces) is one unread fragment.
+* :data:`MAX_CHARS` (131,072) characters of an answer are read; the rest is one unread fragment.
+* :data:`MAX_PIECES` (4,096) pieces are read (a fenced block, a ``;``-separated piece of a plain line, a box, a
+  top-level JSON object or the text between two of them); the rest of the answer is one unread fragment.
+* :data:`MAX_JSON_DEPTH` (32): a JSON object nested deeper than this (brackets and braces) is one unread fragment.
+* A plain-form number has at most 20 digits before and after the point and a 3-digit exponent; a box with a
+  longer one is unread. A label must not contain ``[ ] { } "``.
+
+These are far beyond real answers (a 1,024-token answer is about 4,000 characters and 40 objects) and keep the
+worst case of any answer, a megabyte included, at a few tens of milliseconds.
 
 Each limit hit is named in :attr:`Reading.limits`.
 """
@@ -70,15 +75,16 @@ class Candidate(NamedTuple):
 
 @dataclass
 class Reading:
-    """What :func:`read_answer` found: ``form`` (``none``, ``json``, ``plain``, ``empty`` for blank text, forms of
-    several fenced blocks joined by ``+``), the candidates in text order and the limits that were hit."""
+    """What :func:`read_answer` found: ``form`` (``none``, ``json``, ``plain``, ``empty`` for blank text, ``not
+    text`` for a non-string, the forms of several fenced blocks joined by ``+``), the candidates in text order and
+    the limits that were hit."""
 
     form: str
     candidates: list[Candidate] = field(default_factory=list)
     limits: list[str] = field(default_factory=list)
 
 
-class _Context:
+class ReadContext:
     """Shared state of one reading: the candidates, the piece budget and the ``captions`` option."""
 
     def __init__(self, captions: bool):
@@ -108,7 +114,7 @@ class Reader:
 
     form: str
     claims: Callable[[str], bool]
-    read: Callable[[str, _Context], int | None]
+    read: Callable[[str, ReadContext], int | None]
 
 
 # ---- numbers --------------------------------------------------------------------------------------------------
@@ -170,7 +176,7 @@ def _box(text: str) -> tuple[BoxKind | None, tuple[float, ...] | None]:
     return (kind, values) if values is not None else (None, None)
 
 
-def _read_plain(text: str, ctx: _Context) -> int | None:
+def _read_plain(text: str, ctx: ReadContext) -> int | None:
     text = text.replace("\r", "\n")  # same length: offsets stay valid
     label: str | None = None
     line_end = -1
@@ -185,7 +191,7 @@ def _read_plain(text: str, ctx: _Context) -> int | None:
     return None
 
 
-def _read_piece(piece: str, label: str | None, ctx: _Context) -> tuple[int | None, str | None]:
+def _read_piece(piece: str, label: str | None, ctx: ReadContext) -> tuple[int | None, str | None]:
     """Candidates of one ``;``-separated piece; returns (offset where the budget ran out or None, label after it)."""
     simple = _SIMPLE.fullmatch(piece)
     if simple is not None:
@@ -289,9 +295,10 @@ def _json_objects_small(body: str, limit: int) -> tuple[list[int], list[int], li
 
 
 def _json_objects(body: str, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(starts, ends, depths)`` of the first ``limit`` top-level ``{...}`` of ``body``: end exclusive (``len(body)`` when it is
-    never closed), depth = deepest nesting of brackets and braces inside. Strings are skipped (escapes honoured);
-    stray closing brackets are ignored. Vectorized over the special characters, so linear and fast on megabytes."""
+    """``(starts, ends, depths)`` of the first ``limit`` top-level ``{...}`` of ``body``: end exclusive
+    (``len(body)`` when it is never closed), depth = deepest nesting of brackets and braces inside. Strings are
+    skipped (a quote after an odd run of backslashes is not a delimiter); stray closing brackets are ignored.
+    Vectorized over the special characters, so linear and fast on megabytes."""
     c = np.frombuffer(body.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     n = len(c)
     pos = np.flatnonzero((c == 0x22) | (c == 0x5C) | (c == 0x7B) | (c == 0x7D) | (c == 0x5B) | (c == 0x5D))
@@ -329,7 +336,7 @@ def _json_objects(body: str, limit: int) -> tuple[np.ndarray, np.ndarray, np.nda
 _JSON_FILLER = " \t\r\n,[]"
 
 
-def _read_json(text: str, ctx: _Context) -> int | None:
+def _read_json(text: str, ctx: ReadContext) -> int | None:
     if len(text) < _SMALL_JSON:
         starts, ends, depths = _json_objects_small(text, ctx.left + 1)
     else:
@@ -395,7 +402,7 @@ def read_answer(text: str, captions: bool = False) -> Reading:
     by free text instead of ``label:`` (grounding answers). Never raises; linear time."""
     if not isinstance(text, str):
         return Reading("not text", [Candidate(repr(text)[:200])])
-    ctx = _Context(captions)
+    ctx = ReadContext(captions)
     rest = ""
     if len(text) > MAX_CHARS:
         text, rest = text[:MAX_CHARS], text[MAX_CHARS:]
@@ -437,7 +444,7 @@ def is_none(reading: Reading) -> bool:
     return reading.form == "none" and not reading.candidates
 
 
-def _read_block(block: str, ctx: _Context, forms: list[str]) -> int | None:
+def _read_block(block: str, ctx: ReadContext, forms: list[str]) -> int | None:
     stripped = block.lstrip()
     if not stripped:
         return None
