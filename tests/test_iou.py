@@ -207,6 +207,7 @@ KNOWN_DISAGREEMENTS = [
     ([0, -1, 1, -1, 0, 1, 0, -1], [1, 0, 2, -1, 1, 2, 1, 0]),
     ([-1, 1, -1, 0, -1, 1, 1, 0], [-2, 1, -1, -1, 0, 0, 1, 1]),
     ([41, 8, -9, 18, 28, 11, -41, 25], [40, 8, -9, 18, 27, 10, -41, 24]),
+    ([1, 0, 0, -1, 0, 0, 0, -1], [-1, 0, 0, 0, 0, -1, 1, -1]),  # hypothesis on main: -1.0 one way, 0.0 the other
 ]
 
 
@@ -306,15 +307,18 @@ def test_property_symmetric_bounded_and_translation_invariant():
     from hypothesis import strategies as st
 
     coord = st.floats(-50, 50, allow_nan=False, allow_infinity=False).map(lambda v: round(v, 2))
-    quad = st.lists(coord, min_size=8, max_size=8)
+    small = st.integers(-3, 3).map(float)  # repeated and collinear vertices: the degenerate cases
+    quad = st.lists(st.one_of(coord, small), min_size=8, max_size=8)
 
     @settings(max_examples=150, deadline=None)
     @given(quad, quad, st.floats(-1000, 1000).map(lambda v: round(v, 1)))
     @example([0, 0, -1, 0, 0, 0, 0, 4], [1, 4, 1, -1, -2, 2, 4, 1], 0.0)  # numba said -1 one way, 0 the other
     @example([0, 0, -1, 0, 0, 0, 0, 4], [1, 4, 1, -1, -2, 2, 4, 1], 123.4)
+    @example([1, 0, 0, -1, 0, 0, 0, -1], [-1, 0, 0, 0, 0, -1, 1, -1], 0.0)
     def check(p, q, shift):
         m = poly_iou([p], [q])[0, 0]
         assert m == pytest.approx(poly_iou([q], [p])[0, 0], abs=1e-9)
+        assert m == pytest.approx(poly_iou_pairs([p], [q])[0], abs=1e-12)
         moved = poly_iou([np.add(p, shift)], [np.add(q, shift)])[0, 0]
         assert np.isfinite(m) and np.isfinite(moved)
         pa, pb = shapely.Polygon(np.reshape(p, (4, 2))), shapely.Polygon(np.reshape(q, (4, 2)))
