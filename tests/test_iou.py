@@ -1,6 +1,7 @@
 """Polygon IoU (devkit rule), hbb/rbox IoU and polygon NMS on hand-computed cases and against shapely."""
 
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -117,19 +118,149 @@ def test_random_valid_quads_match_shapely(backend):
     np.testing.assert_allclose(poly_iou_pairs(a, b), np.diag(got), atol=1e-12)
 
 
-def test_numba_and_numpy_paths_agree():
+# ---- one result on every install: degenerate integer quads, exact reference, numba vs numpy ------------------
+
+def exact_devkit_rule(p, q) -> tuple[Fraction, Fraction]:
+    """(intersection, union) of two quads under the devkit rule in exact rational arithmetic, written from the
+    rule's statement alone: origin at (0, 0) as in the devkit's C++ (the sum does not depend on it), rings
+    reversed when their signed area is negative, triangles clipped by Sutherland-Hodgman."""
+    def signed2(r):
+        return sum(r[i][0] * r[(i + 1) % len(r)][1] - r[(i + 1) % len(r)][0] * r[i][1] for i in range(len(r)))
+
+    def clip(ring, u, v):  # keep the part left of u -> v (points on the line kept)
+        out = []
+        for i in range(len(ring)):
+            s, t = ring[i], ring[(i + 1) % len(ring)]
+            ds = (v[0] - u[0]) * (s[1] - u[1]) - (v[1] - u[1]) * (s[0] - u[0])
+            dt = (v[0] - u[0]) * (t[1] - u[1]) - (v[1] - u[1]) * (t[0] - u[0])
+            if ds >= 0:
+                out.append(s)
+            if (ds >= 0) != (dt >= 0):
+                f = ds / (ds - dt)
+                out.append((s[0] + f * (t[0] - s[0]), s[1] + f * (t[1] - s[1])))
+        return out
+
+    p = [(Fraction(p[2 * i]), Fraction(p[2 * i + 1])) for i in range(4)]
+    q = [(Fraction(q[2 * i]), Fraction(q[2 * i + 1])) for i in range(4)]
+    p = p[::-1] if signed2(p) < 0 else p
+    q = q[::-1] if signed2(q) < 0 else q
+    o = (Fraction(0), Fraction(0))
+    inter = Fraction(0)
+    for i in range(4):
+        a, b = p[i], p[(i + 1) % 4]
+        c1 = a[0] * b[1] - a[1] * b[0]
+        for j in range(4):
+            c, d = q[j], q[(j + 1) % 4]
+            c2 = c[0] * d[1] - c[1] * d[0]
+            if c1 == 0 or c2 == 0:
+                continue
+            ring = [o, a, b] if c1 > 0 else [o, b, a]
+            c, d = (c, d) if c2 > 0 else (d, c)
+            for u, v in ((o, c), (c, d), (d, o)):
+                ring = clip(ring, u, v)
+            area = abs(signed2(ring)) / 2 if len(ring) > 2 else Fraction(0)
+            inter += area if (c1 > 0) == (c2 > 0) else -area
+    return inter, abs(signed2(p)) / 2 + abs(signed2(q)) / 2 - inter
+
+
+def degenerate_integer_quads(rng, n: int) -> np.ndarray:
+    """``(n, 8)`` integer quads from small ranges, mixed: random vertices, repeated vertices, collinear
+    vertices (zero area), points, bow ties, rectangles (in every vertex order), all shifted a little."""
+    kind = rng.integers(0, 6, n)
+    q = rng.integers(-2, 3, (n, 8))  # kind 0: random, coincidences frequent
+    rep = kind == 1  # one vertex repeated
+    src, dst = rng.integers(0, 4, (2, n))
+    q[rep, 2 * dst[rep]], q[rep, 2 * dst[rep] + 1] = q[rep, 2 * src[rep]], q[rep, 2 * src[rep] + 1]
+    col = kind == 2  # collinear: start + t * direction
+    t = rng.integers(-2, 3, (n, 4))
+    d = rng.integers(-2, 3, (n, 2))
+    q[col, 0::2] = q[col, :1] + t[col] * d[col, :1]
+    q[col, 1::2] = q[col, 1:2] + t[col] * d[col, 1:]
+    pt = kind == 3
+    q[pt] = np.tile(q[pt, :2], 4)
+    box = (kind == 4) | (kind == 5)  # rectangle x0,y0 .. x1,y1; kind 5: vertices 1 and 2 swapped (a bow tie)
+    x0, y0 = rng.integers(-2, 2, (2, n))
+    x1, y1 = x0 + rng.integers(1, 4, n), y0 + rng.integers(1, 4, n)
+    rect = np.stack([x0, y0, x1, y0, x1, y1, x0, y1], 1)
+    bow = np.stack([x0, y0, x1, y1, x1, y0, x0, y1], 1)
+    q[box] = np.where((kind == 4)[:, None], rect, bow)[box]
+    turn = rng.integers(0, 4, n)[:, None]  # start vertex, then optionally reversed
+    order = (np.arange(4)[None] + turn) % 4
+    order = np.where(rng.random(n)[:, None] < 0.5, order, order[:, ::-1])
+    q = np.take_along_axis(q.reshape(n, 4, 2), order[..., None], axis=1).reshape(n, 8)
+    return (q + rng.integers(-1, 2, (n, 2)).repeat(4, 0).reshape(n, 8)).astype(np.float64)
+
+
+def degenerate_pairs(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of :func:`degenerate_integer_quads`; a third of the second quads are the first one moved by at
+    most 1 in each coordinate, so near-coincident pairs (the hard ones) are common."""
+    rng = np.random.default_rng(seed)
+    a, b = degenerate_integer_quads(rng, n), degenerate_integer_quads(rng, n)
+    near = rng.random(n) < 1 / 3
+    b[near] = a[near] + rng.integers(-1, 2, (int(near.sum()), 8))
+    return a, b
+
+
+# found on main by hypothesis and by a random search: numba said -1.0 (or gave noise) where numpy said 0.0
+KNOWN_DISAGREEMENTS = [
+    ([0, 0, -1, 0, 0, 0, 0, 4], [1, 4, 1, -1, -2, 2, 4, 1]),  # spike (encloses nothing) vs bow tie, equal lobes
+    ([0, -1, 1, -1, 0, 1, 0, -1], [1, 0, 2, -1, 1, 2, 1, 0]),
+    ([-1, 1, -1, 0, -1, 1, 1, 0], [-2, 1, -1, -1, 0, 0, 1, 1]),
+    ([41, 8, -9, 18, 28, 11, -41, 25], [40, 8, -9, 18, 27, 10, -41, 24]),
+    ([1, 0, 0, -1, 0, 0, 0, -1], [-1, 0, 0, 0, 0, -1, 1, -1]),  # hypothesis on main: -1.0 one way, 0.0 the other
+]
+
+
+@pytest.mark.parametrize("p,q", KNOWN_DISAGREEMENTS)
+def test_known_disagreements_give_the_exact_value(backend, p, q):
+    for x, y in ((p, q), (q, p)):
+        inter, union = exact_devkit_rule(x, y)
+        want = float(inter / union) if union else 0.0
+        assert poly_iou([x], [y])[0, 0] == pytest.approx(want, abs=1e-12)
+        assert poly_iou_pairs([x], [y])[0] == pytest.approx(want, abs=1e-12)
+        got = poly_intersection_pairs([x], [y])[0]
+        assert got == 0.0 if inter == 0 else got == pytest.approx(float(inter), abs=1e-12)  # 0 is 0, not noise
+
+
+def test_numpy_path_matches_exact_rule_on_degenerate_integer_quads(monkeypatch):
+    """Always runs (no numba needed): the numpy path against exact rational arithmetic; where the exact
+    intersection is 0 (degenerate quads) the result must be 0 exactly, not rounding noise."""
+    monkeypatch.setenv("RSCOVLM_NO_NUMBA", "1")
+    a, b = degenerate_pairs(11, 1200)
+    got_i = poly_intersection_pairs(a, b)
+    got_iou = poly_iou_pairs(a, b)
+    exact = [exact_devkit_rule(p, q) for p, q in zip(a, b)]
+    ex_i = np.array([float(i) for i, _ in exact])
+    ex_iou = np.array([float(i / u) if u else 0.0 for i, u in exact])
+    zero = ex_i == 0
+    assert 200 < zero.sum() < 1100 and (ex_iou < 0).sum() > 10  # degenerate and self-intersecting cases present
+    assert np.all(got_i[zero] == 0) and np.all(got_iou[zero] == 0)
+    np.testing.assert_allclose(got_i, ex_i, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got_iou, ex_iou, rtol=1e-12, atol=1e-12)
+
+
+def test_numba_and_numpy_paths_bitwise_equal():
+    """The two paths run the same operations in the same order: identical bits, on degenerate integer quads,
+    float quads far from the origin, and the known cases."""
     if not iou_mod._iou_numba.available():
         pytest.skip("numba not installed")
+    a, b = degenerate_pairs(12, 30_000)
     rng = np.random.default_rng(5)
-    a = rng.uniform(0, 20, (500, 8)) + 3000
-    b = a + rng.normal(0, 4, a.shape)
-    fast = poly_intersection_pairs(a, b)
+    fa = rng.uniform(0, 20, (5_000, 8)) + 3000
+    fb = fa + rng.normal(0, 4, fa.shape)
+    ka, kb = (np.array(x, float) for x in zip(*KNOWN_DISAGREEMENTS))
+    a, b = np.concatenate([a, fa, ka]), np.concatenate([b, fb, kb])
+    assert np.array_equal(iou_mod._iou_numba.intersection_pairs(a, b, iou_mod._ZERO_REL),
+                          iou_mod._numpy_intersection_pairs(a, b))
+    fast = poly_iou_pairs(a, b), poly_iou_pairs(b, a)
     os.environ["RSCOVLM_NO_NUMBA"] = "1"
     try:
-        slow = poly_intersection_pairs(a, b)
+        slow = poly_iou_pairs(a, b), poly_iou_pairs(b, a)
     finally:
         del os.environ["RSCOVLM_NO_NUMBA"]
-    np.testing.assert_allclose(fast, slow, atol=1e-8)
+    assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+    # argument order changes rounding only (integer quads: exact areas, so no union is noise-sized)
+    np.testing.assert_allclose(fast[0][:30_000], fast[1][:30_000], rtol=1e-12, atol=1e-12)
 
 
 def test_iof_hbb_rbox():
@@ -172,17 +303,22 @@ def test_poly_nms_greedy_and_ties():
 
 
 def test_property_symmetric_bounded_and_translation_invariant():
-    from hypothesis import given, settings
+    from hypothesis import example, given, settings
     from hypothesis import strategies as st
 
     coord = st.floats(-50, 50, allow_nan=False, allow_infinity=False).map(lambda v: round(v, 2))
-    quad = st.lists(coord, min_size=8, max_size=8)
+    small = st.integers(-3, 3).map(float)  # repeated and collinear vertices: the degenerate cases
+    quad = st.lists(st.one_of(coord, small), min_size=8, max_size=8)
 
     @settings(max_examples=150, deadline=None)
     @given(quad, quad, st.floats(-1000, 1000).map(lambda v: round(v, 1)))
+    @example([0, 0, -1, 0, 0, 0, 0, 4], [1, 4, 1, -1, -2, 2, 4, 1], 0.0)  # numba said -1 one way, 0 the other
+    @example([0, 0, -1, 0, 0, 0, 0, 4], [1, 4, 1, -1, -2, 2, 4, 1], 123.4)
+    @example([1, 0, 0, -1, 0, 0, 0, -1], [-1, 0, 0, 0, 0, -1, 1, -1], 0.0)
     def check(p, q, shift):
         m = poly_iou([p], [q])[0, 0]
         assert m == pytest.approx(poly_iou([q], [p])[0, 0], abs=1e-9)
+        assert m == pytest.approx(poly_iou_pairs([p], [q])[0], abs=1e-12)
         moved = poly_iou([np.add(p, shift)], [np.add(q, shift)])[0, 0]
         assert np.isfinite(m) and np.isfinite(moved)
         pa, pb = shapely.Polygon(np.reshape(p, (4, 2))), shapely.Polygon(np.reshape(q, (4, 2)))

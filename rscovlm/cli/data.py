@@ -60,7 +60,7 @@ def _convert(args: argparse.Namespace) -> int:
     except RecordError as err:
         hint = "" if args.skip_invalid else " (use --skip-invalid to drop and count malformed records)"
         raise CliError(f"{err}{hint}")
-    except (FileNotFoundError, NotADirectoryError) as err:
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:  # ValueError: e.g. a bad --typo-table
         raise CliError(str(err))
     print(report.summary())
     print(f"report: {report_path(args.out)}")

@@ -21,6 +21,19 @@ def _common(p, *, thr: bool = True, mode: bool = True) -> None:
     p.add_argument("--det-dir", required=True, help="Task1 folder: Task1_{class}.txt, lines 'image_id score x1 y1 "
                                                     "... x4 y4'")
     _options(p, thr=thr, mode=mode)
+    _gt_vocabulary(p)
+
+
+def _gt_vocabulary(p) -> None:
+    from rscovlm.protocol.categories import CATEGORY_SETS
+
+    p.add_argument("--categories", default="dota-v1.0", metavar="SET|any|A,B,...",
+                   help=f"ground-truth vocabulary: {', '.join(sorted(CATEGORY_SETS))}, a comma-separated list of "
+                        "class names, or 'any' (no check); default dota-v1.0. A ground-truth class outside it is "
+                        "an error naming file:line (it would score AP 0 as a class without detections)")
+    p.add_argument("--unknown-gt-classes", choices=["error", "ignore"], default="error",
+                   help="ground-truth objects of classes outside --categories: fail (default) or drop and count "
+                        "them")
 
 
 def _options(p, *, thr: bool = True, mode: bool = True) -> None:
@@ -72,6 +85,7 @@ def register(sub) -> None:
     p.add_argument("--select", default="AP_nc50", help="metric that picks the best threshold (default AP_nc50)")
     p.add_argument("--plot", default=None, help="write the AP_nc-vs-threshold plot (PNG) here")
     _options(p, thr=False)
+    _gt_vocabulary(p)
     p.set_defaults(handler=_dota_sweep)
 
     p = group.add_parser("dota-f1", help="precision/recall/F1 with one-to-one matching; mF1 and micro")
@@ -111,6 +125,16 @@ def _run(fn, *args, **kwargs):
         raise CliError(str(err)) from err
 
 
+def _vocabulary(args) -> dict:
+    from rscovlm.eval.dota_data import resolve_categories
+
+    try:
+        categories = resolve_categories(args.categories)
+    except ValueError as err:
+        raise CliError(f"--categories: {err}") from None
+    return {"categories": categories, "unknown_gt_classes": args.unknown_gt_classes}
+
+
 def _notes(result: dict, where: str = "") -> None:
     note = f"note ({where})" if where else "note"
     if result.get("skipped_lines"):
@@ -118,6 +142,10 @@ def _notes(result: dict, where: str = "") -> None:
     if result.get("dropped_unknown_image"):
         print(f"{note}: dropped {result['dropped_unknown_image']} detection(s) on images without ground truth",
               file=sys.stderr)
+    dropped = result.get("dropped_unknown_gt_classes")
+    if dropped:
+        print(f"{note}: dropped {sum(dropped.values())} ground-truth object(s) of classes outside the vocabulary: "
+              f"{', '.join(f'{c} ({n})' for c, n in dropped.items())} (--unknown-gt-classes ignore)", file=sys.stderr)
     if result.get("missing_det_files"):
         print(f"{note}: no Task1 file for {', '.join(result['missing_det_files'])} (scored as no detections)",
               file=sys.stderr)
@@ -138,7 +166,7 @@ def _dota(args) -> int:
 
     res = _run(eval_dota, args.gt_dir, args.det_dir, iou_thr=args.iou_thr, ap_mode=args.ap_mode,
                protocol=args.protocol, ties=args.ties, skip_invalid=args.skip_invalid,
-               unknown_images=args.unknown_images)
+               unknown_images=args.unknown_images, **_vocabulary(args))
     print(res.table())
     out = res.to_dict()
     _notes(out)
@@ -151,7 +179,7 @@ def _dota_nc(args) -> int:
 
     res = _run(eval_dota_nc, args.gt_dir, args.det_dir, score_thr=args.score_thr, seeds=args.seeds,
                iou_thrs=args.iou_thrs, ap_mode=args.ap_mode, protocol=args.protocol,
-               skip_invalid=args.skip_invalid, unknown_images=args.unknown_images)
+               skip_invalid=args.skip_invalid, unknown_images=args.unknown_images, **_vocabulary(args))
     print(_nc_table(res))
     print(f"(score threshold {res['score_thr']}, {len(res['seeds'])} seeds, protocol {res['protocol']})")
     _notes(res)
@@ -171,7 +199,7 @@ def _dota_sweep(args) -> int:
     test = dict(zip(names, args.test_det)) if args.test_det is not None else None
     res = _run(eval_dota_sweep, args.val_gt, val, args.test_gt, test, seeds=args.seeds, iou_thrs=args.iou_thrs,
                select=args.select, ap_mode=args.ap_mode, protocol=args.protocol, skip_invalid=args.skip_invalid,
-               unknown_images=args.unknown_images, plot=args.plot)
+               unknown_images=args.unknown_images, plot=args.plot, **_vocabulary(args))
     for name, entry in res["detectors"].items():
         v = entry["val"]
         best = v["thresholds"].index(v["best_threshold"])
@@ -194,7 +222,8 @@ def _dota_f1(args) -> int:
     from rscovlm.eval.f1 import eval_dota_f1
 
     res = _run(eval_dota_f1, args.gt_dir, args.det_dir, score_thr=args.score_thr, iou_thr=args.iou_thr,
-               protocol=args.protocol, skip_invalid=args.skip_invalid, unknown_images=args.unknown_images)
+               protocol=args.protocol, skip_invalid=args.skip_invalid, unknown_images=args.unknown_images,
+               **_vocabulary(args))
     print(f"{'class':<22}{'P':>8}{'R':>8}{'F1':>8}{'tp':>8}{'fp':>8}{'num_gt':>8}")
     for c in res["classes"]:
         r = res["per_class"][c]

@@ -24,9 +24,10 @@ import re
 from collections import Counter
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 
 import yaml
+
+from rscovlm.data.textio import read_text
 
 _SPACE_RUNS = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
 _SPACE_BEFORE_PUNCT = re.compile(r"(?<=[\w>])[ \t]+([,.;:!?])(?=\s|$)")
@@ -38,17 +39,29 @@ _INLINE_CODE = re.compile(r"(`[^`\n]+`)")
 
 @lru_cache(maxsize=None)
 def load_typo_table(path: str | None = None) -> dict[str, str]:
-    """``{wrong (lower case): right}`` from ``path`` (default: the packaged table)."""
+    """:func:`read_typo_table`, read once per path."""
+    return read_typo_table(path)
+
+
+def read_typo_table(path: str | None = None) -> dict[str, str]:
+    """``{wrong (lower case): right}`` from ``path`` (default: the packaged table). A file that is not UTF-8
+    text or not YAML, or a table that is not words -> replacements, raises ``ValueError`` naming the file (and
+    the line where there is one)."""
     if path is None:
         text = resources.files("rscovlm.data").joinpath("tables/typos.yaml").read_text(encoding="utf-8")
     else:
-        text = Path(path).read_text(encoding="utf-8")
-    table = yaml.safe_load(text) or {}
+        text = read_text(path)
+    try:
+        table = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path or 'typos.yaml'}:{mark.line + 1}" if mark is not None else f"{path or 'typos.yaml'}"
+        raise ValueError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
     if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
         raise ValueError(f"typo table {path or 'typos.yaml'} must map words to replacements")
     bad = [k for k in table if not re.fullmatch(r"[\w-]+", k)]
     if bad:
-        raise ValueError(f"typo table keys must be single words, got {bad}")
+        raise ValueError(f"typo table {path or 'typos.yaml'}: keys must be single words, got {bad}")
     return {k.lower(): v for k, v in table.items()}
 
 

@@ -14,8 +14,9 @@ Task1 result folder: one file ``Task1_{class}.txt`` per category, one detection 
 
     image_id score x1 y1 x2 y2 x3 y3 x4 y4
 
-Bad lines (wrong number of fields, numbers that do not parse, NaN/inf, a difficult flag that is not 0/1/2, a
-class outside ``vocabulary`` when one is given) raise :class:`DotaFormatError` naming the file and the line.
+Bad lines (bytes that are not UTF-8, wrong number of fields, numbers that do not parse, NaN/inf, a difficult
+flag that is not 0/1/2, a class outside ``vocabulary`` when one is given) raise :class:`DotaFormatError` naming
+the file and the line (and, for undecodable bytes, the byte offset).
 With ``skip_invalid=True`` they are skipped instead and listed in the result's ``skipped`` so the caller can
 report them.
 """
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from typing import TYPE_CHECKING
+
+from rscovlm.data.textio import BadText, read_lines
 
 if TYPE_CHECKING:  # the geometry package is imported where objects are built: the split workers need arrays only
     from rscovlm.geometry import Frame, ObjectSet
@@ -113,9 +116,10 @@ def format_number(value: float) -> str:
     return repr(value)
 
 
-def _read_lines(path: Path) -> list[str]:
-    # utf-8-sig tolerates a byte-order mark; splitlines() handles \n, \r\n and a missing final newline
-    return path.read_text(encoding="utf-8-sig").splitlines()
+def _read_lines(path: Path) -> list[str | BadText]:
+    # a byte-order mark is tolerated; splitlines() handles \n, \r\n and a missing final newline; a line that is
+    # not UTF-8 comes as a BadText, reported (or skipped) in file order like any other bad line
+    return read_lines(path, bom=True)
 
 
 class _Problems:
@@ -167,6 +171,9 @@ def read_labeltxt_arrays(path: str | os.PathLike, *, vocabulary: Collection[str]
     labels: list[str] = []
     difficult: list[int] = []
     for line_no, line in enumerate(_read_lines(path), start=1):
+        if isinstance(line, BadText):
+            problems.report(path, line_no, line.reason, line.text)
+            continue
         stripped = line.strip()
         if not stripped:
             continue
@@ -267,6 +274,9 @@ def read_task1_file(path: str | os.PathLike, *, skip_invalid: bool = False, prob
     else:
         ids, rows, line_nos = [], [], []
         for line_no, line in enumerate(lines, start=1):
+            if isinstance(line, BadText):
+                problems.report(path, line_no, line.reason, line.text)
+                continue
             tokens = line.split()
             if not tokens:
                 continue
@@ -287,9 +297,11 @@ def read_task1_file(path: str | os.PathLike, *, skip_invalid: bool = False, prob
     return ids, arr[:, 0].copy(), arr[:, 1:].copy()
 
 
-def _task1_fast(lines: list[str]) -> tuple[list[str], np.ndarray, list[int]] | None:
+def _task1_fast(lines: list[str | BadText]) -> tuple[list[str], np.ndarray, list[int]] | None:
     """All non-blank lines with 10 fields and finite numbers -> ``(ids, (N, 9) values, line numbers)``; else
     ``None`` (the caller then reports line by line)."""
+    if any(isinstance(line, BadText) for line in lines):
+        return None
     line_nos = [i for i, line in enumerate(lines, start=1) if line and not line.isspace()]
     tokens = [lines[i - 1].split() for i in line_nos]
     if any(len(t) != 10 for t in tokens):

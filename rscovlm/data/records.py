@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from rscovlm.data.textio import BadText, DecodedText, iter_lines
+
 RecordKind = Literal["conversation", "detection", "grounding"]
 RECORD_KINDS: tuple[str, ...] = ("conversation", "detection", "grounding")
 ROLES = ("system", "user", "assistant")
@@ -81,26 +83,33 @@ class RecordError(ValueError):
 
 # ---- reading with line numbers ----------------------------------------------------------------------------
 
-def _json_lines(path: str, lines, errors: Literal["raise", "yield"]) -> Iterator[tuple[int, Any]]:
-    for line_no, line in enumerate(lines, 1):
-        if not line.strip():
+def _json_lines(path: str, lines: Iterator[tuple[int, str | BadText]],
+                errors: Literal["raise", "yield"]) -> Iterator[tuple[int, Any]]:
+    for line_no, line in lines:
+        if isinstance(line, BadText):
+            obj = RecordError(Problem(path, line_no, "", line.reason))
+        elif not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            bad = RecordError(Problem(path, line_no, "", f"not valid JSON ({err.msg} at column {err.colno})"))
-            if errors == "raise":
-                raise bad from None
-            obj = bad
+        else:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                obj = RecordError(Problem(path, line_no, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+        if isinstance(obj, RecordError) and errors == "raise":
+            raise obj from None
         yield line_no, obj
 
 
 def iter_jsonl(path: str | os.PathLike, errors: Literal["raise", "yield"] = "raise") -> Iterator[tuple[int, Any]]:
-    """``(line_no, object)`` for every non-blank line. A line that is not JSON raises :class:`RecordError`, or
-    with ``errors="yield"`` comes as ``(line_no, RecordError)`` and the lines after it are still read."""
+    """``(line_no, object)`` for every non-blank line (streamed). A line that is not JSON, or not UTF-8 text,
+    raises :class:`RecordError` naming file and line (and byte offset), or with ``errors="yield"`` comes as
+    ``(line_no, RecordError)`` and the lines after it are still read."""
     path = str(path)
-    with open(path, encoding="utf-8") as fh:
-        yield from _json_lines(path, fh, errors)
+    yield from _json_lines(path, iter_lines(path), errors)
+
+
+def _decode_problem(path: str, bad: BadText) -> RecordError:
+    return RecordError(Problem(path, bad.line_no, "", bad.reason))
 
 
 _WS = re.compile(r"\s*")
@@ -116,11 +125,22 @@ def _line_of(text: str, pos: int, cache: list[int]) -> int:
 
 class _ArrayReader:
     """Iterates ``(line_no, element)`` over the JSON array starting at ``text[pos] == '['``, one element at a time
-    (nothing but the current element is kept); ``end`` is the position after ``]`` once exhausted."""
+    (nothing but the current element is kept); ``end`` is the position after ``]`` once exhausted.
 
-    def __init__(self, path: str, text: str, pos: int, cache: list[int]):
+    With ``doc`` (the decoded file), an element holding bytes that are not UTF-8 raises :class:`RecordError`
+    naming line and byte offset, or with ``errors="yield"`` comes as ``(line_no, RecordError)`` and the next
+    elements are still read (the array's structure is intact); a syntax error always raises (nothing after it can
+    be located), as a decoding error when undecodable bytes caused it."""
+
+    def __init__(self, path: str, text: str, pos: int, cache: list[int], doc: DecodedText | None = None,
+                 errors: Literal["raise", "yield"] = "raise"):
         self.path, self.text, self.pos, self.cache = path, text, pos, cache
+        self.doc, self.errors = doc, errors
         self.end: int | None = None
+
+    def _broken(self, start: int, at: int, problem: Problem) -> RecordError:
+        bad = self.doc.bad_in(start, at + 1) if self.doc is not None else None
+        return _decode_problem(self.path, bad) if bad is not None else RecordError(problem)
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         path, text, cache = self.path, self.text, self.cache
@@ -131,10 +151,17 @@ class _ArrayReader:
             return
         while True:
             line = _line_of(text, pos, cache)
+            start = pos
             try:
                 obj, pos = dec.raw_decode(text, pos)
             except json.JSONDecodeError as err:
-                raise RecordError(Problem(path, err.lineno, "", f"not valid JSON ({err.msg} at column {err.colno})"))
+                raise self._broken(start, err.pos, Problem(path, err.lineno, "",
+                                                           f"not valid JSON ({err.msg} at column {err.colno})"))
+            bad = self.doc.bad_in(start, pos) if self.doc is not None else None
+            if bad is not None:
+                if self.errors == "raise":
+                    raise _decode_problem(path, bad)
+                obj = _decode_problem(path, bad)
             yield line, obj
             pos = _WS.match(text, pos).end()
             if text[pos:pos + 1] == ",":
@@ -143,44 +170,61 @@ class _ArrayReader:
             if text[pos:pos + 1] == "]":
                 self.end = pos + 1
                 return
-            raise RecordError(Problem(path, _line_of(text, pos, cache), "",
-                                      "expected ',' or ']' between array elements"))
+            raise self._broken(pos, pos, Problem(path, _line_of(text, pos, cache), "",
+                                                 "expected ',' or ']' between array elements"))
 
 
-def iter_json_array(path: str | os.PathLike, text: str | None = None,
-                    start: int = 0) -> Iterator[tuple[int, Any]]:
+def iter_json_array(path: str | os.PathLike, text: str | None = None, start: int = 0,
+                    errors: Literal["raise", "yield"] = "raise") -> Iterator[tuple[int, Any]]:
     """``(line_no, element)`` of a top-level JSON array, decoding element by element so that every element
-    knows the line it starts on (``json.load`` forgets positions)."""
+    knows the line it starts on (``json.load`` forgets positions). Read from ``path`` (``text`` not given), an
+    element with bytes that are not UTF-8 raises, or with ``errors="yield"`` comes as a :class:`RecordError`."""
     path = str(path)
+    doc = None
     if text is None:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        doc = DecodedText(path)
+        text = doc.text
     cache = [0, 1]
     pos = _WS.match(text, start).end()
     if text[pos:pos + 1] != "[":
-        raise RecordError(Problem(path, _line_of(text, pos, cache), "", "expected a JSON array '['"))
-    yield from _ArrayReader(path, text, pos, cache)
+        bad = doc.bad_in(pos, pos + 1) if doc is not None else None
+        raise _decode_problem(path, bad) if bad else RecordError(
+            Problem(path, _line_of(text, pos, cache), "", "expected a JSON array '['"))
+    yield from _ArrayReader(path, text, pos, cache, doc, errors)
+
+
+def _starts_with_bracket(path: str) -> bool:
+    """Whether the first non-blank character of the file is ``[`` (a JSON array, not JSON Lines)."""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 16)
+            if not block:
+                return False
+            rest = block.lstrip(b" \t\r\n\x0b\x0c")
+            if rest:
+                return rest[:1] == b"["
 
 
 def iter_records(path: str | os.PathLike, errors: Literal["raise", "yield"] = "raise") -> Iterator[tuple[int, Any]]:
     """Records of a JSON array file or a JSON Lines file (decided by the first non-blank character). ``errors``
-    as in :func:`iter_jsonl` for JSON Lines; in a JSON array nothing after a broken element can be trusted, so
-    that always raises."""
+    as in :func:`iter_jsonl` (lines or elements that are not JSON or not UTF-8); in a JSON array nothing after a
+    syntax error can be trusted, so that always raises."""
     path = str(path)
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    first = _WS.match(text).end()
-    if first < len(text) and text[first] == "[":
-        yield from iter_json_array(path, text, first)
+    if _starts_with_bracket(path):
+        yield from iter_json_array(path, errors=errors)
         return
-    yield from _json_lines(path, text.splitlines(), errors)
+    yield from _json_lines(path, iter_lines(path), errors)
 
 
 def read_coco(path: str | os.PathLike) -> tuple[dict, dict[str, list[int]]]:
-    """Load a COCO file and the start line of every element of ``images``, ``annotations``, ``categories``."""
+    """Load a COCO file and the start line of every element of ``images``, ``annotations``, ``categories``.
+    A file that is not UTF-8 text raises :class:`RecordError` naming the line and byte offset."""
     path = str(path)
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    doc = DecodedText(path)
+    bad = doc.first_bad()
+    if bad is not None:
+        raise _decode_problem(path, bad)
+    text = doc.text
     dec = json.JSONDecoder()
     cache = [0, 1]
     lines: dict[str, list[int]] = {}
@@ -484,8 +528,8 @@ def detect_kind(path: str | os.PathLike) -> RecordKind:
     """Guess the record kind of a file: a JSON object with ``images`` is COCO detection; JSON Lines whose first
     record has ``messages`` are conversations, with ``bbox`` grounding."""
     path = str(path)
-    with open(path, encoding="utf-8") as fh:
-        head = fh.read(1 << 16).lstrip()
+    with open(path, "rb") as fh:  # undecodable bytes are reported by the reader that follows, with their line
+        head = fh.read(1 << 16).decode("utf-8", "replace").lstrip()
     first_line = head.split("\n", 1)[0]
     try:
         first = json.loads(first_line)

@@ -189,18 +189,22 @@ def ap_nc_table(overlaps: dict[str, ClassOverlaps], *, score_thrs=(0.0,), seeds=
 
 def eval_dota_nc(gt, dets, *, score_thr: float = 0.0, seeds=10, iou_thrs: str = DEFAULT_IOU_SPEC,
                  ap_mode: str = "11point", protocol: str = "dota", skip_invalid: bool = False,
-                 unknown_images: str = "error") -> dict:
+                 unknown_images: str = "error", categories=None, unknown_gt_classes: str = "error") -> dict:
     """AP_nc of a Task1 folder (or loaded detections) at one score threshold. Also ``rscovlm eval dota-nc``.
 
     Returns ``{"score_thr", "seeds", "iou_thrs", "classes", "metrics": {name: {"mean", "std", "per_seed"}},
-    "per_class": {class: {name: {"mean", "std"}}}, "protocol", "ap_mode"}``."""
+    "per_class": {class: {name: {"mean", "std"}}}, "protocol", "ap_mode"}`` and what reading left out.
+    ``categories``/``unknown_gt_classes``: the ground-truth vocabulary check of
+    :func:`rscovlm.eval.dota_map.eval_dota`."""
     from rscovlm.eval.dota_map import compute_overlaps, load_pair
 
     check_score_thr(score_thr)  # before reading the folders
-    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images)
+    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images, categories=categories,
+                         unknown_gt_classes=unknown_gt_classes)
     table = ap_nc_table(compute_overlaps(gt, dets, protocol), score_thrs=[score_thr], seeds=seeds,
                         iou_spec=iou_thrs, ap_mode=ap_mode)
     return {"score_thr": float(score_thr), "seeds": table.seeds, "iou_thrs": table.iou_thrs,
             "classes": table.classes, **table.summary(0), "protocol": protocol, "ap_mode": ap_mode,
             "skipped_lines": len(gt.skipped) + len(dets.skipped),
-            "dropped_unknown_image": dets.dropped_unknown_image, "missing_det_files": list(dets.missing_files)}
+            "dropped_unknown_image": dets.dropped_unknown_image, "missing_det_files": list(dets.missing_files),
+            "dropped_unknown_gt_classes": dict(gt.dropped_unknown_classes)}

@@ -23,8 +23,29 @@ import numpy as np
 
 from rscovlm.data import dota_io
 from rscovlm.data.dota_io import DotaFormatError, SkippedLine
+from rscovlm.data.textio import BadText, read_lines
+from rscovlm.protocol.categories import CATEGORY_SETS, CategorySet
 
 UnknownImages = Literal["error", "ignore"]
+UnknownGtClasses = Literal["error", "ignore"]
+#: ``categories`` value that accepts every ground-truth class (no vocabulary check)
+ANY_CLASS = "any"
+
+
+def resolve_categories(spec: str | CategorySet | None) -> CategorySet | None:
+    """The ground-truth vocabulary named by ``spec``: a registered set (``dota-v1.0``, ...), a comma-separated
+    list of class names (``plane,ship``), or ``None`` / ``"any"`` for no check."""
+    if spec is None or isinstance(spec, CategorySet):
+        return spec
+    if spec == ANY_CLASS:
+        return None
+    if spec in CATEGORY_SETS:
+        return CATEGORY_SETS[spec]
+    names = tuple(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+    if "," not in spec or not names:
+        raise ValueError(f"unknown category set {spec!r}; expected one of {sorted(CATEGORY_SETS)}, "
+                         f"{ANY_CLASS!r} or a comma-separated list of class names")
+    return CategorySet("custom", names)
 
 
 @dataclass
@@ -63,11 +84,14 @@ class ClassDets:
 
 @dataclass
 class GroundTruth:
-    """All ground truth: ``image_ids`` and ``{class: ClassGT}``; ``skipped`` lines (with ``skip_invalid``)."""
+    """All ground truth: ``image_ids`` and ``{class: ClassGT}``; ``skipped`` lines (with ``skip_invalid``);
+    ``dropped_unknown_classes`` ``{class: objects}`` left out because the class is not in the chosen vocabulary
+    (with ``unknown_classes="ignore"``)."""
 
     image_ids: list[str]
     classes: dict[str, ClassGT]
     skipped: list[SkippedLine] = field(default_factory=list)
+    dropped_unknown_classes: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index = {name: i for i, name in enumerate(self.image_ids)}
@@ -205,8 +229,53 @@ def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
     return GroundTruth(image_ids, dict(sorted(classes.items())))
 
 
-def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False) -> GroundTruth:
-    """Read a labelTxt folder (one ``{image_id}.txt`` per image) into a :class:`GroundTruth`."""
+def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False,
+                categories: str | CategorySet | None = None,
+                unknown_classes: UnknownGtClasses = "error") -> GroundTruth:
+    """Read a labelTxt folder (one ``{image_id}.txt`` per image) into a :class:`GroundTruth`.
+
+    With ``categories`` (a vocabulary, see :func:`resolve_categories`) a ground-truth class outside it is an
+    error naming the file, line, class and vocabulary: it would otherwise become a class of its own with AP 0
+    (it has no Task1 file) and lower the mAP. With ``unknown_classes="ignore"`` its objects are dropped and
+    counted in ``dropped_unknown_classes``. Class names must be the vocabulary's exact ids (the DOTA file
+    spellings, ``small-vehicle``), because Task1 files are matched by exactly that name."""
+    if unknown_classes not in ("error", "ignore"):
+        raise ValueError(f"unknown_classes must be 'error' or 'ignore', got {unknown_classes!r}")
+    vocabulary = resolve_categories(categories)
+    gt = _load_gt_files(gt_dir, skip_invalid)
+    return gt if vocabulary is None else _check_classes(gt, Path(gt_dir), vocabulary, unknown_classes)
+
+
+def _check_classes(gt: GroundTruth, directory: Path, vocabulary: CategorySet,
+                   unknown_classes: UnknownGtClasses) -> GroundTruth:
+    unknown = {c: g for c, g in gt.classes.items() if c not in vocabulary.classes}
+    if not unknown:
+        return gt
+    if unknown_classes == "ignore":
+        gt.classes = {c: g for c, g in gt.classes.items() if c not in unknown}
+        gt.dropped_unknown_classes = {c: len(g.quads) for c, g in unknown.items()}
+        return gt
+    first_image = min(int(g.image.min()) for g in unknown.values())
+    path = directory / f"{gt.image_ids[first_image]}.txt"
+    line_no, label = _first_line_with_class(path, set(unknown))
+    counts = ", ".join(f"{c} ({len(g.quads)})" for c, g in unknown.items())
+    hint = vocabulary.canonical(label)
+    hint = f"; did you mean {hint!r}?" if hint else ""
+    shown = ", ".join(vocabulary.classes) if vocabulary.name == "custom" else vocabulary.name
+    raise DotaFormatError(path, line_no, f"ground-truth class {label!r} is not in the vocabulary ({shown}){hint} "
+                                         f"[objects of classes outside it: {counts}; choose the vocabulary with "
+                                         f"--categories, or drop and count them with --unknown-gt-classes ignore]")
+
+
+def _first_line_with_class(path: Path, classes: set[str]) -> tuple[int, str]:
+    for line_no, line in enumerate(read_lines(path, bom=True), start=1):
+        tokens = line.split() if isinstance(line, str) else []
+        if len(tokens) in (9, 10) and tokens[8] in classes:
+            return line_no, tokens[8]
+    return 0, sorted(classes)[0]  # not reached: the class came from this file
+
+
+def _load_gt_files(gt_dir: str | os.PathLike, skip_invalid: bool) -> GroundTruth:
     directory = Path(gt_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"label directory {directory} does not exist")
@@ -343,7 +412,9 @@ def load_task1_dir(det_dir: str | os.PathLike, gt: GroundTruth, *, skip_invalid:
 
 
 def _line_of(path: Path, image_id: str) -> int:
-    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for line_no, line in enumerate(read_lines(path, bom=True), start=1):
+        if isinstance(line, BadText):  # skipped and counted by the reader
+            continue
         tokens = line.split()
         if tokens and tokens[0] == image_id:
             return line_no

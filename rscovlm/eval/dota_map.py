@@ -46,9 +46,10 @@ import numpy as np
 
 from rscovlm.eval.ap import AP_MODES, average_precision
 from rscovlm.eval.dota_data import (
-    ClassDets, ClassGT, Detections, GroundTruth, UnknownImages, load_gt_dir, load_task1_dir,
+    ClassDets, ClassGT, Detections, GroundTruth, UnknownGtClasses, UnknownImages, load_gt_dir, load_task1_dir,
 )
 from rscovlm.geometry.boxes import obb_to_quad, quad_to_obb
+from rscovlm.protocol.categories import CategorySet
 from rscovlm.geometry.iou import _hbb_of, hbb_overlap_pairs, poly_areas, poly_intersection_pairs
 
 ApMode = Literal["11point", "area"]
@@ -327,6 +328,7 @@ class DotaMapResult:
     skipped_lines: int = 0
     dropped_unknown_image: int = 0
     missing_det_files: list[str] = field(default_factory=list)
+    dropped_unknown_gt_classes: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -338,6 +340,7 @@ class DotaMapResult:
             "protocol": self.protocol, "iou_thr": self.iou_thr, "ap_mode": self.ap_mode,
             "skipped_lines": self.skipped_lines, "dropped_unknown_image": self.dropped_unknown_image,
             "missing_det_files": list(self.missing_det_files),
+            "dropped_unknown_gt_classes": dict(self.dropped_unknown_gt_classes),
         }
 
     def table(self) -> str:
@@ -378,24 +381,32 @@ def map_from_overlaps(overlaps: dict[str, ClassOverlaps], iou_thr: float = 0.5, 
 
 def eval_dota(gt: GroundTruth | str | os.PathLike, dets: Detections | str | os.PathLike, *, iou_thr: float = 0.5,
               ap_mode: ApMode = "11point", protocol: ProtocolName = "dota", ties: TieOrder = "reference",
-              skip_invalid: bool = False, unknown_images: UnknownImages = "error") -> DotaMapResult:
+              skip_invalid: bool = False, unknown_images: UnknownImages = "error",
+              categories: str | CategorySet | None = None,
+              unknown_gt_classes: UnknownGtClasses = "error") -> DotaMapResult:
     """DOTA mAP of a Task1 folder (or loaded :class:`Detections`) against a labelTxt folder (or
-    :class:`GroundTruth`). Also ``rscovlm eval dota``."""
+    :class:`GroundTruth`). Also ``rscovlm eval dota``. ``categories``: the ground-truth vocabulary (a class
+    outside it is an error, or with ``unknown_gt_classes="ignore"`` dropped and counted; ``None``: no check)."""
     check_iou_thr(iou_thr)  # before reading the folders
-    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images)
+    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images, categories=categories,
+                         unknown_gt_classes=unknown_gt_classes)
     result = map_from_overlaps(compute_overlaps(gt, dets, protocol), iou_thr, ap_mode, ties)
     result.protocol = get_protocol(protocol).name
     result.skipped_lines = len(gt.skipped) + len(dets.skipped)
     result.dropped_unknown_image = dets.dropped_unknown_image
     result.missing_det_files = list(dets.missing_files)
+    result.dropped_unknown_gt_classes = dict(gt.dropped_unknown_classes)
     return result
 
 
-def load_pair(gt, dets, *, skip_invalid: bool = False, unknown_images: UnknownImages = "error"
+def load_pair(gt, dets, *, skip_invalid: bool = False, unknown_images: UnknownImages = "error",
+              categories: str | CategorySet | None = None, unknown_gt_classes: UnknownGtClasses = "error"
               ) -> tuple[GroundTruth, Detections]:
-    """Load ground truth / detections given as folders; pass loaded objects through."""
+    """Load ground truth / detections given as folders; pass loaded objects through. ``categories`` and
+    ``unknown_gt_classes``: the ground-truth vocabulary check of :func:`rscovlm.eval.dota_data.load_gt_dir`
+    (applied when ``gt`` is a folder)."""
     if not isinstance(gt, GroundTruth):
-        gt = load_gt_dir(gt, skip_invalid=skip_invalid)
+        gt = load_gt_dir(gt, skip_invalid=skip_invalid, categories=categories, unknown_classes=unknown_gt_classes)
     if not isinstance(dets, Detections):
         dets = load_task1_dir(dets, gt, skip_invalid=skip_invalid, unknown_images=unknown_images)
     return gt, dets

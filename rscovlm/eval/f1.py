@@ -80,13 +80,17 @@ def f1_from_overlaps(overlaps: dict[str, ClassOverlaps], *, iou_thr: float = 0.5
 
 
 def eval_dota_f1(gt, dets, *, score_thr: float = 0.0, iou_thr: float = 0.5, protocol: str = "dota",
-                 skip_invalid: bool = False, unknown_images: str = "error") -> dict:
+                 skip_invalid: bool = False, unknown_images: str = "error", categories=None,
+                 unknown_gt_classes: str = "error") -> dict:
     """mF1 of a Task1 folder (or loaded detections) against labelTxt ground truth. Also ``rscovlm eval
-    dota-f1``."""
+    dota-f1``. ``categories``/``unknown_gt_classes``: the ground-truth vocabulary check of
+    :func:`rscovlm.eval.dota_map.eval_dota`."""
     check_iou_thr(iou_thr)  # before reading the folders
     check_score_thr(score_thr)
-    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images)
+    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images, categories=categories,
+                         unknown_gt_classes=unknown_gt_classes)
     out = f1_from_overlaps(compute_overlaps(gt, dets, protocol), iou_thr=iou_thr, score_thr=score_thr)
     out.update(protocol=protocol, skipped_lines=len(gt.skipped) + len(dets.skipped),
-               dropped_unknown_image=dets.dropped_unknown_image, missing_det_files=list(dets.missing_files))
+               dropped_unknown_image=dets.dropped_unknown_image, missing_det_files=list(dets.missing_files),
+               dropped_unknown_gt_classes=dict(gt.dropped_unknown_classes))
     return out

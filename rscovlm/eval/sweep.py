@@ -30,19 +30,23 @@ class SweepCurve:
     skipped_lines: int = 0
     dropped_unknown_image: int = 0
     missing_det_files: list[str] = field(default_factory=list)
+    dropped_unknown_gt_classes: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"thresholds": self.thresholds, "mean": self.mean, "std": self.std,
                 "best_threshold": self.best_threshold, "select": self.select, "skipped_lines": self.skipped_lines,
                 "dropped_unknown_image": self.dropped_unknown_image,
-                "missing_det_files": list(self.missing_det_files)}
+                "missing_det_files": list(self.missing_det_files),
+                "dropped_unknown_gt_classes": dict(self.dropped_unknown_gt_classes)}
 
 
 def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_THRS, seeds=10,
                 iou_thrs: str = DEFAULT_IOU_SPEC, select: str = "AP_nc50", ap_mode: str = "11point",
-                protocol: str = "dota", skip_invalid: bool = False, unknown_images: str = "error") -> SweepCurve:
+                protocol: str = "dota", skip_invalid: bool = False, unknown_images: str = "error",
+                categories=None, unknown_gt_classes: str = "error") -> SweepCurve:
     """AP_nc at every threshold on one (val) set, and the best threshold for metric ``select``."""
-    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images)
+    gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images, categories=categories,
+                         unknown_gt_classes=unknown_gt_classes)
     table = ap_nc_table(compute_overlaps(gt, dets, protocol), score_thrs=thresholds, seeds=seeds,
                         iou_spec=iou_thrs, ap_mode=ap_mode)
     if select not in table.metrics:
@@ -51,28 +55,32 @@ def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_TH
     std = {m: table.metric_per_seed(m).std(axis=1).tolist() for m in table.metrics}
     best = int(np.argmax(np.asarray(mean[select])))  # first maximum = lowest threshold on ties
     return SweepCurve(name, [float(t) for t in table.score_thrs], mean, std, table.score_thrs[best], select,
-                      len(gt.skipped) + len(dets.skipped), dets.dropped_unknown_image, list(dets.missing_files))
+                      len(gt.skipped) + len(dets.skipped), dets.dropped_unknown_image, list(dets.missing_files),
+                      dict(gt.dropped_unknown_classes))
 
 
 def eval_dota_sweep(val_gt, val_dets: dict, test_gt=None, test_dets: dict | None = None, *,
                     thresholds=DEFAULT_SCORE_THRS, seeds=10, iou_thrs: str = DEFAULT_IOU_SPEC,
                     select: str = "AP_nc50", ap_mode: str = "11point", protocol: str = "dota",
-                    skip_invalid: bool = False, unknown_images: str = "error", plot: str | None = None) -> dict:
+                    skip_invalid: bool = False, unknown_images: str = "error", plot: str | None = None,
+                    categories=None, unknown_gt_classes: str = "error") -> dict:
     """Sweep each detector of ``val_dets`` (``{name: Task1 folder or Detections}``) on ``val_gt``; with
     ``test_gt``/``test_dets`` (same names) apply each best threshold on test. Also ``rscovlm eval
     dota-sweep``. ``unknown_images`` treats detections on images without ground truth as in
-    :func:`rscovlm.eval.dota_map.eval_dota`. Returns ``{"detectors": {name: {"val": curve, "test": AP_nc result
+    :func:`rscovlm.eval.dota_map.eval_dota`, and so do ``categories``/``unknown_gt_classes`` ground-truth
+    classes outside the vocabulary (val and test). Returns ``{"detectors": {name: {"val": curve, "test": AP_nc result
     or absent}}}``."""
     if not val_dets:
         raise ValueError("the sweep needs at least one val detection set")
+    vocab = dict(categories=categories, unknown_gt_classes=unknown_gt_classes)
     val_gt_loaded, _ = load_pair(val_gt, next(iter(val_dets.values())), skip_invalid=skip_invalid,
-                                 unknown_images=unknown_images)
+                                 unknown_images=unknown_images, **vocab)
     if test_dets is not None and set(test_dets) != set(val_dets):
         raise ValueError(f"test detectors {sorted(test_dets)} differ from val detectors {sorted(val_dets)}")
     if (test_gt is None) != (test_dets is None):
         raise ValueError("test ground truth and test detections go together")
     test_gt_loaded = load_pair(test_gt, next(iter(test_dets.values())), skip_invalid=skip_invalid,
-                               unknown_images=unknown_images)[0] \
+                               unknown_images=unknown_images, **vocab)[0] \
         if test_gt is not None else None
     out: dict = {"detectors": {}, "select": select, "protocol": protocol, "ap_mode": ap_mode}
     curves = []

@@ -2,7 +2,8 @@
 
 Same two paths as the numpy code: Sutherland-Hodgman clipping for pairs of strictly convex quads, the devkit's
 signed 16-triangle rule for all others; per pair, coordinates are taken relative to the pair's lower-left
-bounding corner."""
+bounding corner. Every sum runs in the numpy code's order (left to right; a reversed ring keeps vertex 0), so
+the two give bitwise identical results: keep them in step when changing either."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def _strictly_convex(x, y):
     return True
 
 
-def _pairs(a, b):
+def _pairs(a, b, zero_rel):
     k = a.shape[0]
     out = np.empty(k)
     px = np.empty(4)
@@ -93,6 +94,10 @@ def _pairs(a, b):
             py[i] = a[r, 2 * i + 1] - y0
             qx[i] = b[r, 2 * i] - x0
             qy[i] = b[r, 2 * i + 1] - y0
+        ext = 0.0
+        for i in range(4):
+            ext = max(ext, px[i], py[i], qx[i], qy[i])
+        tol = zero_rel * (ext * ext)
         if _negative(a, r):
             _reverse4(px, py)
         if _negative(b, r):
@@ -110,7 +115,8 @@ def _pairs(a, b):
                     uy[i] = vy[i]
                 if n == 0:
                     break
-            out[r] = abs(_ring_area(ux, uy, n)) if n > 2 else 0.0
+            area = abs(_ring_area(ux, uy, n)) if n > 2 else 0.0
+            out[r] = area if area > tol else 0.0
             continue
         total = 0.0
         for i in range(4):
@@ -140,7 +146,7 @@ def _pairs(a, b):
                 n = _clip(ux, uy, n, dx, dy, 0.0, 0.0, vx, vy)
                 area = abs(_ring_area(vx, vy, n)) if n > 2 else 0.0
                 total += area if (c1 > 0) == (c2 > 0) else -area
-        out[r] = total
+        out[r] = total if abs(total) > tol else 0.0
     return out
 
 
@@ -155,8 +161,10 @@ def _compile():
     _KERNEL = jit(_pairs)
 
 
-def intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Aligned ``(K, 8)`` float64 quads -> ``(K,)`` intersection areas (the devkit rule)."""
+def intersection_pairs(a: np.ndarray, b: np.ndarray, zero_rel: float) -> np.ndarray:
+    """Aligned ``(K, 8)`` float64 quads -> ``(K,)`` intersection areas (the devkit rule); results within
+    ``zero_rel * extent**2`` of 0 (rounding noise; extent: the larger side of the pair's bounding box) are 0."""
     if _KERNEL is None:
         _compile()
-    return _KERNEL(np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64))
+    return _KERNEL(np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64),
+                   float(zero_rel))

@@ -21,6 +21,18 @@ keeps the arithmetic well conditioned) and it defines a value for every quad:
 ``IoU = intersection / union``; where the union is zero (both quads have zero area) the IoU is defined as 0
 (the devkit divides 0 by 0 there; :mod:`rscovlm.eval.dota_map` reproduces that case where it matters).
 
+Exactly zero, and one result on every install
+----------------------------------------------
+The rule's terms cancel exactly for quads that enclose nothing (a spike such as ``(0,0),(-1,0),(0,0),(0,4)``,
+collinear vertices), but in floating point they leave noise of about ``1e-16 * extent**2``; divided by a union
+that is itself 0 (say such a spike against a bow tie with equal lobes) that noise became an IoU of -1, 0 or
+anything, and which one depended on the order of the additions. So: an intersection within ``2**-40`` of the
+squared extent of the pair is 0, and a union within ``2**-40`` of the squared largest coordinate is 0 (IoU 0).
+That gives the rule's exact value on degenerate quads (checked against exact rational arithmetic in the
+tests). The numpy and numba paths run the same floating-point operations in the same order (sums left to
+right, a reversed ring keeps its vertex 0), so their results are bitwise identical, not merely close: with
+unions near 0 any difference in the last bit would be amplified without bound.
+
 Speed
 -----
 Candidate pairs are pre-filtered by the overlap of their enclosing horizontal boxes. Pairs of two strictly
@@ -28,7 +40,7 @@ convex quads (the vast majority: every rotated rectangle) are intersected by cli
 half-planes of the other (Sutherland-Hodgman), vectorized over all pairs at once; every other pair goes
 through the 16 triangle intersections of the rule above, also vectorized. With numba installed (the
 ``fast`` extra) the same two paths run as one compiled loop over the pairs (about 20x faster); set
-``RSCOVLM_NO_NUMBA=1`` to force the numpy code. Both give the same areas to rounding.
+``RSCOVLM_NO_NUMBA=1`` to force the numpy code. Both give bitwise identical areas (above).
 """
 
 from __future__ import annotations
@@ -46,6 +58,10 @@ __all__ = [
 ]
 
 _PAIR_CHUNK = 1 << 18  # pairs intersected per vectorized pass (bounds the temporary arrays to ~100 MB)
+# Results within this fraction of (pair extent)^2, resp. (largest coordinate)^2, of zero are rounding noise and
+# count as 0. The largest rounding error measured (exact rational arithmetic as reference, random integer quads,
+# degenerate ones included) is ~3e-16 of that scale; the smallest non-zero exact intersection there ~1e-7.
+_ZERO_REL = 2.0 ** -40  # ~9.1e-13
 
 
 # ---- small helpers -----------------------------------------------------------------------------------------
@@ -77,17 +93,27 @@ def poly_areas(quads: np.ndarray) -> np.ndarray:
     return np.abs(_shoelace_abs_coords(_as_quads(quads, "quads")) / 2.0)
 
 
+def _sum_columns(terms: np.ndarray) -> np.ndarray:
+    """Row sums of ``(K, W)`` added left to right, one column at a time: the compiled kernel's order (``np.sum``
+    adds in pairs from 8 columns on, which rounds differently)."""
+    s = np.zeros(len(terms))
+    for c in range(terms.shape[1]):
+        s = s + terms[:, c]
+    return s
+
+
 def _shoelace(pts: np.ndarray) -> np.ndarray:
     """Signed (math-positive) area of ``(K, V, 2)`` rings."""
     x, y = pts[..., 0], pts[..., 1]
-    return 0.5 * np.sum(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y, axis=-1)
+    return 0.5 * _sum_columns(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y)
 
 
 def _orient_positive(pts: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Reverse the rings flagged ``neg`` (negative signed area: the devkit's ``if(area(ps)<0) reverse``)."""
+    """Reverse the 4-rings flagged ``neg`` (negative signed area: the devkit's ``if(area(ps)<0) reverse``),
+    keeping vertex 0 first as the compiled kernel does (the start vertex sets the order of the sums)."""
     if neg.any():
         pts = pts.copy()
-        pts[neg] = pts[neg][:, ::-1]
+        pts[neg] = pts[neg][:, [0, 3, 2, 1]]
     return pts
 
 
@@ -165,7 +191,7 @@ def _rule_inter(p: np.ndarray, q: np.ndarray) -> np.ndarray:
         ring, n = _clip(ring, n, u, v)
     tri = np.zeros(k * 16)
     tri[live] = np.abs(_shoelace(ring)) * sign[live]
-    return tri.reshape(k, 16).sum(axis=1)
+    return _sum_columns(tri.reshape(k, 16))
 
 
 def poly_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -177,7 +203,12 @@ def poly_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if len(a) != len(b):
         raise ValueError(f"aligned pairs need the same length, got {len(a)} and {len(b)}")
     if _iou_numba.available() and not os.environ.get("RSCOVLM_NO_NUMBA"):
-        return _iou_numba.intersection_pairs(a, b)
+        return _iou_numba.intersection_pairs(a, b, _ZERO_REL)
+    return _numpy_intersection_pairs(a, b)
+
+
+def _numpy_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The numpy path of :func:`poly_intersection_pairs`."""
     out = np.empty(len(a))
     for s in range(0, len(a), _PAIR_CHUNK):
         qa, qb = a[s:s + _PAIR_CHUNK], b[s:s + _PAIR_CHUNK]
@@ -193,8 +224,17 @@ def poly_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             res[fast] = _convex_inter(pa[fast], pb[fast])
         if (~fast).any():
             res[~fast] = _rule_inter(pa[~fast], pb[~fast])
+        # rounding noise of an exact 0 -> 0; the pair's extent from the relative coordinates, as in the kernel
+        ext = np.maximum(np.maximum(pa, pb).max(axis=1).max(axis=1), 0.0)
+        res[np.abs(res) <= _ZERO_REL * (ext * ext)] = 0.0
         out[s:s + _PAIR_CHUNK] = res
     return out
+
+
+def _abs_scale(q: np.ndarray) -> np.ndarray:
+    """Largest absolute coordinate of each quad: the scale of the rounding error of its shoelace area (computed
+    from absolute coordinates)."""
+    return np.max(np.abs(q), axis=1)
 
 
 def _hbb_of(q: np.ndarray) -> np.ndarray:
@@ -260,9 +300,12 @@ def hbb_overlap_pairs(hbb_a: np.ndarray, hbb_b: np.ndarray, margin: float = 0.0,
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def _ratio(num: np.ndarray, den: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``num / den``, and 0 where ``den`` is zero to rounding (``|den| <= _ZERO_REL * scale**2``): a union of
+    self-intersecting quads can be 0 exactly while the intersection is not, and dividing by the noise would give
+    any number."""
     out = np.zeros(np.broadcast(num, den).shape)
-    np.divide(num, den, out=out, where=den != 0)
+    np.divide(num, den, out=out, where=np.abs(den) > _ZERO_REL * scale ** 2)
     return out
 
 
@@ -276,7 +319,8 @@ def poly_iou(a, b) -> np.ndarray:
     i, j = hbb_overlap_pairs(_hbb_of(a), _hbb_of(b))
     if len(i):
         inter = poly_intersection_pairs(a[i], b[j])
-        out[i, j] = _ratio(inter, poly_areas(a)[i] + poly_areas(b)[j] - inter)
+        scale = np.maximum(_abs_scale(a)[i], _abs_scale(b)[j])
+        out[i, j] = _ratio(inter, poly_areas(a)[i] + poly_areas(b)[j] - inter, scale)
     return out
 
 
@@ -287,7 +331,7 @@ def poly_iof(a, b) -> np.ndarray:
     out = np.zeros((len(a), len(b)))
     i, j = hbb_overlap_pairs(_hbb_of(a), _hbb_of(b))
     if len(i):
-        out[i, j] = _ratio(poly_intersection_pairs(a[i], b[j]), poly_areas(a)[i])
+        out[i, j] = _ratio(poly_intersection_pairs(a[i], b[j]), poly_areas(a)[i], _abs_scale(a)[i])
     return out
 
 
@@ -302,8 +346,9 @@ def poly_iou_pairs(a, b) -> np.ndarray:
         np.minimum(ha[:, 3], hb[:, 3]) > np.maximum(ha[:, 1], hb[:, 1]))
     out = np.zeros(len(a))
     if live.any():
-        inter = poly_intersection_pairs(a[live], b[live])
-        out[live] = _ratio(inter, poly_areas(a[live]) + poly_areas(b[live]) - inter)
+        a, b = a[live], b[live]
+        inter = poly_intersection_pairs(a, b)
+        out[live] = _ratio(inter, poly_areas(a) + poly_areas(b) - inter, np.maximum(_abs_scale(a), _abs_scale(b)))
     return out
 
 
@@ -322,7 +367,8 @@ def hbb_iou(a, b) -> np.ndarray:
     (no ``+1`` pixel terms)."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    return _ratio(*_hbb_inter_union(a[:, None], b[None, :]))
+    inter, union = _hbb_inter_union(a[:, None], b[None, :])
+    return _ratio(inter, union, 0.0)
 
 
 def hbb_iou_pairs(a, b) -> np.ndarray:
@@ -332,7 +378,8 @@ def hbb_iou_pairs(a, b) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     if len(a) != len(b):
         raise ValueError(f"aligned pairs need the same length, got {len(a)} and {len(b)}")
-    return _ratio(*_hbb_inter_union(a, b))
+    inter, union = _hbb_inter_union(a, b)
+    return _ratio(inter, union, 0.0)
 
 
 def rbox_iou(obb_a, obb_b) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import yaml
 
-from rscovlm.data.cleaning import TextCleaner
+from rscovlm.data.cleaning import TextCleaner, read_typo_table
 from rscovlm.data.records import (
     Problem,
     RecordError,
@@ -201,7 +201,7 @@ class Converter:
     def __init__(self, config: ConvertConfig):
         self.config = config
         self.report = ConversionReport(self.name, config.input, config.output, self.output_kind)
-        self.cleaner = TextCleaner(None if config.typo_table is None else _load_yaml(config.typo_table))
+        self.cleaner = TextCleaner(None if config.typo_table is None else read_typo_table(config.typo_table))
         self.image_sizes = ImageSizes(config.images)
         self.path = str(config.input)
 
@@ -333,11 +333,6 @@ class Converter:
 
     def convert_all(self) -> dict:
         raise NotImplementedError
-
-
-def _load_yaml(path: str) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh) or {}
 
 
 def convert(source: str, config: ConvertConfig) -> ConversionReport:
