@@ -195,3 +195,19 @@ def test_degenerate_responses_are_scored_not_raised(tmp_path, capsys):
     assert r["parsing"]["n_over_limits"] == 1  # the nested one: JSON deeper than the depth limit
     assert main(["eval", "responses", "--responses", str(path), "--gt-dir", str(g), "--seeds", "1"]) == 0
     assert "hit the reading limits" in capsys.readouterr().err
+
+
+def test_unknown_ground_truth_classes_are_refused_or_dropped_and_counted(tmp_path, capsys):
+    g = _write_gt(tmp_path)
+    (g / "B.txt").write_text("10 10 90 10 90 60 10 60 ship 0\n1 1 9 1 9 9 1 9 spaceship 0\n")
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"image_id": "B", "response": _response([[10, 10, 90, 10, 90, 60, 10, 60]], ["ship"]),
+                                "resize": PLAN}) + "\n")
+    with pytest.raises(ValueError, match=r"B\.txt:2: ground-truth class 'spaceship'"):
+        eval_responses(path, g, seeds=1)
+    r = eval_responses(path, g, seeds=1, unknown_gt_classes="ignore")
+    assert r["dropped_unknown_gt_classes"] == {"spaceship": 1} and "spaceship" not in r["classes"]
+    args = ["eval", "responses", "--responses", str(path), "--gt-dir", str(g), "--seeds", "1"]
+    assert main(args) == 2 and "spaceship" in capsys.readouterr().err
+    assert main(args + ["--unknown-gt-classes", "ignore"]) == 0
+    assert "dropped 1 ground-truth object(s)" in capsys.readouterr().err

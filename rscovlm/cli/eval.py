@@ -105,6 +105,9 @@ def register(sub) -> None:
                    help="model family that wrote the responses, which fixes their box frame: qwen2_5_vl (pixels of "
                         "the resized input, default), qwen2_vl / qwen3_vl (0-1000 grid); a line's own 'family' "
                         "field wins")
+    p.add_argument("--unknown-gt-classes", choices=["error", "ignore"], default="error",
+                   help="ground-truth objects of classes outside --categories: fail (default) or drop and count "
+                        "them")
     _options(p)
     p.set_defaults(handler=_responses)
 
@@ -242,7 +245,8 @@ def _responses(args) -> int:
 
     res = _run(eval_responses, args.responses, args.gt_dir, iou_thr=args.iou_thr, seeds=args.seeds,
                iou_thrs=args.iou_thrs, ap_mode=args.ap_mode, protocol=args.protocol, categories=args.categories,
-               skip_invalid=args.skip_invalid, unknown_images=args.unknown_images, family=args.family)
+               skip_invalid=args.skip_invalid, unknown_images=args.unknown_images, family=args.family,
+               unknown_gt_classes=args.unknown_gt_classes)
     print(_nc_table(res))
     pr = res["parsing"]
     print(f"mF1 {100 * res['f1']['mF1']:.2f} (IoU {args.iou_thr}); responses {pr['n_responses']}, unparsed "

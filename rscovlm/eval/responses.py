@@ -169,14 +169,16 @@ def load_responses(path: str | os.PathLike, gt: GroundTruth, *, categories: str 
 def eval_responses(responses: str | os.PathLike, gt, *, iou_thr: float = 0.5, seeds=10,
                    iou_thrs: str = DEFAULT_IOU_SPEC, ap_mode: str = "11point", protocol: str = "dota",
                    categories: str = "dota-v1.0", skip_invalid: bool = False, unknown_images: str = "error",
-                   family: str = "qwen2_5_vl") -> dict:
+                   family: str = "qwen2_5_vl", unknown_gt_classes: str = "error") -> dict:
     """AP_nc (``metrics``/``per_class``, as :func:`rscovlm.eval.ap_nc.eval_dota_nc`), mF1 at ``iou_thr``
     (``f1``) and parsing statistics (``parsing``) of a responses jsonl; ``skipped_lines`` counts the label and
     jsonl lines left out with ``skip_invalid``; ``family``: the model family that wrote lines without a
-    ``family`` field. Also ``rscovlm eval responses``."""
+    ``family`` field. Ground-truth classes outside ``categories`` are an error naming file:line, or with
+    ``unknown_gt_classes="ignore"`` dropped and counted (``dropped_unknown_gt_classes``). Also
+    ``rscovlm eval responses``."""
     _family(family)  # a bad name fails before the ground truth is read
     if not isinstance(gt, GroundTruth):
-        gt = load_gt_dir(gt, skip_invalid=skip_invalid)
+        gt = load_gt_dir(gt, skip_invalid=skip_invalid, categories=categories, unknown_classes=unknown_gt_classes)
     dets, stats = load_responses(responses, gt, categories=categories, skip_invalid=skip_invalid,
                                  unknown_images=unknown_images, family=family)
     overlaps = compute_overlaps(gt, dets, protocol)
@@ -184,4 +186,5 @@ def eval_responses(responses: str | os.PathLike, gt, *, iou_thr: float = 0.5, se
     return {"classes": table.classes, **table.summary(0), "seeds": table.seeds, "iou_thrs": table.iou_thrs,
             "f1": f1_from_overlaps(overlaps, iou_thr=iou_thr), "parsing": stats.to_dict(), "protocol": protocol,
             "ap_mode": ap_mode, "family": family, "skipped_lines": len(gt.skipped) + len(stats.skipped),
-            "dropped_unknown_image": stats.dropped_unknown_image}
+            "dropped_unknown_image": stats.dropped_unknown_image,
+            "dropped_unknown_gt_classes": dict(gt.dropped_unknown_classes)}
