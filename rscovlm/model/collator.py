@@ -107,16 +107,16 @@ def conversation_messages(sample: Any) -> list[dict]:
 
 
 def _open_image(value):
+    """An RGB image from a PIL image or a file (:func:`rscovlm.imageio.open_rgb`: a missing, truncated or damaged
+    file raises :class:`~rscovlm.imageio.ImageReadError` naming it)."""
     from PIL import Image
+
+    from rscovlm.imageio import open_rgb
 
     if isinstance(value, Image.Image):
         return value.convert("RGB") if value.mode != "RGB" else value
     if isinstance(value, (str, Path)):
-        path = Path(value)
-        if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        return open_rgb(value)
     raise TypeError(f"an image must be a path or a PIL image, got {type(value).__name__}")
 
 
@@ -345,7 +345,8 @@ class EncodedDataset:
     around); the returned item carries ``dropped={reason: 1}`` for the requested index so the counts reach the
     trainer even from dataloader worker processes (one count per requested index: an epoch counts each
     dropped sample once). With ``drop=False`` the error propagates instead (naming the index). Any other
-    problem of a sample (missing image, bad resized size, ...) raises :class:`SampleError` naming its index.
+    problem of a sample (missing, truncated or damaged image, bad resized size, ...) raises :class:`SampleError`
+    naming its index, its record's ``file:line`` when the conversations have ``where(index)``, and the file.
     """
 
     def __init__(self, conversations, encoder: ConversationEncoder, drop: bool = True):
@@ -361,6 +362,14 @@ class EncodedDataset:
         if hasattr(self.conversations, "set_epoch"):
             self.conversations.set_epoch(epoch)
 
+    def describe(self, index: int) -> str:
+        """``sample <index>``, with the record's location when the conversations know it (``where``)."""
+        where = getattr(self.conversations, "where", None)
+        try:
+            return f"sample {index} ({where(index)})" if callable(where) else f"sample {index}"
+        except (IndexError, KeyError, TypeError, ValueError):
+            return f"sample {index}"
+
     def __getitem__(self, index: int) -> dict:
         dropped: Counter = Counter()
         n = len(self)
@@ -370,14 +379,14 @@ class EncodedDataset:
                 item = self.encoder.encode(self.conversations[i]).as_dict()
             except SampleDropped as err:
                 if not self.drop:
-                    raise SampleDropped(err.reason, f"sample {i}: {err}") from err
+                    raise SampleDropped(err.reason, f"{self.describe(i)}: {err}") from err
                 if step == 0:  # a replacement that fails too is counted when its own index is requested
                     dropped[err.reason] += 1
                 continue
             except SampleError:
                 raise
-            except (ValueError, OSError, TypeError) as err:
-                raise SampleError(f"sample {i}: {err}") from err
+            except (ValueError, OSError, TypeError) as err:  # ImageReadError (a ValueError) names the file
+                raise SampleError(f"{self.describe(i)}: {err}") from err
             item["dropped"] = dict(dropped)
             return item
         raise SampleError(f"every one of the {n} samples was dropped (sample {index}: {dict(dropped)}); raise "

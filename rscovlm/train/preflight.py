@@ -1,0 +1,151 @@
+"""Pre-flight checks: what can be known to fail is found before the model loads and training starts.
+
+* :func:`check_images` - every image file the training data references exists and opens (``header``: the image
+  header reads, :func:`rscovlm.imageio.image_size`; ``decode``: the whole file decodes,
+  :func:`rscovlm.imageio.open_rgb`, which also finds truncated files). Each distinct file is checked once, on a
+  thread pool (the work is file I/O). The report counts the images and lists each unusable one with the
+  ``file:line`` of the records that reference it.
+* :func:`apply_image_check` - an unusable image is an error (:class:`PreflightError` with that list) unless
+  skipping was asked for; then the records are removed from the dataset and counted.
+
+A dataset takes part by offering two methods (the ``jsonl`` source and the curation ``mixture`` do):
+
+* ``image_references() -> Iterable[ImageRef]`` - every image reference of every record;
+* ``drop_records(keys) -> int`` - remove the records with these ``ImageRef.key`` values, return how many.
+
+Model paths that look local are checked by :func:`rscovlm.model.loading.local_model_problem`; numeric settings by
+:func:`rscovlm.train.config.check_ranges`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Iterable, Literal
+
+CheckMode = Literal["header", "decode", "off"]
+LISTED = 20  # unusable images named in full in an error message; the rest are counted
+
+
+class PreflightError(ValueError):
+    """Training data that cannot be used as configured (the message lists what and where)."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image reference of one record."""
+
+    path: str = field(metadata={"help": "the image file, as it will be opened"})
+    where: str = field(metadata={"help": "the record, for messages: 'file:line' (or 'sample i')"})
+    key: Hashable = field(metadata={"help": "the record's key for drop_records"})
+
+
+@dataclass
+class ImageCheckReport:
+    """Result of :func:`check_images` (and of skipping, in :func:`apply_image_check`)."""
+
+    mode: str
+    images: int = field(default=0, metadata={"help": "distinct image files checked"})
+    references: int = field(default=0, metadata={"help": "image references in the records"})
+    problems: dict[str, str] = field(default_factory=dict, metadata={"help": "unusable file -> reason"})
+    referrers: dict[str, list[str]] = field(default_factory=dict,
+                                            metadata={"help": "unusable file -> 'file:line' of its records"})
+    bad_keys: set = field(default_factory=set, metadata={"help": "keys of the records with an unusable image"})
+    skipped_records: int = field(default=0, metadata={"help": "records removed (skipping asked for)"})
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        text = (f"checked {self.images} image file(s) ({self.mode}) referenced {self.references} time(s) in "
+                f"{self.seconds:.1f} s: {len(self.problems)} unusable")
+        if self.skipped_records:
+            text += f"; skipped {self.skipped_records} record(s) that use them (data.skip_invalid_images)"
+        return text
+
+    def listing(self, limit: int = LISTED) -> list[str]:
+        """One line per unusable image (the first ``limit``): path, reason, the records that reference it."""
+        lines = []
+        for path in sorted(self.problems)[:limit]:
+            records = self.referrers.get(path, [])
+            shown = ", ".join(records[:3]) + (f" and {len(records) - 3} more" if len(records) > 3 else "")
+            reason = self.problems[path]
+            # ImageReadError messages start with the path already
+            text = reason if reason.startswith(path) else f"{path}: {reason}"
+            lines.append(f"  {text}  [referenced by {shown}]")
+        if len(self.problems) > limit:
+            lines.append(f"  ... and {len(self.problems) - limit} more unusable image(s)")
+        return lines
+
+
+def _check_one(path: str, mode: str) -> str | None:
+    from rscovlm.imageio import ImageReadError, image_size, open_rgb
+
+    try:
+        if mode == "decode":
+            open_rgb(path).close()
+        else:
+            image_size(path)
+    except ImageReadError as err:
+        return str(err)
+    except (OSError, ValueError) as err:  # anything else the file system or decoder says
+        return f"{path}: {type(err).__name__}: {err}"
+    return None
+
+
+def default_workers() -> int:
+    """Threads for the image check: file I/O bound, so more than the cores (capped at 16)."""
+    return min(16, 4 * (os.cpu_count() or 1))
+
+
+def check_images(refs: Iterable[ImageRef], mode: CheckMode = "header", workers: int | None = None,
+                 progress=None) -> ImageCheckReport:
+    """Check every distinct file of ``refs`` once (see module docstring). ``progress``: a tqdm-like bar updated per
+    file (optional)."""
+    start = time.perf_counter()
+    report = ImageCheckReport(mode=mode)
+    by_path: dict[str, list[ImageRef]] = defaultdict(list)
+    for ref in refs:
+        by_path[ref.path].append(ref)
+        report.references += 1
+    report.images = len(by_path)
+    if mode == "off" or not by_path:
+        report.seconds = time.perf_counter() - start
+        return report
+    paths = list(by_path)
+    if progress is not None:
+        progress.reset(total=len(paths))
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        for path, problem in zip(paths, pool.map(lambda p: _check_one(p, mode), paths, chunksize=64)):
+            if progress is not None:
+                progress.update()
+            if problem is not None:
+                report.problems[path] = problem
+                report.referrers[path] = [r.where for r in by_path[path]]
+                report.bad_keys.update(r.key for r in by_path[path])
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def supports_image_check(dataset: Any) -> bool:
+    return hasattr(dataset, "image_references") and hasattr(dataset, "drop_records")
+
+
+def apply_image_check(dataset: Any, mode: CheckMode = "header", skip_invalid: bool = False,
+                      workers: int | None = None, progress=None) -> ImageCheckReport:
+    """Check the images of ``dataset`` (see the module docstring). Unusable images raise
+    :class:`PreflightError` listing them, unless ``skip_invalid``: then their records are dropped from
+    ``dataset`` and counted in the report (an error still when no record is left)."""
+    report = check_images(dataset.image_references(), mode, workers, progress)
+    if not report.problems:
+        return report
+    if not skip_invalid:
+        raise PreflightError("\n".join([
+            f"data: {len(report.problems)} of {report.images} image file(s) cannot be used, in "
+            f"{len(report.bad_keys)} record(s):", *report.listing(),
+            "fix or remove them, or set data.skip_invalid_images=true to train without these records"]))
+    report.skipped_records = dataset.drop_records(report.bad_keys)
+    if len(dataset) == 0:
+        raise PreflightError(f"data: every record uses an unusable image ({report.summary()})")
+    return report
