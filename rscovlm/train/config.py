@@ -57,11 +57,11 @@ class DataConfig:
         default=True, metadata={"help": "drop (and count) samples whose image tokens would be cut by max_length; "
                                         "false = stop with an error naming the sample"},
     )
-    check_images: Literal["header", "decode", "off"] = field(
+    check_images: Literal["header", "decode", "none"] = field(
         default="header",
         metadata={"help": "pre-flight check of every image the data references, before the model loads: "
                           "'header' = the file exists and its image header reads (fast), 'decode' = every image "
-                          "is decoded in full (also finds truncated files; slower), 'off' = no check (an "
+                          "is decoded in full (also finds truncated files; slower), 'none' = no check (an "
                           "unreadable image then stops training when it is reached)"},
     )
     skip_invalid_images: bool = field(

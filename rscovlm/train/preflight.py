@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable, Literal
 
-CheckMode = Literal["header", "decode", "off"]
+CheckMode = Literal["header", "decode", "none"]
 LISTED = 20  # unusable images named in full in an error message; the rest are counted
 
 
@@ -58,8 +58,8 @@ class ImageCheckReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        text = (f"checked {self.images} image file(s) ({self.mode}) referenced {self.references} time(s) in "
-                f"{self.seconds:.1f} s: {len(self.problems)} unusable")
+        text = (f"{self.images} image file(s) checked ({self.mode} check, {self.references} reference(s), "
+                f"{self.seconds:.1f} s): {len(self.problems)} unusable")
         if self.skipped_records:
             text += f"; skipped {self.skipped_records} record(s) that use them (data.skip_invalid_images)"
         return text
@@ -110,7 +110,7 @@ def check_images(refs: Iterable[ImageRef], mode: CheckMode = "header", workers: 
         by_path[ref.path].append(ref)
         report.references += 1
     report.images = len(by_path)
-    if mode == "off" or not by_path:
+    if mode == "none" or not by_path:
         report.seconds = time.perf_counter() - start
         return report
     paths = list(by_path)

@@ -355,24 +355,37 @@ def checkpoint_family(cfg: Config):
     from rscovlm.model.families import family_for
 
     check_model(cfg)
+    name = cfg.model.model_name_or_path
     try:
-        return family_for(AutoConfig.from_pretrained(cfg.model.model_name_or_path,
-                                                     trust_remote_code=cfg.model.trust_remote_code))
+        return family_for(AutoConfig.from_pretrained(name, trust_remote_code=cfg.model.trust_remote_code))
     except (OSError, KeyError, ValueError) as err:
-        raise ConfigError(f"model.model_name_or_path={cfg.model.model_name_or_path}: cannot load: {err}") from err
+        local = "" if Path(name).exists() else f" ({name} is not a local folder either)"
+        raise ConfigError(f"model.model_name_or_path={name}: cannot load{local}: {err}") from err
 
 
-def build_data(cfg: Config, with_report: bool = False):
+def check_pixels(cfg: Config, family) -> None:
+    """``data.max_pixels`` must hold one merged patch of the family (``factor`` x ``factor`` pixels); smaller bounds
+    cannot be met and would silently be exceeded."""
+    smallest = family.factor * family.factor
+    if cfg.data.max_pixels < smallest:
+        raise ConfigError(f"data.max_pixels: {cfg.data.max_pixels} is below the smallest input of a {family.name} "
+                          f"model ({family.factor}x{family.factor} = {smallest} pixels)")
+
+
+def build_data(cfg: Config, with_report: bool = False, family=None):
     """The training dataset of ``cfg.data``. A source that writes box targets itself (the ``mixture``; see
     :func:`rscovlm.train.sources.source_uses_family`) is given the family of the checkpoint, so its targets are in
     the box frame that model reads and writes (resized pixels for Qwen2.5-VL, the 0-1000 grid for Qwen2-VL and
     Qwen3-VL) at its side factor; a family option the user forces on such a source that contradicts the checkpoint
     is an error (raised by the source). Errors become :class:`ConfigError` naming the source. Every image the data
     references is checked before returning (:func:`check_data_images`); ``with_report`` returns
-    ``(dataset, report)``."""
+    ``(dataset, report)``; ``family``: the checkpoint's, when the caller has it already."""
     from rscovlm.train.sources import build_source, source_uses_family
 
-    family = checkpoint_family(cfg) if source_uses_family(cfg.data.source) else None
+    if source_uses_family(cfg.data.source):
+        family = family or checkpoint_family(cfg)
+    else:
+        family = None
     try:
         dataset = build_source(cfg.data, seed=cfg.train.seed, family=family)
     except (ValueError, OSError) as err:
@@ -387,7 +400,7 @@ def check_data_images(cfg: Config, dataset):
     not list its images or the check is off."""
     from rscovlm.train.preflight import PreflightError, apply_image_check, supports_image_check
 
-    if cfg.data.check_images == "off" or not supports_image_check(dataset):
+    if cfg.data.check_images == "none" or not supports_image_check(dataset):
         return None
     try:
         report = apply_image_check(dataset, cfg.data.check_images, cfg.data.skip_invalid_images)
@@ -412,14 +425,18 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
 
     if console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
-    check_model(cfg)
+    from rscovlm.train.sources import source_uses_family
+
+    check_model(cfg)  # a local path that is not there fails at once
     args = build_training_arguments(cfg)
-    # before the model: a bad data file or image should fail in seconds, not after loading 7B weights
+    # before the weights: a bad data file or image should fail in seconds, not after loading 7B weights
     image_check = None
+    family = checkpoint_family(cfg) if dataset is None and source_uses_family(cfg.data.source) else None
     if dataset is not None:
         conversations = dataset
     else:
-        conversations, image_check = build_data(cfg, with_report=True)
+        conversations, image_check = build_data(cfg, with_report=True, family=family)
+    check_pixels(cfg, family or checkpoint_family(cfg))  # the model's config only
     set_seed(cfg.train.seed)
     model_cfg = cfg.model
     if model_cfg.dtype == "auto":
