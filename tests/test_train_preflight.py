@@ -176,3 +176,59 @@ def test_pixel_bounds_below_one_merged_patch_are_refused_before_the_model_loads(
     with pytest.raises(ConfigError, match=r"data.max_pixels: 100 is below the smallest input of a qwen2_5_vl model "
                                           r"\(28x28 = 784 pixels\)"):
         train(cfg)
+
+
+DISTRIBUTED_WORKER = """
+import json, os, sys
+import torch
+import rscovlm.train.preflight as preflight
+from rscovlm.train.config import ConfigError, build_config
+from rscovlm.train.trainer import train
+
+torch.set_num_threads(1)
+tiny, data, out = sys.argv[1:4]
+rank = int(os.environ["RANK"])
+checked = []
+real = preflight._check_one
+preflight._check_one = lambda path, mode: checked.append(path) or real(path, mode)
+common = [f"model.model_name_or_path={tiny}", f"data.paths=[{data}]", f"output_dir={out}/run", "deepspeed=none",
+          "global_batch_size=2", "max_steps=2", "dataloader_num_workers=0", "save_steps=100"]
+try:
+    train(build_config({}, common))
+    error = None
+except ConfigError as err:
+    error = str(err)
+first = sorted(checked)
+result = train(build_config({}, [*common, "data.skip_invalid_images=true"]))
+with open(f"{out}/rank{rank}.json", "w") as fh:
+    json.dump({"error": error, "checked": first, "skipped": result.image_check.skipped_records,
+               "problems": sorted(result.image_check.problems), "kept": len(result.trainer.train_dataset),
+               "step": result.global_step}, fh)
+"""
+
+
+@pytest.mark.slow
+def test_ranks_split_the_image_check_and_agree_on_what_to_drop(tiny_model_dir, jsonl, tmp_path):
+    """torchrun with 2 ranks: each rank checks half of the files, the results are exchanged, and both ranks stop
+    with the same list, or (skip flag) drop the same records and train."""
+    import os
+    import subprocess
+
+    from test_train_checkpoints import REPO, _torchrun
+
+    script = tmp_path / "worker.py"
+    script.write_text(DISTRIBUTED_WORKER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(_torchrun(script, tiny_model_dir, jsonl, tmp_path), env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    files = {str(tmp_path / n) for n in ("a.png", "b.png", "gone.png", "text.png")}
+    assert set(ranks[0]["checked"]) | set(ranks[1]["checked"]) == files
+    assert not set(ranks[0]["checked"]) & set(ranks[1]["checked"])
+    for r in ranks:
+        assert r["error"] == ranks[0]["error"] and "2 of 4 image file(s) cannot be used" in r["error"]
+        assert r["problems"] == [str(tmp_path / "gone.png"), str(tmp_path / "text.png")]
+        assert (r["skipped"], r["kept"], r["step"]) == (3, 2, 2)
+    assert proc.stderr.count("data: 4 image file(s) checked") == 1  # printed by rank 0 only

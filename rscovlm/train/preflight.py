@@ -3,8 +3,9 @@
 * :func:`check_images` - every image file the training data references exists and opens (``header``: the image
   header reads, :func:`rscovlm.imageio.image_size`; ``decode``: the whole file decodes,
   :func:`rscovlm.imageio.open_rgb`, which also finds truncated files). Each distinct file is checked once, on a
-  thread pool (the work is file I/O). The report counts the images and lists each unusable one with the
-  ``file:line`` of the records that reference it.
+  thread pool (the work is file I/O); under ``torchrun`` the ranks split the files between them and exchange
+  the results. The report counts the images and lists each unusable one with the ``file:line`` of the records
+  that reference it.
 * :func:`apply_image_check` - an unusable image is an error (:class:`PreflightError` with that list) unless
   skipping was asked for; then the records are removed from the dataset and counted.
 
@@ -24,7 +25,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Literal
+from typing import Any, Callable, Hashable, Iterable, Literal
 
 CheckMode = Literal["header", "decode", "none"]
 LISTED = 20  # unusable images named in full in an error message; the rest are counted
@@ -100,9 +101,12 @@ def default_workers() -> int:
 
 
 def check_images(refs: Iterable[ImageRef], mode: CheckMode = "header", workers: int | None = None,
-                 progress=None) -> ImageCheckReport:
+                 progress=None, shard: tuple[int, int] = (0, 1),
+                 gather: Callable[[dict[str, str]], dict[str, str]] | None = None) -> ImageCheckReport:
     """Check every distinct file of ``refs`` once (see module docstring). ``progress``: a tqdm-like bar updated per
-    file (optional)."""
+    file (optional). Several processes with the same ``refs`` share the work: ``shard=(rank, world_size)`` checks
+    every ``world_size``-th file (in sorted order) and ``gather`` merges the ``{path: reason}`` dicts of all ranks
+    (e.g. ``torch.distributed.all_gather_object``), so every rank gets the same report."""
     start = time.perf_counter()
     report = ImageCheckReport(mode=mode)
     by_path: dict[str, list[ImageRef]] = defaultdict(list)
@@ -113,17 +117,23 @@ def check_images(refs: Iterable[ImageRef], mode: CheckMode = "header", workers: 
     if mode == "none" or not by_path:
         report.seconds = time.perf_counter() - start
         return report
-    paths = list(by_path)
+    rank, world = shard
+    paths = sorted(by_path)[rank::world]
     if progress is not None:
         progress.reset(total=len(paths))
+    problems: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         for path, problem in zip(paths, pool.map(lambda p: _check_one(p, mode), paths, chunksize=64)):
             if progress is not None:
                 progress.update()
             if problem is not None:
-                report.problems[path] = problem
-                report.referrers[path] = [r.where for r in by_path[path]]
-                report.bad_keys.update(r.key for r in by_path[path])
+                problems[path] = problem
+    if gather is not None:
+        problems = gather(problems)
+    for path in sorted(problems):
+        report.problems[path] = problems[path]
+        report.referrers[path] = [r.where for r in by_path[path]]
+        report.bad_keys.update(r.key for r in by_path[path])
     report.seconds = time.perf_counter() - start
     return report
 
@@ -133,11 +143,13 @@ def supports_image_check(dataset: Any) -> bool:
 
 
 def apply_image_check(dataset: Any, mode: CheckMode = "header", skip_invalid: bool = False,
-                      workers: int | None = None, progress=None) -> ImageCheckReport:
-    """Check the images of ``dataset`` (see the module docstring). Unusable images raise
-    :class:`PreflightError` listing them, unless ``skip_invalid``: then their records are dropped from
-    ``dataset`` and counted in the report (an error still when no record is left)."""
-    report = check_images(dataset.image_references(), mode, workers, progress)
+                      workers: int | None = None, progress=None, shard: tuple[int, int] = (0, 1),
+                      gather: Callable | None = None) -> ImageCheckReport:
+    """Check the images of ``dataset`` (see the module docstring; ``shard`` / ``gather`` as in
+    :func:`check_images`). Unusable images raise :class:`PreflightError` listing them, unless ``skip_invalid``:
+    then their records are dropped from ``dataset`` and counted in the report (an error still when no record is
+    left)."""
+    report = check_images(dataset.image_references(), mode, workers, progress, shard, gather)
     if not report.problems:
         return report
     if not skip_invalid:

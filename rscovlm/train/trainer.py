@@ -310,6 +310,12 @@ class TrainResult:
         "help": "the pre-flight image check (rscovlm.train.preflight.ImageCheckReport; None when not run)"})
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _say(message: str) -> None:
     """A warning or report line on stderr, from the main process only (called before the Trainer exists)."""
     if int(os.environ.get("RANK", "0")) == 0:
@@ -402,8 +408,20 @@ def check_data_images(cfg: Config, dataset):
 
     if cfg.data.check_images == "none" or not supports_image_check(dataset):
         return None
+    shard, gather = (0, 1), None
+    if _distributed():  # the ranks split the files and exchange what they found: every rank drops the same records
+        import torch.distributed as dist
+
+        shard = (dist.get_rank(), dist.get_world_size())
+
+        def gather(problems: dict[str, str]) -> dict[str, str]:
+            parts: list = [None] * shard[1]
+            dist.all_gather_object(parts, problems)
+            return {path: reason for part in parts for path, reason in part.items()}
+
     try:
-        report = apply_image_check(dataset, cfg.data.check_images, cfg.data.skip_invalid_images)
+        report = apply_image_check(dataset, cfg.data.check_images, cfg.data.skip_invalid_images, shard=shard,
+                                   gather=gather)
     except PreflightError as err:
         raise ConfigError(str(err)) from err
     _say(f"data: {report.summary()}")
