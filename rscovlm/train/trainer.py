@@ -6,7 +6,13 @@ label masks (:mod:`rscovlm.model.collator`) and run :class:`RSCoVLMTrainer`, whi
 
 * AdamW parameter groups with their own learning rates for the vision tower and the merger (weight decay off
   for biases and norm weights, as in the stock Trainer);
-* counts of the samples the collator had to drop (``dropped_<reason>`` in the logs and the summary).
+* counts of the samples the collator had to drop (``dropped_<reason>`` in the logs and the summary);
+* atomic checkpoints: each is written under ``incomplete-checkpoints/`` and renamed into place once every process
+  has written its part (:mod:`rscovlm.train.checkpoints`); ``resume_from_checkpoint=latest`` is the latest
+  complete one.
+
+Before any weights load :func:`train` checks what it can (pre-flight): the resume folder, a local model path, the
+config ranges, the data files and every image they reference (:mod:`rscovlm.train.preflight`).
 
 Launching on several GPUs or nodes is ``torchrun`` / ``accelerate launch`` around ``rscovlm train`` (see
 docs/training.md); the world size is read from the environment and sets the accumulation steps.
@@ -365,8 +371,15 @@ def checkpoint_family(cfg: Config):
     try:
         return family_for(AutoConfig.from_pretrained(name, trust_remote_code=cfg.model.trust_remote_code))
     except (OSError, KeyError, ValueError) as err:
-        local = "" if Path(name).exists() else f" ({name} is not a local folder either)"
-        raise ConfigError(f"model.model_name_or_path={name}: cannot load{local}: {err}") from err
+        raise _load_error(name, err) from err
+
+
+def _load_error(name: str, err: Exception) -> ConfigError:
+    if Path(name).exists():
+        return ConfigError(f"model.model_name_or_path={name}: cannot load: {err}")
+    return ConfigError(f"model.model_name_or_path={name}: cannot load (it is not a local folder, so it was looked up "
+                       f"on the hub): {err}\nWithout network access, train the offline tiny model: `rscovlm model "
+                       "tiny --out runs/tiny`, then `rscovlm train --config configs/tiny_cpu.yaml data.paths=[...]`")
 
 
 def check_pixels(cfg: Config, family) -> None:
@@ -440,11 +453,10 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
     from rscovlm.model.collator import Collator, ConversationEncoder, EncodedDataset
     from rscovlm.model.loading import load_model, load_processor
     from rscovlm.resolution import ResolutionPolicy
+    from rscovlm.train.sources import source_uses_family
 
     if console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
-    from rscovlm.train.sources import source_uses_family
-
     check_model(cfg)  # a local path that is not there fails at once
     args = build_training_arguments(cfg)
     # before the weights: a bad data file or image should fail in seconds, not after loading 7B weights
@@ -465,7 +477,7 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
         model, family = load_model(model_cfg)
         processor = load_processor(cfg.model.model_name_or_path, cfg.data.min_pixels, cfg.data.max_pixels)
     except (OSError, KeyError, ValueError) as err:  # missing folder / unknown hub id / unknown family / all frozen
-        raise ConfigError(f"model.model_name_or_path={cfg.model.model_name_or_path}: cannot load: {err}") from err
+        raise _load_error(cfg.model.model_name_or_path, err) from err
     if args.gradient_checkpointing:
         model.config.use_cache = False
     policy = ResolutionPolicy(min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
