@@ -11,8 +11,14 @@ units). Measured:
 * ``decode`` - ``check_images(refs, "decode")``: every distinct file decoded in full (finds truncated files).
 
 Run: ``python benchmarks/bench_preflight.py [--files 2000 --repeats 10]``. Printed: seconds, references per
-second and the ratio to the naive baseline (target: the header check >= 5x faster than the naive loop at 10
-references per file; the page cache is warm for every stage, after a first untimed pass).
+second and the ratio to the naive baseline. Target: the header check >= 3x faster than the naive loop at 10
+references per file (deduplication; the page cache is warm for every stage, after a first untimed pass). With one
+reference per file it costs about what the naive loop costs (~30-80 us per file here); the thread pool pays off on
+network file systems, where each open waits for the server, not on a warm local cache.
+
+Measured on this 2-core machine shared with other jobs (load ~4): 20000 references to 2000 files: naive 0.67 s,
+header 0.08 s (8.4x), header on one thread 0.17 s (3.9x), decode 1.4 s; 4000 files referenced once: naive
+0.10-0.20 s, header 0.19-0.34 s.
 """
 
 from __future__ import annotations

@@ -232,3 +232,27 @@ def test_ranks_split_the_image_check_and_agree_on_what_to_drop(tiny_model_dir, j
         assert r["problems"] == [str(tmp_path / "gone.png"), str(tmp_path / "text.png")]
         assert (r["skipped"], r["kept"], r["step"]) == (3, 2, 2)
     assert proc.stderr.count("data: 4 image file(s) checked") == 1  # printed by rank 0 only
+
+
+def test_a_record_stating_another_image_size_is_reported_without_its_neighbours(tmp_path):
+    """Detection targets are written for the size the record states: a COCO entry whose width/height disagree with
+    the file is named (main failed with a BuildError when training reached it), other entries of the file stay."""
+    from rscovlm.data.mixture import Mixture, MixtureConfig, MixtureDataset
+    from rscovlm.data.records import write_coco
+    from rscovlm.train.preflight import PreflightError, apply_image_check
+
+    _png(tmp_path / "d.png", 300, 200)
+    write_coco(tmp_path / "d.json", {
+        "images": [{"id": 1, "file_name": "d.png", "width": 300, "height": 200},
+                   {"id": 2, "file_name": "d.png", "width": 400, "height": 200}],
+        "categories": [{"id": 1, "name": "plane"}], "annotations": []})
+    config = {"units": [{"name": "det", "path": "d.json", "type": "detection", "images": "."}],
+              "builder": {"load_images": True}}
+    data = MixtureDataset(Mixture(MixtureConfig.from_dict(config, base=tmp_path)), mode="eval")
+    with pytest.raises(PreflightError) as err:
+        apply_image_check(data)
+    assert f"{tmp_path / 'd.png'}: the image is 300x200, but its record(s) say 400x200" in str(err.value)
+    assert "in 1 record(s)" in str(err.value)
+    report = apply_image_check(data, skip_invalid=True)
+    assert report.skipped_records == 1 and len(data) == 1
+    assert data[0]["meta"]["id"] == "1"

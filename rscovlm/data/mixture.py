@@ -330,20 +330,25 @@ class Mixture:
         return np.random.default_rng([self.config.seed, epoch, position, 1])
 
     # ---- pre-flight image check (rscovlm.train.preflight) ------------------------------------------------
-    def image_paths(self, u: int, record: dict) -> list[str]:
-        """The image files of ``record`` of unit ``u``, as the sample builder opens them."""
+    def image_paths(self, u: int, record: dict) -> list[tuple[str, tuple[int, int] | None]]:
+        """``(file, (width, height) the record states or None)`` of each image of ``record`` of unit ``u``, the
+        file as the sample builder opens it."""
         unit = self.units[u]
         if unit.type == "detection":
-            rels = [record["image"]]
+            images = [(record["image"], (record["width"], record["height"]))]
         elif unit.type == "grounding":
-            rels = [grounding_image_path(record)]
+            images = [(grounding_image_path(record), (record["image_width"], record["image_height"]))]
         else:
             rels = [p["image"] for m in record["messages"] for p in content_parts(m["content"])
                     if p.get("type") == "image"]
-        return [SampleBuilder.image_path(unit, rel) for rel in rels]
+            sizes = record.get("image_sizes") or [None] * len(rels)
+            images = list(zip(rels, sizes))
+        return [(SampleBuilder.image_path(unit, rel), None if size is None else (int(size[0]), int(size[1])))
+                for rel, size in images]
 
     def image_references(self):
-        """Every image reference of every record of the units with a positive weight; key ``(unit, record)``."""
+        """Every image reference of every record of the units with a positive weight, with the size the record
+        states; key ``(unit, record)``."""
         from rscovlm.train.preflight import ImageRef
 
         for u, (unit, store) in enumerate(zip(self.units, self.stores)):
@@ -351,13 +356,13 @@ class Mixture:
                 continue
             for i in range(len(store)):
                 try:
-                    paths = self.image_paths(u, store[i])
-                except (KeyError, TypeError, AttributeError) as err:
-                    raise MixtureError(f"{store.where(i)}: unit {unit.name}: no usable image path in the record "
-                                       f"({type(err).__name__}: {err}); check it with `rscovlm data validate`") \
-                        from None
-                for path in paths:
-                    yield ImageRef(path, store.where(i), (u, i))
+                    images = self.image_paths(u, store[i])
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+                    raise MixtureError(f"{store.where(i)}: unit {unit.name}: no usable image path or size in the "
+                                       f"record ({type(err).__name__}: {err}); check it with `rscovlm data "
+                                       "validate`") from None
+                for path, size in images:
+                    yield ImageRef(path, store.where(i), (u, i), size)
 
     def drop_records(self, keys) -> int:
         """Remove the records ``(unit, record)`` in ``keys`` from their units (the epoch plan is redrawn; an unset

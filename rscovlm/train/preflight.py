@@ -2,7 +2,8 @@
 
 * :func:`check_images` - every image file the training data references exists and opens (``header``: the image
   header reads, :func:`rscovlm.imageio.image_size`; ``decode``: the whole file decodes,
-  :func:`rscovlm.imageio.open_rgb`, which also finds truncated files). Each distinct file is checked once, on a
+  :func:`rscovlm.imageio.open_rgb`, which also finds truncated files), and has the size its records state (the
+  targets of detection and grounding records are written for that size). Each distinct file is checked once, on a
   thread pool (the work is file I/O); under ``torchrun`` the ranks split the files between them and exchange
   the results. The report counts the images and lists each unusable one with the ``file:line`` of the records
   that reference it.
@@ -29,6 +30,7 @@ from typing import Any, Callable, Hashable, Iterable, Literal
 
 CheckMode = Literal["header", "decode", "none"]
 LISTED = 20  # unusable images named in full in an error message; the rest are counted
+CHUNK = 64  # files per thread-pool task
 
 
 class PreflightError(ValueError):
@@ -42,6 +44,8 @@ class ImageRef:
     path: str = field(metadata={"help": "the image file, as it will be opened"})
     where: str = field(metadata={"help": "the record, for messages: 'file:line' (or 'sample i')"})
     key: Hashable = field(metadata={"help": "the record's key for drop_records"})
+    size: tuple[int, int] | None = field(default=None, metadata={
+        "help": "(width, height) the record states, checked against the file's header (None: not stated)"})
 
 
 @dataclass
@@ -80,19 +84,19 @@ class ImageCheckReport:
         return lines
 
 
-def _check_one(path: str, mode: str) -> str | None:
+def _check_one(path: str, mode: str) -> tuple[str | None, tuple[int, int] | None]:
+    """``(problem, (width, height))`` of one file: the problem is None when it opens, the size None when not."""
     from rscovlm.imageio import ImageReadError, image_size, open_rgb
 
     try:
         if mode == "decode":
-            open_rgb(path).close()
-        else:
-            image_size(path)
+            with open_rgb(path) as im:
+                return None, im.size
+        return None, image_size(path)
     except ImageReadError as err:
-        return str(err)
+        return str(err), None
     except (OSError, ValueError) as err:  # anything else the file system or decoder says
-        return f"{path}: {type(err).__name__}: {err}"
-    return None
+        return f"{path}: {type(err).__name__}: {err}", None
 
 
 def default_workers() -> int:
@@ -102,11 +106,12 @@ def default_workers() -> int:
 
 def check_images(refs: Iterable[ImageRef], mode: CheckMode = "header", workers: int | None = None,
                  progress=None, shard: tuple[int, int] = (0, 1),
-                 gather: Callable[[dict[str, str]], dict[str, str]] | None = None) -> ImageCheckReport:
+                 gather: Callable[[dict], dict] | None = None) -> ImageCheckReport:
     """Check every distinct file of ``refs`` once (see module docstring). ``progress``: a tqdm-like bar updated per
     file (optional). Several processes with the same ``refs`` share the work: ``shard=(rank, world_size)`` checks
-    every ``world_size``-th file (in sorted order) and ``gather`` merges the ``{path: reason}`` dicts of all ranks
-    (e.g. ``torch.distributed.all_gather_object``), so every rank gets the same report."""
+    every ``world_size``-th file (in sorted order) and ``gather`` merges the ``{path: (problem, size)}`` dicts of
+    all ranks (e.g. ``torch.distributed.all_gather_object``), so every rank gets the same report. A reference whose
+    ``size`` differs from the file's is a problem of its record (the other records of the file stay)."""
     start = time.perf_counter()
     report = ImageCheckReport(mode=mode)
     by_path: dict[str, list[ImageRef]] = defaultdict(list)
@@ -121,19 +126,29 @@ def check_images(refs: Iterable[ImageRef], mode: CheckMode = "header", workers: 
     paths = sorted(by_path)[rank::world]
     if progress is not None:
         progress.reset(total=len(paths))
-    problems: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for path, problem in zip(paths, pool.map(lambda p: _check_one(p, mode), paths, chunksize=64)):
+    # {path: (problem, size)} of the files that cannot be opened or whose records state another size
+    found: dict[str, tuple[str | None, tuple[int, int] | None]] = {}
+    # chunks of files per task: one future per file would cost more than a header read
+    chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    with ThreadPoolExecutor(max_workers=min(workers or default_workers(), max(1, len(chunks)))) as pool:
+        for chunk, results in zip(chunks, pool.map(lambda c: [_check_one(p, mode) for p in c], chunks)):
+            for path, (problem, size) in zip(chunk, results):
+                if problem is not None or any(r.size is not None and tuple(r.size) != size for r in by_path[path]):
+                    found[path] = (problem, size)
             if progress is not None:
-                progress.update()
-            if problem is not None:
-                problems[path] = problem
+                progress.update(len(chunk))
     if gather is not None:
-        problems = gather(problems)
-    for path in sorted(problems):
-        report.problems[path] = problems[path]
-        report.referrers[path] = [r.where for r in by_path[path]]
-        report.bad_keys.update(r.key for r in by_path[path])
+        found = gather(found)
+    for path in sorted(found):
+        problem, size = found[path]
+        bad = by_path[path]
+        if problem is None:
+            bad = [r for r in bad if r.size is not None and tuple(r.size) != size]
+            stated = ", ".join(sorted({f"{r.size[0]}x{r.size[1]}" for r in bad}))
+            problem = f"{path}: the image is {size[0]}x{size[1]}, but its record(s) say {stated}"
+        report.problems[path] = problem
+        report.referrers[path] = [r.where for r in bad]
+        report.bad_keys.update(r.key for r in bad)
     report.seconds = time.perf_counter() - start
     return report
 

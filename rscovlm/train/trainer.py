@@ -427,10 +427,10 @@ def check_data_images(cfg: Config, dataset):
 
         shard = (dist.get_rank(), dist.get_world_size())
 
-        def gather(problems: dict[str, str]) -> dict[str, str]:
+        def gather(found: dict) -> dict:
             parts: list = [None] * shard[1]
-            dist.all_gather_object(parts, problems)
-            return {path: reason for part in parts for path, reason in part.items()}
+            dist.all_gather_object(parts, found)
+            return {path: value for part in parts for path, value in part.items()}
 
     try:
         report = apply_image_check(dataset, cfg.data.check_images, cfg.data.skip_invalid_images, shard=shard,
