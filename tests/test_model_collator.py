@@ -281,3 +281,23 @@ def test_truncated_image_is_a_sample_error_naming_the_record_and_the_file(encode
     message = str(err.value)
     assert message.startswith(f"sample 1 ({tmp_path / 't.jsonl'}:2): {tmp_path / f'bad.{suffix}'}: ")
     assert "truncated" in message
+
+
+def test_errors_raised_again_by_a_dataloader_worker_keep_their_own_message():
+    """torch re-raises a worker's exception as ``type("Caught X in DataLoader worker process N.\\nOriginal
+    Traceback ...")``: the sample errors keep only their message (and a dropped sample its reason)."""
+    from torch._utils import ExceptionWrapper  # what torch.utils.data's workers wrap exceptions in
+
+    for error, text, reason in [(SampleError("sample 3 (a.jsonl:4): /x.png: image file not found"),
+                                 "sample 3 (a.jsonl:4): /x.png: image file not found", None),
+                                (SampleDropped("image_cut", "sample 2 (a.jsonl:3): 98 tokens"),
+                                 "image_cut: sample 2 (a.jsonl:3): 98 tokens", "image_cut")]:
+        try:
+            raise error
+        except SampleError:
+            wrapped = ExceptionWrapper(where="in DataLoader worker process 1")
+        with pytest.raises(type(error)) as raised:
+            wrapped.reraise()
+        assert str(raised.value) == text
+        if reason:
+            assert raised.value.reason == reason

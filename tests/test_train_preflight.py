@@ -150,16 +150,20 @@ def test_mixture_source_is_checked_and_skipping_shrinks_its_units(tiny_model_dir
     assert used <= {str(img / "d1.png"), str(img / "d3.png"), str(img / "ds" / "g1.png")}
 
 
-def test_an_image_failing_during_training_is_reported_on_its_own_line(tiny_model_dir, jsonl, tmp_path, capfd):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_failing_during_training_is_reported_on_its_own_line(tiny_model_dir, jsonl, tmp_path, capfd,
+                                                                      workers):
     """With the check off, the unreadable image stops training when reached: the message names the sample, its
-    file:line and the image, and starts on a new line (main glued it onto the progress bar)."""
+    file:line and the image, and starts on a new line (main glued it onto the progress bar); from a DataLoader
+    worker it is the same one line, not the worker's traceback."""
     from rscovlm.cli import main
 
     assert main(["train", f"model.model_name_or_path={tiny_model_dir}", f"data.paths=[{jsonl}]",
                  f"output_dir={tmp_path / 'out'}", "max_steps=4", "global_batch_size=1", "data.shuffle=false",
-                 "dataloader_num_workers=0", "data.check_images=none"]) == 2
+                 f"dataloader_num_workers={workers}", "data.check_images=none"]) == 2
     err = capfd.readouterr().err
     assert f"\nrscovlm: error: sample 1 ({jsonl}:2): {tmp_path / 'gone.png'}: image file not found\n" in err
+    assert "Traceback" not in err
 
 
 def test_pixel_bounds_below_one_merged_patch_are_refused_before_the_model_loads(tiny_model_dir, jsonl, tmp_path,

@@ -41,6 +41,7 @@ inside an image's tokens (or that would keep no supervised token) cannot be trai
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,26 @@ from typing import Any
 IGNORE_INDEX = -100
 
 
+_WORKER_TRACEBACK = re.compile(r"^(?:[\w.]+\.)?(?:SampleError|SampleDropped): ", re.M)
+
+
+def _unwrap_worker_message(message: str) -> str:
+    """The original message of an error a DataLoader worker re-raises in the main process (torch passes
+    ``"Caught SampleError in DataLoader worker process N.\nOriginal Traceback ..."`` as the message): the text
+    after the traceback's last ``SampleError: `` line; any other message unchanged."""
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    matches = list(_WORKER_TRACEBACK.finditer(message))
+    return message[matches[-1].end():].strip() if matches else message
+
+
 class SampleError(ValueError):
-    """A training sample that cannot be used; the message names the sample (its index in the dataset)."""
+    """A training sample that cannot be used; the message names the sample (its index in the dataset, the record's
+    ``file:line`` when known) and, for an image, the file. Raised again from a DataLoader worker it keeps just that
+    message (not the worker's traceback)."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(_unwrap_worker_message(message))
 
 
 class SampleDropped(SampleError):
@@ -58,8 +77,13 @@ class SampleDropped(SampleError):
     (Constructible from one message too, which is how dataloader workers re-raise it in the main process.)"""
 
     def __init__(self, reason: str, detail: str | None = None):
-        super().__init__(reason if detail is None else f"{reason}: {detail}")
-        self.reason = reason
+        if detail is None:
+            reason = _unwrap_worker_message(reason)
+            super().__init__(reason)
+            self.reason = reason.split(":", 1)[0]
+        else:
+            super().__init__(f"{reason}: {detail}")
+            self.reason = reason
 
 
 @dataclass
