@@ -3,6 +3,9 @@
 The model class is picked by ``AutoModelForImageTextToText`` from ``config.json``; the family facts (box frame,
 patch geometry, module paths) come from :mod:`rscovlm.model.families`. Freezing works on the family's module
 paths, so the same flags work for Qwen2-VL, Qwen2.5-VL and Qwen3-VL.
+
+A name that looks like a local path (:func:`local_reason`) must be a model folder: :func:`check_model_path` fails
+at once, naming the closest existing folder, instead of asking the hub (whose client retries for ~30 s offline).
 """
 
 from __future__ import annotations
