@@ -331,3 +331,40 @@ def test_build_config_family_errors_name_the_option():
         BuildConfig.from_dict({"family": "qwen3_vl", "factor": 28})
     with pytest.raises(ValueError, match="factor 32 does not match family qwen2_5_vl"):
         SampleBuilder(BuildConfig(factor=32))
+
+
+def _truncated_png(path, w=400, h=300):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, "PNG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
+
+
+def test_truncated_image_is_an_error_naming_the_record_and_the_file(tmp_path):
+    """With load_images (what training uses) a truncated file is decoded in full and refused, naming the unit file's
+    line and the image; on main Pillow's bare 'image file is truncated' was all the message said."""
+    from rscovlm.data.mixture import Mixture, MixtureConfig, MixtureDataset
+    from rscovlm.data.records import write_coco
+
+    images = tmp_path / "img"
+    images.mkdir()
+    _truncated_png(images / "p.png")
+    write_coco(tmp_path / "d.json", {"images": [{"id": 1, "file_name": "p.png", "width": 400, "height": 300}],
+                                     "categories": [{"id": 1, "name": "plane"}], "annotations": []})
+    mixture = Mixture(MixtureConfig.from_dict({"units": [{"name": "det", "path": "d.json", "type": "detection",
+                                                          "images": "img"}],
+                                               "builder": {"load_images": True}}, base=tmp_path))
+    with pytest.raises(ValueError) as err:
+        MixtureDataset(mixture)[0]
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'd.json'}:")
+    assert f"{images / 'p.png'}: damaged or unreadable image" in message and "truncated" in message
+    # the size lookup of conversations without image_sizes reads the header and names a missing file
+    builder = SampleBuilder(BuildConfig())
+    with pytest.raises(ValueError, match="nope.png: image file not found"):
+        builder._image_size(str(tmp_path / "nope.png"))

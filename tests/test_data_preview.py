@@ -109,3 +109,23 @@ def test_preview_draws_relative_grid_targets_in_image_pixels(tmp_path):
     ys, xs = np.nonzero(np.abs(arr - [20, 30, 40]).sum(axis=2) > 60)
     # eval resize of 400 x 300 is 392 x 308: the box is at x 98..196, y 102.7..154 (the label sits above it)
     assert abs(xs.min() - 98) <= 3 and abs(ys.max() - 154) <= 3 and abs(xs.max() - 196) <= 30
+
+
+def test_preview_of_a_truncated_image_names_the_record_and_the_file(tmp_path, capsys):
+    """The preview decodes each image in full: a truncated file is an error naming the unit file:line and the image
+    (main drew half a picture or died with Pillow's bare message)."""
+    import io
+
+    img = tmp_path / "img"
+    img.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (img / "d.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    write_coco(tmp_path / "d.json", {"images": [{"id": 1, "file_name": "d.jpg", "width": 400, "height": 300}],
+                                     "categories": [{"id": 1, "name": "plane"}], "annotations": []})
+    cfg = {"units": [{"name": "det", "path": "d.json", "type": "detection", "images": "img"}]}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["data", "preview", str(tmp_path / "mix.yaml"), "--n", "1", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'd.json'}:" in err and "unit det" in err
+    assert f"{img / 'd.jpg'}: damaged or unreadable image" in err and "truncated" in err

@@ -203,8 +203,10 @@ def test_malformed_conversations_are_rejected_with_the_reason(encoder, bad, matc
 
 
 def test_missing_image_file_is_named(encoder, tmp_path):
+    from rscovlm.imageio import ImageReadError
+
     missing = tmp_path / "nope.png"
-    with pytest.raises(FileNotFoundError, match="nope.png"):
+    with pytest.raises(ImageReadError, match="nope.png: image file not found"):
         encoder.encode([_user(str(missing), "x"), {"role": "assistant", "content": "y"}])
 
 
@@ -247,3 +249,55 @@ def test_batched_prompts_are_left_padded_training_prompts(processor, encoder):
         assert mask[-1] and inputs["input_ids"][row][mask].tolist() == train.input_ids[:start].tolist()
         assert mask.tolist() == sorted(mask.tolist())  # padding only on the left
     assert inputs["image_grid_thw"].shape == (2, 3)
+
+
+def _truncated(path, fmt, w=120, h=90):
+    import io
+
+    buf = io.BytesIO()
+    _image(w, h, 3).save(buf, fmt)
+    data = buf.getvalue()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    return path
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", "png"), ("JPEG", "jpg")])
+def test_truncated_image_is_a_sample_error_naming_the_record_and_the_file(encoder, tmp_path, fmt, suffix):
+    """A truncated file in a training jsonl: the error names the sample, its file:line and the image file (on main
+    it said only 'sample 1: image file is truncated')."""
+    import json
+
+    from rscovlm.train.sources import JsonlConversations
+
+    _image(56, 56).save(tmp_path / "good.png")
+    _truncated(tmp_path / f"bad.{suffix}", fmt)
+    lines = [json.dumps({"messages": [_user(name, "What?"), {"role": "assistant", "content": "harbor"}]})
+             for name in ("good.png", f"bad.{suffix}")]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
+    data = EncodedDataset(JsonlConversations([tmp_path / "t.jsonl"]), encoder)
+    assert len(data[0]["input_ids"]) > 0
+    with pytest.raises(SampleError) as err:
+        data[1]
+    message = str(err.value)
+    assert message.startswith(f"sample 1 ({tmp_path / 't.jsonl'}:2): {tmp_path / f'bad.{suffix}'}: ")
+    assert "truncated" in message
+
+
+def test_errors_raised_again_by_a_dataloader_worker_keep_their_own_message():
+    """torch re-raises a worker's exception as ``type("Caught X in DataLoader worker process N.\\nOriginal
+    Traceback ...")``: the sample errors keep only their message (and a dropped sample its reason)."""
+    from torch._utils import ExceptionWrapper  # what torch.utils.data's workers wrap exceptions in
+
+    for error, text, reason in [(SampleError("sample 3 (a.jsonl:4): /x.png: image file not found"),
+                                 "sample 3 (a.jsonl:4): /x.png: image file not found", None),
+                                (SampleDropped("image_cut", "sample 2 (a.jsonl:3): 98 tokens"),
+                                 "image_cut: sample 2 (a.jsonl:3): 98 tokens", "image_cut")]:
+        try:
+            raise error
+        except SampleError:
+            wrapped = ExceptionWrapper(where="in DataLoader worker process 1")
+        with pytest.raises(type(error)) as raised:
+            wrapped.reraise()
+        assert str(raised.value) == text
+        if reason:
+            assert raised.value.reason == reason

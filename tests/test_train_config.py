@@ -269,6 +269,17 @@ def test_logged_learning_rate_is_the_base_rate_when_vision_has_its_own(tiny_mode
     ("per_device_batch_size=0", "train.per_device_batch_size: 0 must be >= 1"),
     ("model.lora_r=0", "model.lora_r: 0 must be >= 1"),
     ("data.min_pixels=2000000", "data.min_pixels: 2000000 must be <= data.max_pixels"),
+    ("max_steps=-5", r"train.max_steps: -5 must be -1 \(train for num_train_epochs\) or >= 1"),
+    ("max_steps=0", "train.max_steps: 0 must be -1"),
+    ("num_train_epochs=.inf", "train.num_train_epochs: inf must be a finite number"),
+    ("learning_rate=.nan", "train.learning_rate: nan must be a finite number"),
+    ("max_grad_norm=.inf", "train.max_grad_norm: inf must be a finite number"),
+    ("seed=-1", r"train.seed: -1 must be in \[0, 2\*\*32\)"),
+    ("global_batch_size=0", "train.global_batch_size: 0 must be >= 1"),
+    ("save_steps=0", "train.save_steps: 0 must be >= 1"),
+    ("logging_steps=-1", "train.logging_steps: -1 must be >= 1"),
+    ("weight_decay=-0.1", "train.weight_decay: -0.1 must be >= 0"),
+    ("warmup_ratio=-0.1", r"train.warmup_ratio: -0.1 must be in \[0, 1\)"),
 ])
 def test_out_of_range_values_name_their_key(override, match):
     with pytest.raises(ConfigError, match=match):
@@ -285,7 +296,41 @@ def test_cli_train_names_a_missing_model_and_checks_resume_before_loading(capsys
     assert "model.model_name_or_path" in capsys.readouterr().err
     # a resume that cannot work fails before the (possibly 7B) model is loaded
     assert main([*common, "model.model_name_or_path=none", "resume_from_checkpoint=latest"]) == 2
-    assert "train.resume_from_checkpoint=latest: no checkpoint" in capsys.readouterr().err
+    assert "train.resume_from_checkpoint=latest: no complete checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["runs/tinyy", "./runs/tinyy", "runs/sub/tiny", "runs/tiny/"])
+def test_a_missing_local_model_path_fails_at_once_without_asking_the_hub(tiny_model_dir, tmp_path, monkeypatch,
+                                                                          capsys, name):
+    """A path that looks local (./, a folder that partly exists, more than org/name) and is not there: an error
+    naming the key, the path and the closest folder, before any hub look-up (main spent ~30 s on hub retries)."""
+    import shutil
+
+    import transformers
+
+    from rscovlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "runs" / "tiny")
+    if name == "runs/tiny/":
+        (tmp_path / "runs" / "tiny" / "config.json").unlink()
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"from_pretrained was called: {args}")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_hub)
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", no_hub)
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    assert main(["train", f"data.paths=[{good}]", "output_dir=out", f"model.model_name_or_path={name}"]) == 2
+    err = capsys.readouterr().err
+    assert f"model.model_name_or_path={name}: " in err
+    if name == "runs/tiny/":
+        assert "no config.json" in err
+    else:
+        assert "no such model folder" in err and "not looked up on the hub" in err
+    if name == "runs/tinyy":
+        assert "did you mean runs/tiny?" in err
 
 
 def test_progress_bar_only_console_keeps_one_bar_and_no_log_dicts(tiny_model_dir, tmp_path, capfd):
@@ -323,12 +368,12 @@ def test_cli_train_reports_unusable_samples_as_errors_naming_them(tiny_model_dir
     assert main([*common, "data.max_length=40"]) == 2
     assert "every one of the 1 samples was dropped" in capsys.readouterr().err
     assert main([*common, "data.max_length=40", "data.drop_overlong=false"]) == 2
-    assert "sample 0: image_cut" in capsys.readouterr().err
+    assert f"sample 0 ({good}:1): image_cut" in capsys.readouterr().err
     line["messages"][0]["content"][0]["resized_width"] = 100
     line["messages"][0]["content"][0]["resized_height"] = 224
     good.write_text(json.dumps(line) + "\n")
     assert main(common) == 2
-    assert "sample 0: " in capsys.readouterr().err
+    assert f"sample 0 ({good}:1): " in capsys.readouterr().err
 
 
 def test_values_transformers_rejects_become_config_errors(tmp_path):

@@ -15,7 +15,11 @@ def register(sub) -> None:
         "train", help="fine-tune a Qwen-VL model on conversations (paper recipe by default)",
         description="Fine-tune a Qwen-VL model. Settings come from --config (YAML with model / data / train "
                     "sections) and key=value overrides, e.g. train.learning_rate=1e-5 data.paths=[a.jsonl]. "
-                    "Unknown keys are errors.",
+                    "Unknown keys and out-of-range values are errors. Before any weights load, a model path that "
+                    "looks local must exist and every image the data references is checked (data.check_images, "
+                    "data.skip_invalid_images). Offline: `rscovlm model tiny --out runs/tiny`, then "
+                    "`rscovlm train --config configs/tiny_cpu.yaml data.paths=[...]`. Checkpoints are written "
+                    "atomically; train.resume_from_checkpoint=latest takes the latest complete one.",
     )
     parser.add_argument("--config", help="YAML config (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
@@ -44,6 +48,8 @@ def _train(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from err
     if result.trainer is None or result.trainer.is_world_process_zero():
         dropped = ", ".join(f"{k}={v}" for k, v in result.dropped.items())
+        skipped = result.image_check.skipped_records if result.image_check is not None else 0
+        skipped_text = f"; skipped records with unusable images: {skipped}" if skipped else ""
         print(f"trained {result.global_step} steps, mean loss {result.training_loss:.4f}; dropped samples: "
-              f"{dropped}; model saved to {result.output_dir}")
+              f"{dropped}{skipped_text}; model saved to {result.output_dir}")
     return 0

@@ -52,6 +52,7 @@ import numpy as np
 from rscovlm.data.records import BOX_REF, content_parts, grounding_image_path
 from rscovlm.geometry.boxes import Boxes, Frame
 from rscovlm.geometry.objects import ObjectSet
+from rscovlm.imageio import image_size, open_rgb
 from rscovlm.protocol.categories import display_name
 from rscovlm.protocol.detection import format_detections
 from rscovlm.protocol.grounding import format_grounding
@@ -162,23 +163,22 @@ class SampleBuilder:
     def _image_size(self, path: str) -> tuple[int, int]:
         size = self._sizes.get(path)
         if size is None:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                size = self._sizes[path] = im.size
+            size = self._sizes[path] = image_size(path)
         return size
 
     def _image_part(self, path: str, plan: ResizePlan) -> dict:
+        """The image part of ``path``; with ``load_images`` the decoded image (a missing, truncated or damaged file
+        raises :class:`~rscovlm.imageio.ImageReadError` naming it) resized to the model frame."""
         w, h = plan.model_size
         if not self.config.load_images:
             return {"type": "image", "image": path, "resized_width": w, "resized_height": h}
         from PIL import Image
 
-        with Image.open(path) as im:
+        with open_rgb(path) as im:
             if im.size != (int(plan.original.width), int(plan.original.height)):
                 raise BuildError(f"image {path} is {im.size[0]}x{im.size[1]}, but its record says "
                                  f"{plan.original.width:g}x{plan.original.height:g}")
-            image = im.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
+            image = im.resize((w, h), Image.Resampling.BICUBIC)
         return {"type": "image", "image": image, "path": path, "resized_width": w, "resized_height": h}
 
     def _wrap(self, user: list[dict], target: str, meta: dict) -> dict:

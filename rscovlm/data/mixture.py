@@ -43,7 +43,9 @@ import numpy as np
 import yaml
 
 from rscovlm.data.builder import BuildConfig, BuildError, SampleBuilder
-from rscovlm.data.records import RECORD_KINDS, RecordError, iter_jsonl, read_coco
+from rscovlm.data.records import (
+    RECORD_KINDS, RecordError, content_parts, grounding_image_path, iter_jsonl, read_coco,
+)
 
 
 class MixtureError(ValueError):
@@ -250,6 +252,31 @@ class CocoStore:
         return f"{self.path}:{self._lines[i]}" if i < len(self._lines) else f"{self.path}: images[{i}]"
 
 
+class SubsetStore:
+    """A record store restricted to some of its records (those the pre-flight image check left in); indices,
+    ``where`` and iteration are over the kept records; other attributes are the full store's."""
+
+    def __init__(self, store, keep: np.ndarray):
+        self.base, self.keep = store, np.asarray(keep, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.base[int(self.keep[i])]
+
+    def __iter__(self) -> Iterator[dict]:
+        return (self[i] for i in range(len(self)))
+
+    def where(self, i: int) -> str:
+        return self.base.where(int(self.keep[i]))
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("base", "keep"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
 def open_store(unit: UnitConfig):
     return CocoStore(unit.path) if unit.type == "detection" else JsonlStore(unit.path)
 
@@ -302,13 +329,73 @@ class Mixture:
         """The generator of one sample's random choices: a function of (seed, epoch, position) only."""
         return np.random.default_rng([self.config.seed, epoch, position, 1])
 
+    # ---- pre-flight image check (rscovlm.train.preflight) ------------------------------------------------
+    def image_paths(self, u: int, record: dict) -> list[tuple[str, tuple[int, int] | None]]:
+        """``(file, (width, height) the record states or None)`` of each image of ``record`` of unit ``u``, the
+        file as the sample builder opens it."""
+        unit = self.units[u]
+        if unit.type == "detection":
+            images = [(record["image"], (record["width"], record["height"]))]
+        elif unit.type == "grounding":
+            images = [(grounding_image_path(record), (record["image_width"], record["image_height"]))]
+        else:
+            rels = [p["image"] for m in record["messages"] for p in content_parts(m["content"])
+                    if p.get("type") == "image"]
+            sizes = record.get("image_sizes") or [None] * len(rels)
+            images = list(zip(rels, sizes))
+        return [(SampleBuilder.image_path(unit, rel), None if size is None else (int(size[0]), int(size[1])))
+                for rel, size in images]
+
+    def image_references(self):
+        """Every image reference of every record of the units with a positive weight, with the size the record
+        states; key ``(unit, record)``."""
+        from rscovlm.train.preflight import ImageRef
+
+        for u, (unit, store) in enumerate(zip(self.units, self.stores)):
+            if unit.weight <= 0:
+                continue
+            for i in range(len(store)):
+                try:
+                    images = self.image_paths(u, store[i])
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+                    raise MixtureError(f"{store.where(i)}: unit {unit.name}: no usable image path or size in the "
+                                       f"record ({type(err).__name__}: {err}); check it with `rscovlm data "
+                                       "validate`") from None
+                for path, size in images:
+                    yield ImageRef(path, store.where(i), (u, i), size)
+
+    def drop_records(self, keys) -> int:
+        """Remove the records ``(unit, record)`` in ``keys`` from their units (the epoch plan is redrawn; an unset
+        ``epoch_size`` shrinks with them). Returns how many were removed."""
+        by_unit: dict[int, set[int]] = defaultdict(set)
+        for u, i in keys:
+            by_unit[u].add(i)
+        removed = 0
+        for u, drop in by_unit.items():
+            store = self.stores[u]
+            keep = np.array([i for i in range(len(store)) if i not in drop], dtype=np.int64)
+            removed += len(store) - len(keep)
+            if isinstance(store, SubsetStore):
+                self.stores[u] = SubsetStore(store.base, store.keep[keep])
+            else:
+                self.stores[u] = SubsetStore(store, keep)
+        empty = [u.name for u, s in zip(self.units, self.stores) if len(s) == 0 and u.weight > 0]
+        if empty:
+            raise MixtureError(f"units with a positive weight have no records left after dropping those with "
+                               f"unusable images: {empty}")
+        if self.config.epoch_size is None:
+            self.epoch_size = int(sum(len(s) for s in self.stores))
+        self._plan_cache = None
+        return removed
+
     # ---- statistics ----------------------------------------------------------------------------------------
     def unit_composition(self, u: int) -> Counter:
         """Counter of ``(source, task, box_kind)`` over the records of unit ``u``."""
         unit, store = self.units[u], self.stores[u]
         comp: Counter = Counter()
         if unit.type == "detection":
-            src = unit.source or (store.info.get("source") if isinstance(store, CocoStore) else None) or unit.name
+            coco = isinstance(getattr(store, "base", store), CocoStore)
+            src = unit.source or (store.info.get("source") if coco else None) or unit.name
             comp[(src, unit.task or "detection", unit.target_box_kind)] = len(store)
             return comp
         for rec in store:
@@ -422,6 +509,14 @@ class MixtureDataset:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def image_references(self):
+        """See :meth:`Mixture.image_references` (the pre-flight protocol of :mod:`rscovlm.train.preflight`)."""
+        return self.mixture.image_references()
+
+    def drop_records(self, keys) -> int:
+        """See :meth:`Mixture.drop_records`."""
+        return self.mixture.drop_records(keys)
 
     def __len__(self) -> int:
         return self.mixture.epoch_size

@@ -17,13 +17,16 @@ import numpy as np
 
 
 def _load_resized(part: dict):
-    """The image of a built part in its model frame (already loaded and resized with ``load_images``)."""
+    """The image of a built part in its model frame (already loaded and resized with ``load_images``); a missing,
+    truncated or damaged file raises :class:`~rscovlm.imageio.ImageReadError` naming it."""
     from PIL import Image
+
+    from rscovlm.imageio import open_rgb
 
     if isinstance(part["image"], Image.Image):
         return part["image"].convert("RGB")
-    with Image.open(part["image"]) as im:
-        return im.convert("RGB").resize((part["resized_width"], part["resized_height"]), Image.BICUBIC)
+    with open_rgb(part["image"]) as im:
+        return im.resize((part["resized_width"], part["resized_height"]), Image.Resampling.BICUBIC)
 
 
 def render_sample(sample: dict):
@@ -73,7 +76,9 @@ def render_sample(sample: dict):
 def render_preview(config: str | os.PathLike, out: str | os.PathLike, n: int = 8, epoch: int = 0,
                    eval_mode: bool = False) -> Path:
     """Build and render ``n`` samples of ``config``; returns the path of ``index.html``."""
+    from rscovlm.data.builder import BuildError
     from rscovlm.data.mixture import MixtureDataset
+    from rscovlm.imageio import ImageReadError
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +87,12 @@ def render_preview(config: str | os.PathLike, out: str | os.PathLike, n: int = 8
     for pos in range(min(n, len(ds))):
         sample = ds[pos]
         name = f"sample_{pos:03d}.png"
-        render_sample(sample).save(out / name)
+        try:
+            render_sample(sample).save(out / name)
+        except ImageReadError as err:
+            u, i = ds.mixture.locate(ds.epoch, pos)
+            raise BuildError(f"{ds.mixture.stores[u].where(i)}: unit {ds.mixture.units[u].name}: sample {pos}: "
+                             f"{err}") from None
         prompt = "\n\n".join(p["text"] for m in sample["messages"][:-1] for p in m["content"] if p["type"] == "text")
         target = "\n\n".join(p["text"] for p in sample["messages"][-1]["content"])
         meta = sample["meta"]

@@ -41,6 +41,7 @@ inside an image's tokens (or that would keep no supervised token) cannot be trai
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,26 @@ from typing import Any
 IGNORE_INDEX = -100
 
 
+_WORKER_TRACEBACK = re.compile(r"^(?:[\w.]+\.)?(?:SampleError|SampleDropped): ", re.M)
+
+
+def _unwrap_worker_message(message: str) -> str:
+    """The original message of an error a DataLoader worker re-raises in the main process (torch passes
+    ``"Caught SampleError in DataLoader worker process N.\nOriginal Traceback ..."`` as the message): the text
+    after the traceback's last ``SampleError: `` line; any other message unchanged."""
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    matches = list(_WORKER_TRACEBACK.finditer(message))
+    return message[matches[-1].end():].strip() if matches else message
+
+
 class SampleError(ValueError):
-    """A training sample that cannot be used; the message names the sample (its index in the dataset)."""
+    """A training sample that cannot be used; the message names the sample (its index in the dataset, the record's
+    ``file:line`` when known) and, for an image, the file. Raised again from a DataLoader worker it keeps just that
+    message (not the worker's traceback)."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(_unwrap_worker_message(message))
 
 
 class SampleDropped(SampleError):
@@ -58,8 +77,13 @@ class SampleDropped(SampleError):
     (Constructible from one message too, which is how dataloader workers re-raise it in the main process.)"""
 
     def __init__(self, reason: str, detail: str | None = None):
-        super().__init__(reason if detail is None else f"{reason}: {detail}")
-        self.reason = reason
+        if detail is None:
+            reason = _unwrap_worker_message(reason)
+            super().__init__(reason)
+            self.reason = reason.split(":", 1)[0]
+        else:
+            super().__init__(f"{reason}: {detail}")
+            self.reason = reason
 
 
 @dataclass
@@ -107,16 +131,16 @@ def conversation_messages(sample: Any) -> list[dict]:
 
 
 def _open_image(value):
+    """An RGB image from a PIL image or a file (:func:`rscovlm.imageio.open_rgb`: a missing, truncated or damaged
+    file raises :class:`~rscovlm.imageio.ImageReadError` naming it)."""
     from PIL import Image
+
+    from rscovlm.imageio import open_rgb
 
     if isinstance(value, Image.Image):
         return value.convert("RGB") if value.mode != "RGB" else value
     if isinstance(value, (str, Path)):
-        path = Path(value)
-        if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        return open_rgb(value)
     raise TypeError(f"an image must be a path or a PIL image, got {type(value).__name__}")
 
 
@@ -345,7 +369,8 @@ class EncodedDataset:
     around); the returned item carries ``dropped={reason: 1}`` for the requested index so the counts reach the
     trainer even from dataloader worker processes (one count per requested index: an epoch counts each
     dropped sample once). With ``drop=False`` the error propagates instead (naming the index). Any other
-    problem of a sample (missing image, bad resized size, ...) raises :class:`SampleError` naming its index.
+    problem of a sample (missing, truncated or damaged image, bad resized size, ...) raises :class:`SampleError`
+    naming its index, its record's ``file:line`` when the conversations have ``where(index)``, and the file.
     """
 
     def __init__(self, conversations, encoder: ConversationEncoder, drop: bool = True):
@@ -361,6 +386,14 @@ class EncodedDataset:
         if hasattr(self.conversations, "set_epoch"):
             self.conversations.set_epoch(epoch)
 
+    def describe(self, index: int) -> str:
+        """``sample <index>``, with the record's location when the conversations know it (``where``)."""
+        where = getattr(self.conversations, "where", None)
+        try:
+            return f"sample {index} ({where(index)})" if callable(where) else f"sample {index}"
+        except (IndexError, KeyError, TypeError, ValueError):
+            return f"sample {index}"
+
     def __getitem__(self, index: int) -> dict:
         dropped: Counter = Counter()
         n = len(self)
@@ -370,14 +403,14 @@ class EncodedDataset:
                 item = self.encoder.encode(self.conversations[i]).as_dict()
             except SampleDropped as err:
                 if not self.drop:
-                    raise SampleDropped(err.reason, f"sample {i}: {err}") from err
+                    raise SampleDropped(err.reason, f"{self.describe(i)}: {err}") from err
                 if step == 0:  # a replacement that fails too is counted when its own index is requested
                     dropped[err.reason] += 1
                 continue
             except SampleError:
                 raise
-            except (ValueError, OSError, TypeError) as err:
-                raise SampleError(f"sample {i}: {err}") from err
+            except (ValueError, OSError, TypeError) as err:  # ImageReadError (a ValueError) names the file
+                raise SampleError(f"{self.describe(i)}: {err}") from err
             item["dropped"] = dict(dropped)
             return item
         raise SampleError(f"every one of the {n} samples was dropped (sample {index}: {dict(dropped)}); raise "

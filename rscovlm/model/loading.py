@@ -3,12 +3,19 @@
 The model class is picked by ``AutoModelForImageTextToText`` from ``config.json``; the family facts (box frame,
 patch geometry, module paths) come from :mod:`rscovlm.model.families`. Freezing works on the family's module
 paths, so the same flags work for Qwen2-VL, Qwen2.5-VL and Qwen3-VL.
+
+A name that looks like a local path (:func:`local_reason`) must be a model folder: :func:`check_model_path` fails
+at once, naming the closest existing folder, instead of asking the hub (whose client retries for ~30 s offline).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from rscovlm.model.families import ModelFamily, family_for
@@ -45,6 +52,72 @@ class ModelConfig:
         metadata={"help": "decoder linear layer names that get adapters (vision tower excluded)"},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "allow custom modelling code from the hub"})
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def local_reason(name: str) -> str | None:
+    """Why ``name`` means a folder on this machine rather than a hub id (``org/name`` or ``name``), or None: it
+    starts with ``./``, ``../``, ``/``, ``~`` or a drive letter, exists here, has more than two path components
+    (or an empty, ``.`` or ``..`` one), partly exists here (``runs/tinyy`` while ``runs/`` is a folder), or is
+    not a valid hub id."""
+    if not name:
+        return None
+    if name.startswith(("./", "../", "/", "~", ".\\", "..\\", "\\")) or _DRIVE.match(name):
+        return "it is a path"
+    if os.path.lexists(os.path.expanduser(name)):
+        return "it exists here"
+    parts = re.split(r"[/\\]", name)
+    if len(parts) > 2 or any(p in ("", ".", "..") for p in parts):
+        return "hub ids have the form org/name"
+    if len(parts) == 2 and os.path.isdir(parts[0]):
+        return f"{parts[0]}/ is a folder here"
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return "it is not a valid hub id"
+    return None
+
+
+def local_model_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model folder when :func:`local_reason` says it is a local path (missing, a file,
+    no ``config.json``), else None: hub ids are left to ``from_pretrained``. Local paths are never looked up on
+    the hub, so a misspelt folder fails at once instead of after the hub client's retries."""
+    why = local_reason(name)
+    if why is None:
+        return None
+    path = Path(os.path.expanduser(name))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return f"{name}: the folder has no config.json, so it is not a model folder"
+        return None
+    if path.exists():
+        return f"{name}: is a file, not a model folder"
+    parent = path.parent
+    while str(parent) not in ("", ".") and not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    hint = ""
+    try:
+        first = path.relative_to(parent).parts[0]
+        close = difflib.get_close_matches(first, [p.name for p in parent.iterdir() if p.is_dir()], n=3)
+    except (OSError, ValueError, IndexError):
+        close = []
+    if close:
+        hint = f"; did you mean {', '.join(str(parent / c) for c in close)}?"
+    return (f"{name}: no such model folder{hint} (taken as a local path because {why}, so not looked up on the "
+            "hub; the offline tiny model is built with `rscovlm model tiny --out DIR`)")
+
+
+def check_model_path(name: str) -> None:
+    """Raise ``FileNotFoundError`` with :func:`local_model_problem`'s message when there is one."""
+    problem = local_model_problem(name)
+    if problem is not None:
+        raise FileNotFoundError(problem)
 
 
 def resolve_dtype(name: str):
@@ -85,6 +158,7 @@ def load_processor(model_name_or_path: str, min_pixels: int | None = None, max_p
     bounds (the smart-resize area range)."""
     from transformers import AutoProcessor
 
+    check_model_path(model_name_or_path)
     processor = AutoProcessor.from_pretrained(model_name_or_path, **kwargs)
     image_processor = processor.image_processor
     if min_pixels is not None or max_pixels is not None:
@@ -177,6 +251,7 @@ def load_model(cfg: ModelConfig, **kwargs: Any):
     """Load the model of ``cfg`` and return ``(model, family)``; freezing and LoRA are applied."""
     from transformers import AutoConfig, AutoModelForImageTextToText
 
+    check_model_path(cfg.model_name_or_path)
     hf_config = AutoConfig.from_pretrained(cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code)
     family = family_for(hf_config)
     model = AutoModelForImageTextToText.from_pretrained(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -55,6 +56,18 @@ class DataConfig:
     drop_overlong: bool = field(
         default=True, metadata={"help": "drop (and count) samples whose image tokens would be cut by max_length; "
                                         "false = stop with an error naming the sample"},
+    )
+    check_images: Literal["header", "decode", "none"] = field(
+        default="header",
+        metadata={"help": "pre-flight check of every image the data references, before the model loads: "
+                          "'header' = the file exists and its image header reads (fast), 'decode' = every image "
+                          "is decoded in full (also finds truncated files; slower), 'none' = no check (an "
+                          "unreadable image then stops training when it is reached)"},
+    )
+    skip_invalid_images: bool = field(
+        default=False,
+        metadata={"help": "train without the records whose images fail the pre-flight check (they are counted "
+                          "and reported) instead of stopping with the list of files"},
     )
 
 
@@ -258,6 +271,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "train.adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "train.max_grad_norm": (lambda v: v >= 0, ">= 0"),
+    "train.max_steps": (lambda v: v == -1 or v >= 1, "-1 (train for num_train_epochs) or >= 1"),
     # transformers reads a warmup value >= 1 as a number of steps, so 2 would silently mean 2 steps
     "train.warmup_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "train.global_batch_size": (lambda v: v >= 1, ">= 1"),
@@ -267,11 +281,16 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.save_steps": (lambda v: v >= 1, ">= 1"),
     "train.save_total_limit": (lambda v: v >= 1, ">= 1"),
     "train.dataloader_num_workers": (lambda v: v >= 0, ">= 0"),
+    "train.seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),  # numpy's seed range
 }
 
 
 def check_ranges(cfg: Config) -> None:
     """Raise :class:`ConfigError` naming the first key whose value is out of its range."""
+    for section in SECTIONS:
+        for name, value in dataclasses.asdict(getattr(cfg, section)).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{name}: {value!r} must be a finite number")
     for key, (ok, rule) in _RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)

@@ -86,7 +86,9 @@ def _import_plugins() -> None:
 
 class JsonlConversations:
     """Conversations from JSON-lines files; relative image paths resolve against ``image_root`` or the file's
-    folder. Each line is validated on load; errors name ``file:line``."""
+    folder. Each line is validated on load; errors name ``file:line``. Offers ``where`` (the ``file:line`` of an
+    item, for error messages) and the pre-flight protocol of :mod:`rscovlm.train.preflight`
+    (``image_references`` / ``drop_records``)."""
 
     def __init__(self, paths: list[str | Path], image_root: str | Path | None = None):
         from rscovlm.data.records import iter_jsonl
@@ -95,6 +97,7 @@ class JsonlConversations:
         if not paths:
             raise ValueError("data.paths is empty: give at least one jsonl file")
         self.items: list[dict] = []
+        self.lines: list[str] = []
         for path in map(Path, paths):
             if not path.is_file():
                 raise FileNotFoundError(f"data file not found: {path}")
@@ -111,12 +114,36 @@ class JsonlConversations:
                                 image = Path(part["image"])
                                 part["image"] = str(image if image.is_absolute() else root / image)
                 self.items.append(item)
+                self.lines.append(f"{path}:{lineno}")
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         return self.items[index]
+
+    def where(self, index: int) -> str:
+        """``file:line`` of item ``index``."""
+        return self.lines[index]
+
+    def image_references(self):
+        """Every image path of every item (pre-flight protocol); the key is the item's ``file:line``."""
+        from rscovlm.train.preflight import ImageRef
+
+        for item, where in zip(self.items, self.lines):
+            for message in item["messages"] if isinstance(item, dict) else item:
+                for part in message["content"] if isinstance(message["content"], list) else ():
+                    if part.get("type") == "image" and isinstance(part["image"], str):
+                        yield ImageRef(part["image"], where, where)
+
+    def drop_records(self, keys) -> int:
+        """Remove the items whose ``file:line`` is in ``keys``; returns how many were removed."""
+        keys = set(keys)
+        kept = [(item, where) for item, where in zip(self.items, self.lines) if where not in keys]
+        removed = len(self.items) - len(kept)
+        self.items = [item for item, _ in kept]
+        self.lines = [where for _, where in kept]
+        return removed
 
 
 @register_source("jsonl")

@@ -6,7 +6,13 @@ label masks (:mod:`rscovlm.model.collator`) and run :class:`RSCoVLMTrainer`, whi
 
 * AdamW parameter groups with their own learning rates for the vision tower and the merger (weight decay off
   for biases and norm weights, as in the stock Trainer);
-* counts of the samples the collator had to drop (``dropped_<reason>`` in the logs and the summary).
+* counts of the samples the collator had to drop (``dropped_<reason>`` in the logs and the summary);
+* atomic checkpoints: each is written under ``incomplete-checkpoints/`` and renamed into place once every process
+  has written its part (:mod:`rscovlm.train.checkpoints`); ``resume_from_checkpoint=latest`` is the latest
+  complete one.
+
+Before any weights load :func:`train` checks what it can (pre-flight): the resume folder, a local model path, the
+config ranges, the data files and every image they reference (:mod:`rscovlm.train.preflight`).
 
 Launching on several GPUs or nodes is ``torchrun`` / ``accelerate launch`` around ``rscovlm train`` (see
 docs/training.md); the world size is read from the environment and sets the accumulation steps.
@@ -16,11 +22,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rscovlm.train.checkpoints import (
+    STAGING, checkpoint_problem, clear_staging, latest_complete, publish, staged_path,
+)
 from rscovlm.train.config import Config, ConfigError, config_to_dict, gradient_accumulation_steps
 
 DROP_REASONS = ("image_cut", "no_target")
@@ -160,6 +170,33 @@ def _trainer_class():
             self.module_lrs = dict(module_lrs or {})
             self.dropped: Counter = Counter()
 
+        _staging = False
+
+        def _get_output_dir(self, trial):
+            run_dir = super()._get_output_dir(trial)
+            return os.path.join(run_dir, STAGING) if self._staging else run_dir
+
+        def _save_checkpoint(self, model, trial):
+            # the stock writer, redirected into <output_dir>/incomplete-checkpoints/checkpoint-N; published by one
+            # rename once every process has written its part (rscovlm.train.checkpoints)
+            from transformers.trainer_utils import rotate_checkpoints
+
+            run_dir = super()._get_output_dir(trial)
+            if self.args.should_save:
+                clear_staging(run_dir)  # leftovers of an interrupted write
+            self.accelerator.wait_for_everyone()
+            self._staging = True
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging = False
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                publish(staged_path(run_dir, self.state.global_step), self.state.global_step)
+                rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+            self.accelerator.wait_for_everyone()
+
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             # transformers saves Qwen-VL weights under the hub's key names (visual.*, model.layers.*) and its resume
             # path loads them with load_state_dict(strict=False) without the renaming from_pretrained applies:
@@ -275,21 +312,51 @@ class TrainResult:
     dropped: dict[str, int] = field(default_factory=dict,
                                     metadata={"help": "dropped samples per reason, summed over all ranks"})
     trainer: Any = field(default=None, repr=False, metadata={"help": "the RSCoVLMTrainer (model, processor, state)"})
+    image_check: Any = field(default=None, metadata={
+        "help": "the pre-flight image check (rscovlm.train.preflight.ImageCheckReport; None when not run)"})
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _say(message: str) -> None:
+    """A warning or report line on stderr, from the main process only (called before the Trainer exists)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr, flush=True)
 
 
 def _resume_path(value: str | None, output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The checkpoint folder to resume from: ``latest`` = the complete checkpoint with the highest step in
+    ``output_dir`` (incomplete ones are named in a warning and skipped); an explicit folder must be complete."""
     if value is None:
         return None
     if value == "latest":
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is None:
-            raise ConfigError(f"train.resume_from_checkpoint=latest: no checkpoint-* folder in {output_dir}")
-        return last
+        scan = latest_complete(output_dir)
+        for line in scan.warnings():
+            _say(f"warning: train.resume_from_checkpoint=latest: {line}")
+        if scan.latest is None:
+            found = f" ({len(scan.skipped)} incomplete ones skipped)" if scan.skipped else ""
+            raise ConfigError(f"train.resume_from_checkpoint=latest: no complete checkpoint-* folder in "
+                              f"{output_dir}{found}")
+        return str(scan.latest)
     if not Path(value).is_dir():
         raise ConfigError(f"train.resume_from_checkpoint: {value} is not a checkpoint folder")
+    problem = checkpoint_problem(value)
+    if problem is not None:
+        raise ConfigError(f"train.resume_from_checkpoint: {value} is not a complete checkpoint: {problem}")
     return value
+
+
+def check_model(cfg: Config) -> None:
+    """A ``model.model_name_or_path`` that is a local path must be a model folder (no hub look-up, no waiting)."""
+    from rscovlm.model.loading import local_model_problem
+
+    problem = local_model_problem(cfg.model.model_name_or_path)
+    if problem is not None:
+        raise ConfigError(f"model.model_name_or_path={problem}")
 
 
 def checkpoint_family(cfg: Config):
@@ -299,26 +366,81 @@ def checkpoint_family(cfg: Config):
 
     from rscovlm.model.families import family_for
 
+    check_model(cfg)
+    name = cfg.model.model_name_or_path
     try:
-        return family_for(AutoConfig.from_pretrained(cfg.model.model_name_or_path,
-                                                     trust_remote_code=cfg.model.trust_remote_code))
+        return family_for(AutoConfig.from_pretrained(name, trust_remote_code=cfg.model.trust_remote_code))
     except (OSError, KeyError, ValueError) as err:
-        raise ConfigError(f"model.model_name_or_path={cfg.model.model_name_or_path}: cannot load: {err}") from err
+        raise _load_error(name, err) from err
 
 
-def build_data(cfg: Config):
+def _load_error(name: str, err: Exception) -> ConfigError:
+    if Path(name).exists():
+        return ConfigError(f"model.model_name_or_path={name}: cannot load: {err}")
+    return ConfigError(f"model.model_name_or_path={name}: cannot load (it is not a local folder, so it was looked up "
+                       f"on the hub): {err}\nWithout network access, train the offline tiny model: `rscovlm model "
+                       "tiny --out runs/tiny`, then `rscovlm train --config configs/tiny_cpu.yaml data.paths=[...]`")
+
+
+def check_pixels(cfg: Config, family) -> None:
+    """``data.max_pixels`` must hold one merged patch of the family (``factor`` x ``factor`` pixels); smaller bounds
+    cannot be met and would silently be exceeded."""
+    smallest = family.factor * family.factor
+    if cfg.data.max_pixels < smallest:
+        raise ConfigError(f"data.max_pixels: {cfg.data.max_pixels} is below the smallest input of a {family.name} "
+                          f"model ({family.factor}x{family.factor} = {smallest} pixels)")
+
+
+def build_data(cfg: Config, with_report: bool = False, family=None):
     """The training dataset of ``cfg.data``. A source that writes box targets itself (the ``mixture``; see
     :func:`rscovlm.train.sources.source_uses_family`) is given the family of the checkpoint, so its targets are in
     the box frame that model reads and writes (resized pixels for Qwen2.5-VL, the 0-1000 grid for Qwen2-VL and
     Qwen3-VL) at its side factor; a family option the user forces on such a source that contradicts the checkpoint
-    is an error (raised by the source). Errors become :class:`ConfigError` naming the source."""
+    is an error (raised by the source). Errors become :class:`ConfigError` naming the source. Every image the data
+    references is checked before returning (:func:`check_data_images`); ``with_report`` returns
+    ``(dataset, report)``; ``family``: the checkpoint's, when the caller has it already."""
     from rscovlm.train.sources import build_source, source_uses_family
 
-    family = checkpoint_family(cfg) if source_uses_family(cfg.data.source) else None
+    if source_uses_family(cfg.data.source):
+        family = family or checkpoint_family(cfg)
+    else:
+        family = None
     try:
-        return build_source(cfg.data, seed=cfg.train.seed, family=family)
+        dataset = build_source(cfg.data, seed=cfg.train.seed, family=family)
     except (ValueError, OSError) as err:
         raise ConfigError(f"data ({cfg.data.source}): {err}") from err
+    report = check_data_images(cfg, dataset)
+    return (dataset, report) if with_report else dataset
+
+
+def check_data_images(cfg: Config, dataset):
+    """The pre-flight image check of ``dataset`` (:mod:`rscovlm.train.preflight`) as configured by
+    ``data.check_images`` / ``data.skip_invalid_images``; prints its one-line summary. None when the dataset does
+    not list its images or the check is off."""
+    from rscovlm.train.preflight import PreflightError, apply_image_check, supports_image_check
+
+    if cfg.data.check_images == "none" or not supports_image_check(dataset):
+        return None
+    shard, gather = (0, 1), None
+    if _distributed():  # the ranks split the files and exchange what they found: every rank drops the same records
+        import torch.distributed as dist
+
+        shard = (dist.get_rank(), dist.get_world_size())
+
+        def gather(found: dict) -> dict:
+            parts: list = [None] * shard[1]
+            dist.all_gather_object(parts, found)
+            return {path: value for part in parts for path, value in part.items()}
+
+    try:
+        report = apply_image_check(dataset, cfg.data.check_images, cfg.data.skip_invalid_images, shard=shard,
+                                   gather=gather)
+    except PreflightError as err:
+        raise ConfigError(str(err)) from err
+    _say(f"data: {report.summary()}")
+    for line in report.listing() if report.skipped_records else []:
+        _say(line)
+    return report
 
 
 def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
@@ -331,12 +453,20 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
     from rscovlm.model.collator import Collator, ConversationEncoder, EncodedDataset
     from rscovlm.model.loading import load_model, load_processor
     from rscovlm.resolution import ResolutionPolicy
+    from rscovlm.train.sources import source_uses_family
 
     if console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
+    check_model(cfg)  # a local path that is not there fails at once
     args = build_training_arguments(cfg)
-    # before the model: a bad data file should fail in seconds, not after loading 7B weights
-    conversations = dataset if dataset is not None else build_data(cfg)
+    # before the weights: a bad data file or image should fail in seconds, not after loading 7B weights
+    image_check = None
+    family = checkpoint_family(cfg) if dataset is None and source_uses_family(cfg.data.source) else None
+    if dataset is not None:
+        conversations = dataset
+    else:
+        conversations, image_check = build_data(cfg, with_report=True, family=family)
+    check_pixels(cfg, family or checkpoint_family(cfg))  # the model's config only
     set_seed(cfg.train.seed)
     model_cfg = cfg.model
     if model_cfg.dtype == "auto":
@@ -347,7 +477,7 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
         model, family = load_model(model_cfg)
         processor = load_processor(cfg.model.model_name_or_path, cfg.data.min_pixels, cfg.data.max_pixels)
     except (OSError, KeyError, ValueError) as err:  # missing folder / unknown hub id / unknown family / all frozen
-        raise ConfigError(f"model.model_name_or_path={cfg.model.model_name_or_path}: cannot load: {err}") from err
+        raise _load_error(cfg.model.model_name_or_path, err) from err
     if args.gradient_checkpointing:
         model.config.use_cache = False
     policy = ResolutionPolicy(min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
@@ -361,6 +491,7 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
         data_collator=Collator(processor.tokenizer.pad_token_id), processing_class=processor,
         callbacks=callbacks, family=family, module_lrs=module_lrs, keep_order=not cfg.data.shuffle,
     )
+    trainer.image_check = image_check
     if console == "bar":
         from transformers import ProgressCallback
 
@@ -376,16 +507,30 @@ def train(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
     beside the checkpoints."""
     if console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
-    resume = _resume_path(cfg.train.resume_from_checkpoint, cfg.train.output_dir)  # fails before loading
+    # everything that can be checked without the model first: resume folder, model path, data and images
+    resume = _resume_path(cfg.train.resume_from_checkpoint, cfg.train.output_dir)
     trainer = build_trainer(cfg, dataset=dataset, callbacks=callbacks, console=console,
                             progress_desc=progress_desc)
     out = Path(cfg.train.output_dir)
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         (out / "rscovlm_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except BaseException:
+        _close_progress_bars(trainer)  # the error message then starts on its own line, not after the bar
+        raise
     dropped = trainer.dropped_totals()
     trainer.save_model(str(out))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return TrainResult(output_dir=str(out), global_step=trainer.state.global_step,
-                       training_loss=float(result.training_loss), losses=losses, dropped=dropped, trainer=trainer)
+                       training_loss=float(result.training_loss), losses=losses, dropped=dropped, trainer=trainer,
+                       image_check=trainer.image_check)
+
+
+def _close_progress_bars(trainer) -> None:
+    for callback in trainer.callback_handler.callbacks:
+        bar = getattr(callback, "training_bar", None)
+        if bar is not None:
+            bar.close()
+            callback.training_bar = None
