@@ -120,15 +120,7 @@ _CORPUS_SENTENCES = (
     "plane: (12, 34), (56, 34), (56, 78), (12, 78); (100, 200), (300, 200), (300, 400), (100, 400)",
     "ship <quad>(1,2),(3,4),(5,6),(7,8)</quad> ship [10, 20, 30, 40] {12,345,678,901}",
     "The image is too large. Zoom in on the region of interest first.",
-    # the reference's zoom-in call and follow-up (rscovlm.protocol.zoom; templates/reference/zoom.yaml)
-    '<tool_call>\n{"name": "image_zoom_in", "arguments": {"bbox": [100, 200, 300, 400]}}\n</tool_call>',
-    "Here's the zoomed-in image. You can complete your task now.",
-    "Zoom in to the region of interest and answer the question.",
-    # the reference's detection prompts and answers (rscovlm.protocol.reference)
-    "find the baseball diamond, basketball court, bridge, ground track field, harbor, helicopter, large vehicle.",
-    "120,45,160,45,160,80,120,80 plane\n10,20,30,40 small vehicle\n300,200,40,12,-30 ship\n",
-    '```json\n[\n\t{"quadrant bbox": [1, 2, 3, 4, 5, 6, 7, 8], "label": "storage tank"},\n'
-    '\t{"oriented bbox": [50, 60, 40, 12, 30], "label": "harbor"}\n]\n```',
+    '<tool_call>{"name": "zoom_in", "arguments": {"bbox_2d": [100, 200, 300, 400]}}</tool_call>',
     "Answer the question using a single word or phrase.",
     "The answer is 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 25 50 100 1000.",
     "Describe the image in detail. This is an aerial image of an urban area with many buildings and roads.",
