@@ -282,6 +282,32 @@ def test_mixed_forms_and_prose_around_boxes():
     assert r.forms == {"reference-plain": 1, "rscovlm-plain": 1, "bbox_2d-json": 1, "geochat": 1}
 
 
+def test_geochat_boxes_among_other_lines_of_one_block():
+    text = "Objects:\n1,2,3,2,3,4,1,4 plane\n<p>harbor</p> {<1><2><3><4>}\nship: (1,1),(2,2)\nbye."
+    r = parse_detections(text, frame=Frame.model(100, 100), categories=DOTA_V1_0)
+    assert r.objects.labels == ["plane", "harbor", "ship"] and r.unparsed == ["Objects:", "bye"]
+    assert r.form == "reference-plain+geochat+rscovlm-plain"
+
+
+def test_eval_responses_read_reference_answers_with_nothing_unparsed():
+    from rscovlm.eval.responses import read_response
+    from rscovlm.model.families import family_for
+    from rscovlm.resolution import ResizePlan
+
+    plan = ResizePlan.from_dict({"original": [2000, 1000], "model": [1008, 504]})
+    family = family_for("qwen2_5_vl")
+    quads = [[100, 50, 140, 50, 140, 70, 100, 70], [5, 60, 25, 60, 25, 80, 5, 80]]
+    objs = ObjectSet(Boxes(np.asarray(quads, float), "quad", Frame.model(1008, 504)), ["plane", "small-vehicle"])
+    for kind in ("quad", "hbb", "obb"):
+        for form in ("plain", "json"):
+            parsed, mapped = read_response(write_detections(objs, form, kind=kind), plan, family, DOTA_V1_0)
+            assert parsed.unparsed_fraction == 0 and parsed.objects.labels == ["plane", "small-vehicle"]
+            assert np.allclose(Boxes(mapped, "quad").to("hbb").data[0], [100 * 2000 / 1008, 50 * 1000 / 504,
+                                                                          140 * 2000 / 1008, 70 * 1000 / 504])
+    parsed, _ = read_response('[{"bbox_2d": [10, 20, 30, 40], "label": "ship"}]', plan, family, DOTA_V1_0)
+    assert parsed.objects.labels == ["ship"] and parsed.unparsed_fraction == 0
+
+
 def test_labels_outside_the_vocabulary_map_through_synonyms_only_when_asked():
     text = "1,2,3,2,3,4,1,4 aircraft\n1,2,3,2,3,4,1,4 baseball-diamond\n1,2,3,2,3,4,1,4 Vessel\n1,2,3,2,3,4,1,4 ufo"
     r = _read(text)

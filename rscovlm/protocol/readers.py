@@ -33,7 +33,8 @@ readable box) or ``not text``.
   the box before rotation about its centre and ``angle`` is in degrees, positive = COUNTER-clockwise on screen
   (GeoChat's demo draws the box with ``cv2.getRotationMatrix2D(centre, angle)``), so the candidate is the obb
   ``(cx, cy, x2 - x1, y2 - y1, -angle)`` in rscovlm's convention (positive = clockwise); without an angle, or
-  with angle 0, it is the hbb ``(x1, y1, x2, y2)``.
+  with angle 0, it is the hbb ``(x1, y1, x2, y2)``. The rest of a block that holds GeoChat boxes is read as
+  plain text (lines of the other forms are read, prose is reported).
 * ``rscovlm-plain``: lines of ``label: box; box; ...``. A box is two ``(x,y)`` vertices (hbb), four (quad), or
   one ``(cx,cy,w,h,angle)`` group (obb); vertices are joined by commas. Numbers are read only from these groups:
   ASCII digits, an optional sign, decimal point and exponent (at most 20 digits before and after the point).
@@ -478,30 +479,32 @@ def _geochat_candidate(m: re.Match, raw: str, label: str | None) -> Candidate:
 
 
 def _read_geochat(text: str, ctx: ReadContext) -> int | None:
+    """GeoChat boxes; the text between them is read as plain text (other forms' lines are read, prose is
+    reported), except that with ``captions`` the prose right before an unlabelled box is its caption."""
     label: str | None = None
     pos = 0
     for m in _GEO_TOKEN.finditer(text):
-        gap = text[pos:m.start()].strip(_GEO_FILLER)
+        gap = text[pos:m.start()]
+        caption = None
+        if m.group("label") is None and ctx.captions and label is None:
+            caption = gap.strip(_GEO_FILLER) or None
+        elif gap.strip(_GEO_FILLER):
+            stop = _read_plain(gap, ctx)
+            if stop is not None:
+                return pos + stop
         if not ctx.take():
-            return pos
+            return m.start()
         pos = m.end()
         if m.group("label") is not None:
-            if gap:
-                ctx.junk(gap)
             label = m.group("label").strip() or None
             continue
-        name = label
-        if gap and ctx.captions and label is None:
-            name = gap  # prose right before a box is its caption (grounding)
-        elif gap:
-            ctx.junk(gap)
+        name = label if label is not None else caption
         raw = m.group() if name is None else f"{name}: {m.group()}"
         ctx.out.append(_geochat_candidate(m, raw, name))
-    rest = text[pos:].strip(_GEO_FILLER)
-    if rest:
-        if not ctx.take():
-            return pos
-        ctx.junk(rest)
+    if text[pos:].strip(_GEO_FILLER):
+        stop = _read_plain(text[pos:], ctx)
+        if stop is not None:
+            return pos + stop
     return None
 
 
