@@ -186,7 +186,8 @@ def _readers():
     def grounding_rules(text, i):  # the reference's rule (prompt form given or not) and the strict box reader
         j = i // STRIDES["grounding rules"]
         kind = KINDS[j % 3]
-        read = read_grounding(text, kind, ("reference", "boxes", "auto")[j // 3 % 3], (None, "plain", "json")[j // 9 % 3])
+        rule, form = ("reference", "boxes", "auto")[j // 3 % 3], (None, "plain", "json")[j // 9 % 3]
+        read = read_grounding(text, kind, rule, form)
         assert len(read.values) == len(read.grids) and read.boxes(frame).kind == kind
         assert all(isinstance(u, str) for u in read.unparsed)
 
