@@ -31,8 +31,12 @@ class _Handler(BaseHTTPRequestHandler):
                 data = part["image_url"]["url"].split(",", 1)[1]
                 sizes.append("%dx%d" % Image.open(io.BytesIO(base64.b64decode(data))).size)
         text = next(p["text"] for p in parts if p["type"] == "text")
-        reply = {"choices": [{"message": {"role": "assistant",
-                                          "content": f"{text} | {','.join(sizes)} | {body['max_tokens']}"}}]}
+        choice = {"message": {"role": "assistant", "content": f"{text} | {','.join(sizes)} | {body['max_tokens']}"}}
+        if "cut" in text:  # what vLLM answers when max_tokens runs out
+            choice["finish_reason"] = "length"
+        elif "done" in text:
+            choice["finish_reason"] = "stop"
+        reply = {"choices": [choice], "usage": {"completion_tokens": 5}}
         raw = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -71,3 +75,18 @@ def test_unreachable_server_is_a_clear_error():
     backend = get_backend("openai", base_url="http://127.0.0.1:9/v1", model="tiny", timeout_s=5)
     with pytest.raises(OpenAIBackendError, match="127.0.0.1:9"):
         backend.generate([_conv(0)])
+
+
+def test_finish_reasons_and_task_budgets(server):
+    backend = get_backend("openai", base_url=server, model="tiny")
+    convs = [_conv(0), _conv(1), _conv(2)]
+    convs[0][0]["content"][1]["text"] = "cut"
+    convs[1][0]["content"][1]["text"] = "done"
+    out = backend.generate_results(convs, task="detection")
+    assert [g.finish_reason for g in out] == ["length", "stop", None]
+    assert [g.truncated for g in out] == [True, False, False]
+    assert out[0].max_new_tokens == 16384 and out[0].text.endswith("| 16384") and out[0].n_new_tokens == 5
+    assert backend.generate(convs[:1], task="grounding")[0].endswith("| 1024")
+    assert backend.generate(convs[:1], task="detection", max_new_tokens=9)[0].endswith("| 9")
+    backend = get_backend("openai", base_url=server, model="tiny", task_budgets={"detection": 8192})
+    assert backend.generate(convs[:1], task="detection")[0].endswith("| 8192")

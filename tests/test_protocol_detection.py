@@ -203,7 +203,7 @@ def test_text_around_fences_is_reported_and_each_block_read():
             f"```\nship: {QUAD_B}\n```")
     r = parse_detections(text, categories=DOTA_V1_0)
     assert r.objects.labels == ["plane", "ship"] and r.unparsed == ["Here they are:", "and"]
-    assert r.form == "json+plain"
+    assert r.form == "bbox_2d-json+rscovlm-plain" and r.forms == {"bbox_2d-json": 1, "rscovlm-plain": 1}
     assert parse_detections("```json\nThere are none.\n```").none
     assert parse_detections("There is none. plane: (1,1),(2,2)").none is False
 
@@ -250,6 +250,8 @@ def test_json_object_scanner_matches_a_character_loop():
 
 def test_reading_reports_the_form():
     assert read_answer("There are none.").form == "none"
-    assert read_answer(f"plane: {QUAD_A}").form == "plain"
-    assert read_answer('[{"bbox_2d": [1, 2, 3, 4], "label": "plane"}]').form == "json"
+    assert read_answer(f"plane: {QUAD_A}").form == "rscovlm-plain"
+    assert read_answer('[{"bbox_2d": [1, 2, 3, 4], "label": "plane"}]').form == "bbox_2d-json"
+    assert read_answer('[{"quad_2d": [1, 2, 3, 4, 5, 6, 7, 8], "label": "plane"}]').form == "rscovlm-json"
     assert read_answer("   ").form == "empty"
+    assert read_answer("I cannot tell.").form == read_answer('[{"bbox_2d": [1, 2]}]').form == "unreadable"

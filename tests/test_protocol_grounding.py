@@ -17,7 +17,7 @@ def test_round_trip_keeps_order_and_rounds(kind, data, form):
     frame = Frame.model(112, 112)
     boxes = Boxes(data, kind, frame)
     text = format_grounding(boxes, form)
-    parsed, unparsed = parse_grounding(text, kind, frame)
+    parsed, unparsed = parse_grounding(text, kind, frame, rule="boxes")  # every box (the reference rule: the first)
     assert unparsed == [] and parsed.frame == frame
     expected = np.rint(boxes.normalized().data)
     if kind == "obb":
@@ -50,9 +50,15 @@ def test_caption_before_and_prose_after_a_box():
 def test_nested_json_and_huge_integers_are_unparsed_not_raised():
     # main: RecursionError / OverflowError
     deep = '[{"bbox_2d": ' + "[" * 20_000 + "]" * 20_000 + "}, {\"bbox_2d\": [1, 2, 3, 4]}]"
-    boxes, unparsed = parse_grounding(deep)
+    boxes, unparsed = parse_grounding(deep, rule="boxes")
     assert boxes.data.tolist() == [[1, 2, 3, 4]] and len(unparsed) == 1
-    boxes, unparsed = parse_grounding('[{"bbox_2d": [' + "9" * 400 + ", 2, 3, 4]}]")
-    assert len(boxes) == 0 and len(unparsed) == 1
-    boxes, unparsed = parse_grounding('[{"bbox_2d": [true, 2, 3, 4]}, {"bbox_2d": [1, 2, 3, 4], "quad_2d": []}]')
+    boxes, unparsed = parse_grounding(deep)  # the reference rule: the first [n, n, n, n] anywhere
+    assert boxes.data.tolist() == [[1, 2, 3, 4]] and unparsed == []
+    for rule in ("auto", "boxes"):
+        boxes, unparsed = parse_grounding('[{"bbox_2d": [' + "9" * 400 + ", 2, 3, 4]}]", rule=rule)
+        assert len(boxes) == 0 and len(unparsed) == 1
+    ambiguous = '[{"bbox_2d": [true, 2, 3, 4]}, {"bbox_2d": [1, 2, 3, 4], "quad_2d": []}]'
+    boxes, unparsed = parse_grounding(ambiguous, rule="boxes")
     assert len(boxes) == 0 and len(unparsed) == 2
+    boxes, unparsed = parse_grounding(ambiguous)  # the reference reads the first four-number list
+    assert boxes.data.tolist() == [[1, 2, 3, 4]]

@@ -15,7 +15,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from rscovlm.infer.backends import register_backend
+from rscovlm.infer.backends import TASK_MAX_NEW_TOKENS, Generation, budget, register_backend
 
 
 def _image_part(image) -> dict:
@@ -48,7 +48,10 @@ class OpenAIConfig:
     base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "server root, ending in /v1"})
     model: str = field(default="rscovlm", metadata={"help": "model name the server serves"})
     api_key: str = field(default="EMPTY", metadata={"help": "bearer token (vLLM accepts any by default)"})
-    max_new_tokens: int = field(default=1024, metadata={"help": "max_tokens of each request"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "max_tokens of every request; default: the per-task budget (task_budgets)"})
+    task_budgets: dict = field(default_factory=lambda: dict(TASK_MAX_NEW_TOKENS), metadata={
+        "help": "max_tokens per task (detection 16384, as the reference; grounding, vqa, ... 1024)"})
     timeout_s: float = field(default=600.0, metadata={"help": "per-request timeout"})
     concurrency: int = field(default=8, metadata={"help": "requests in flight at once"})
 
@@ -58,7 +61,7 @@ class OpenAIBackend:
     def __init__(self, config: OpenAIConfig | None = None, **overrides):
         self.config = config or OpenAIConfig(**overrides)
 
-    def _post(self, messages: list[dict], max_new_tokens: int) -> str:
+    def _post(self, messages: list[dict], max_new_tokens: int) -> Generation:
         body = json.dumps({"model": self.config.model, "messages": to_openai_messages(messages),
                            "max_tokens": max_new_tokens, "temperature": 0.0}).encode()
         url = self.config.base_url.rstrip("/") + "/chat/completions"
@@ -72,18 +75,41 @@ class OpenAIBackend:
         except urllib.error.URLError as err:
             raise OpenAIBackendError(f"{url}: {err.reason}") from err
         try:
-            return payload["choices"][0]["message"]["content"] or ""
+            choice = payload["choices"][0]
+            text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as err:
             raise OpenAIBackendError(f"{url}: unexpected response {str(payload)[:500]}") from err
+        return Generation(text, _finish_reason(choice.get("finish_reason")), max_new_tokens,
+                          _completion_tokens(payload))
 
-    def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None,
-                 progress=None) -> list[str]:
-        """One response per conversation, in order; ``progress`` (e.g. a tqdm bar) advances per answer."""
-        limit = max_new_tokens or self.config.max_new_tokens
-        responses = []
+    def generate_results(self, conversations: list[list[dict]], max_new_tokens: int | None = None,
+                         progress=None, task: str | None = None) -> list[Generation]:
+        """One answer per conversation, in order, with the server's finish reason (``length``: cut off by the
+        budget); ``task`` picks the budget; ``progress`` (e.g. a tqdm bar) advances per answer."""
+        limit = budget(task, max_new_tokens, self.config.max_new_tokens, self.config.task_budgets)
+        results = []
         with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
-            for response in pool.map(lambda c: self._post(c, limit), conversations):
-                responses.append(response)
+            for result in pool.map(lambda c: self._post(c, limit), conversations):
+                results.append(result)
                 if progress is not None:
                     progress.update(1)
-        return responses
+        return results
+
+    def generate(self, conversations: list[list[dict]], max_new_tokens: int | None = None,
+                 progress=None, task: str | None = None) -> list[str]:
+        """The texts of :meth:`generate_results`."""
+        return [g.text for g in self.generate_results(conversations, max_new_tokens, progress, task)]
+
+
+def _finish_reason(value) -> str | None:
+    """OpenAI's ``finish_reason``: ``length`` stays, an end of the model's own (``stop``, ``tool_calls``,
+    ``eos``, ...) is ``stop``, a missing one None."""
+    if not isinstance(value, str):
+        return None
+    return "length" if value == "length" else "stop"
+
+
+def _completion_tokens(payload) -> int | None:
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    n = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) else None

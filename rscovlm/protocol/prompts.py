@@ -1,21 +1,19 @@
-"""Prompt templates and the synonym table (data files under ``rscovlm/protocol/templates``).
+"""Legacy prompt API of the current sample builder, and the synonym table (``templates/synonyms.yaml``).
 
-Layout::
+The prompt strings live in prompt sets (:mod:`rscovlm.protocol.prompt_sets`: ``get_prompt_set``, the
+``reference`` set by default). This module keeps the interface the builder used before prompt sets existed:
+:func:`load_prompt_set` returns, per task, form and box kind, the tuple of training templates (the first one is
+the evaluation prompt) and the open-ended phrases. Its ``"default"`` is the ``rscovlm-v0`` set, the templates
+that builder was written for; new code should call ``get_prompt_set`` instead, which also carries system
+prompts, the reference's template draws, evaluation prompts per benchmark and the zoom strings.
 
-    templates/<set>/detection.yaml   plain|json -> hbb|obb|quad -> [prompt, ...] with {categories}; open_ended
-    templates/<set>/grounding.yaml   plain|json -> hbb|obb|quad -> [prompt, ...] with {object}
     templates/synonyms.yaml          canonical category id -> [synonym, ...]
     templates/descriptors.yaml       task descriptors of older RS VLMs and their replacements (converters)
-
-A prompt set is chosen per mixture unit (``prompt_set``); a folder given as a path works too. Training draws a
-template at random; evaluation takes the first plain one (:func:`choose`), so both read the same files and
-cannot drift apart.
 """
 
 from __future__ import annotations
 
 import re
-import string
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -24,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from rscovlm.protocol.prompt_sets import get_prompt_set
+
 FORMS = ("plain", "json")
 KINDS = ("hbb", "obb", "quad")
-PLACEHOLDERS = {"detection": {"categories"}, "grounding": {"object"}}
+LEGACY_DEFAULT = "rscovlm-v0"
 
 
 @dataclass(frozen=True)
@@ -67,36 +67,19 @@ def _read_yaml(where, name: str) -> dict:
     return data
 
 
-def _task_templates(data: dict, task: str, where: str) -> TaskTemplates:
-    prompts: dict = {}
-    for form in FORMS:
-        prompts[form] = {}
-        for kind in KINDS:
-            items = (data.get(form) or {}).get(kind)
-            if not isinstance(items, list) or not items or not all(isinstance(t, str) and t for t in items):
-                raise ValueError(f"{where}: {form}.{kind}: expected a non-empty list of prompts")
-            for t in items:
-                names = {f for _, f, _, _ in string.Formatter().parse(t) if f is not None}
-                if names != PLACEHOLDERS[task]:
-                    raise ValueError(f"{where}: {form}.{kind}: prompt {t!r} must use exactly "
-                                     f"{sorted(PLACEHOLDERS[task])} as placeholders, found {sorted(names)}")
-            prompts[form][kind] = tuple(items)
-    open_ended = tuple(data.get("open_ended") or ())
-    if task == "detection" and not open_ended:
-        raise ValueError(f"{where}: open_ended: expected a non-empty list of phrases")
-    return TaskTemplates(task, prompts, open_ended)
+def _legacy(task) -> TaskTemplates:
+    prompts = {form: {kind: (fp.train.proxies if fp.train.proxy_prob >= 1.0 and fp.train.proxies
+                             else (fp.train.main, *fp.train.proxies))
+                      for kind, fp in kinds.items()} for form, kinds in task.forms.items()}
+    return TaskTemplates(task.task, prompts, task.open_end.phrases if task.open_end else ())
 
 
 @lru_cache(maxsize=None)
 def load_prompt_set(name: str = "default") -> PromptSet:
-    """The prompt set ``name``: a packaged set, or (when ``name`` contains ``/``) a folder holding
-    detection.yaml and grounding.yaml."""
-    where = Path(name) if "/" in name else _templates_root().joinpath(name)
-    if not where.is_dir():
-        raise FileNotFoundError(f"unknown prompt set {name!r} (no folder {where})")
-    return PromptSet(name,
-                     _task_templates(_read_yaml(where, "detection.yaml"), "detection", f"{where}/detection.yaml"),
-                     _task_templates(_read_yaml(where, "grounding.yaml"), "grounding", f"{where}/grounding.yaml"))
+    """Legacy view of a prompt set (``"default"``: ``rscovlm-v0``; a folder path works too): per task the tuples of
+    training templates, the first one being the evaluation prompt, and the open-ended phrases."""
+    ps = get_prompt_set(LEGACY_DEFAULT if name == "default" else name)
+    return PromptSet(name, _legacy(ps.task("detection")), _legacy(ps.task("grounding")))
 
 
 @lru_cache(maxsize=None)

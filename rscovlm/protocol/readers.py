@@ -7,14 +7,36 @@ so that a caller can account for all of it. Which boxes a caller keeps (vocabula
 
 Forms
 -----
-* ``none``: the whole answer is ``There is none.`` or ``There are none.`` (any case, the period optional).
-* ``json``: a list of objects, one per box, ``{"bbox_2d": [x1, y1, x2, y2], "label": "plane"}``; the box key names
-  the kind (:data:`JSON_BOX_KEYS`: ``bbox_2d`` hbb, ``quad_2d`` quad, ``rbox_2d`` obb). Each top-level ``{...}`` is
-  read on its own, so a truncated or partly broken list still yields its complete objects; everything else in the
-  text (apart from ``[``, ``]``, commas and whitespace) is reported. A value must be a list of ``BOX_DIMS[kind]``
-  JSON numbers (not booleans) that are finite as floats.
-* ``plain``: lines of ``label: box; box; ...``. A box is two ``(x,y)`` vertices (hbb), four (quad), or one
-  ``(cx,cy,w,h,angle)`` group (obb); vertices are joined by commas. Numbers are read only from these groups:
+Each box is reported with the form it was written in (:attr:`Candidate.form`); :attr:`Reading.form` joins the
+forms of the readable boxes (``reference-plain+bbox_2d-json``), or says ``none``, ``empty``, ``unreadable`` (no
+readable box) or ``not text``.
+
+* ``none``: the whole answer is ``There is none.`` (the paper) or ``There are none.`` (the reference), any case,
+  the period optional.
+* ``reference-plain``: a line that starts with comma-separated numbers, then whitespace and the label (the rest
+  of the line): ``120,45,160,45,160,80,120,80 plane`` (quad, 8 numbers), ``x1,y1,x2,y2 label`` (hbb, 4),
+  ``cx,cy,w,h,a label`` (obb, 5, angle in degrees) - :mod:`rscovlm.protocol.reference`. Numbers may carry a sign
+  and decimals (at most 20 digits before and after the point); spaces around the commas are allowed. A line of
+  another count of numbers is read as an rscovlm-plain line (numbered prose such as ``2. plane: ...``); a line
+  without a label is a box without a label (a grounding answer).
+* JSON: a list of objects, one per box, ``{"<box key>": [...], "label": "plane"}``; the key names the kind and
+  the form (:data:`JSON_BOX_KEYS`): ``bbox_2d-json`` for ``bbox_2d`` (hbb: Qwen2.5-VL's native answers and the
+  reference's hbb form), ``reference-json`` for ``quadrant bbox`` (quad) and ``oriented bbox`` (obb, degrees),
+  ``rscovlm-json`` for ``quad_2d`` and ``rbox_2d``. Each top-level ``{...}`` is read on its own, so a truncated
+  or partly broken list still yields its complete objects; everything else in the text (apart from ``[``,
+  ``]``, commas and whitespace) is reported. A value must be a list of ``BOX_DIMS[kind]`` JSON numbers (not
+  booleans) that are finite as floats (the reference keeps the first 8 of a longer quad list; here it is
+  reported).
+* ``geochat``: GeoChat's ``{<x1><y1><x2><y2>|<angle>}``, boxes optionally preceded by ``<p>label</p>``
+  (a label holds until the next one) and concatenated (``{...}{...}``). Coordinates are on GeoChat's 0-100 grid
+  of the image (:attr:`Candidate.grid` = 100; the parsers map them into the caller's frame); ``x1,y1,x2,y2`` is
+  the box before rotation about its centre and ``angle`` is in degrees, positive = COUNTER-clockwise on screen
+  (GeoChat's demo draws the box with ``cv2.getRotationMatrix2D(centre, angle)``), so the candidate is the obb
+  ``(cx, cy, x2 - x1, y2 - y1, -angle)`` in rscovlm's convention (positive = clockwise); without an angle, or
+  with angle 0, it is the hbb ``(x1, y1, x2, y2)``. The rest of a block that holds GeoChat boxes is read as
+  plain text (lines of the other forms are read, prose is reported).
+* ``rscovlm-plain``: lines of ``label: box; box; ...``. A box is two ``(x,y)`` vertices (hbb), four (quad), or
+  one ``(cx,cy,w,h,angle)`` group (obb); vertices are joined by commas. Numbers are read only from these groups:
   ASCII digits, an optional sign, decimal point and exponent (at most 20 digits before and after the point).
   Each ``label:`` starts a new category, on a new line or inside one (``plane: (..),(..); ship: (..),(..)``); a
   label holds for the rest of its line and is never carried over to the next line. Objects are separated by
@@ -24,7 +46,9 @@ Forms
   label is reported, except with ``captions=True`` (grounding), where any text before the first box of a piece
   (``the plane at (10,20),(30,40)``) is its caption.
 * Fenced blocks (```` ```json ... ``` ````, the closing fence optional): every block is read by the reader whose
-  form it has (json when it starts with ``[`` or ``{``, else plain); text outside the fences is reported.
+  form it has; text outside the fences is read too (prose there is reported, boxes are read), so mixed answers
+  lose nothing. A block is GeoChat when it holds ``{<number``, JSON when it starts with ``[`` or ``{``, else
+  plain (reference and rscovlm lines, line by line).
 
 New forms are added by putting a :class:`Reader` into :data:`READERS` ahead of ``plain`` (which takes any text).
 
@@ -59,25 +83,35 @@ MAX_CHARS = 131_072
 MAX_PIECES = 4_096
 MAX_JSON_DEPTH = 32
 
-JSON_BOX_KEYS: dict[str, BoxKind] = {"bbox_2d": "hbb", "quad_2d": "quad", "rbox_2d": "obb"}
+JSON_BOX_KEYS: dict[str, BoxKind] = {"bbox_2d": "hbb", "quad_2d": "quad", "rbox_2d": "obb",
+                                     "quadrant bbox": "quad", "oriented bbox": "obb"}
+JSON_KEY_FORMS: dict[str, str] = {"bbox_2d": "bbox_2d-json", "quad_2d": "rscovlm-json", "rbox_2d": "rscovlm-json",
+                                  "quadrant bbox": "reference-json", "oriented bbox": "reference-json"}
+GEOCHAT_GRID = 100.0
 _VERTICES_KIND: dict[int, BoxKind] = {2: "hbb", 4: "quad"}
+_COUNT_KIND: dict[int, BoxKind] = {4: "hbb", 5: "obb", 8: "quad"}
 
 
 class Candidate(NamedTuple):
-    """One piece of an answer: a box (``kind`` and ``values`` set; ``label`` as written, or None) or, with
-    ``kind`` None, a fragment that could not be read. ``raw`` is its text, for reports."""
+    """One piece of an answer: a box (``kind`` and ``values`` set; ``label`` as written, or None; obb angles in
+    degrees) or, with ``kind`` None, a fragment that could not be read. ``raw`` is its text, for reports;
+    ``form`` the form the box was written in; ``grid``: the values are on a ``grid`` x ``grid`` frame of the
+    image (GeoChat's 0-100) instead of the caller's frame."""
 
     raw: str
     label: str | None = None
     kind: BoxKind | None = None
     values: tuple[float, ...] | None = None
+    form: str | None = None
+    grid: float | None = None
 
 
 @dataclass
 class Reading:
-    """What :func:`read_answer` found: ``form`` (``none``, ``json``, ``plain``, ``empty`` for blank text, ``not
-    text`` for a non-string, the forms of several fenced blocks joined by ``+``), the candidates in text order and
-    the limits that were hit."""
+    """What :func:`read_answer` found: ``form`` (the forms of the readable boxes joined by ``+`` in order of
+    appearance, e.g. ``reference-plain``; ``none`` for an explicit empty answer, ``empty`` for blank text,
+    ``unreadable`` when no box could be read, ``not text`` for a non-string), the candidates in text order and the
+    limits that were hit."""
 
     form: str
     candidates: list[Candidate] = field(default_factory=list)
@@ -176,19 +210,54 @@ def _box(text: str) -> tuple[BoxKind | None, tuple[float, ...] | None]:
     return (kind, values) if values is not None else (None, None)
 
 
+# a reference line: comma-separated numbers, then (after whitespace) the label, the rest of the line
+_REF_NUM = r"[-+]?+(?:[0-9]{1,20}+(?:\.[0-9]{1,20}+)?+|\.[0-9]{1,20}+)"
+_REF_LINE = re.compile(rf"(?P<nums>{_REF_NUM}(?:[ \t]*+,[ \t]*+{_REF_NUM})*+)(?:[ \t]++(?P<label>[^\n]*+))?")
+_REF_NUM_RE = re.compile(_REF_NUM)
+_LINE = re.compile(r"[^\n]++")
+
+
+def _reference_line(line: str) -> Candidate | None:
+    """A reference-plain box from a stripped line, or None when the line is not one (wrong count of numbers)."""
+    if line[0] not in "0123456789+-.":
+        return None
+    m = _REF_LINE.fullmatch(line)
+    if m is None:
+        return None
+    numbers = _REF_NUM_RE.findall(m.group("nums"))
+    kind = _COUNT_KIND.get(len(numbers))
+    if kind is None:
+        return None
+    label = (m.group("label") or "").strip(_FILLER) or None
+    values = _floats(numbers)
+    if values is None:
+        return Candidate(line)
+    return Candidate(line, label, kind, values, "reference-plain")
+
+
 def _read_plain(text: str, ctx: ReadContext) -> int | None:
     text = text.replace("\r", "\n")  # same length: offsets stay valid
-    label: str | None = None
-    line_end = -1
-    for piece in _PIECE.finditer(text):
-        if piece.start() > line_end:  # a new line: labels do not carry over
-            label = None
-            nl = text.find("\n", piece.start())
-            line_end = len(text) if nl < 0 else nl
-        stop, label = _read_piece(piece.group(), label, ctx)
-        if stop is not None:
-            return piece.start() + stop
+    for line in _LINE.finditer(text):
+        stripped = line.group().strip()
+        if not stripped:
+            continue
+        ref = _reference_line(stripped)
+        if ref is not None:
+            if not ctx.take():
+                return line.start()
+            ctx.out.append(ref)
+            continue
+        label: str | None = None  # labels do not carry over from one line to the next
+        for piece in _PIECE.finditer(line.group()):
+            stop, label = _read_piece(piece.group(), label, ctx)
+            if stop is not None:
+                return line.start() + piece.start() + stop
     return None
+
+
+def _v0_candidate(raw: str, label: str | None, box: str) -> Candidate:
+    kind, values = _box(box)
+    return Candidate(raw, label, kind, values, "rscovlm-plain" if kind is not None else None)
 
 
 def _read_piece(piece: str, label: str | None, ctx: ReadContext) -> tuple[int | None, str | None]:
@@ -203,7 +272,7 @@ def _read_piece(piece: str, label: str | None, ctx: ReadContext) -> tuple[int | 
             label = simple.group("label").strip(_FILLER) or None
         elif label is not None:
             raw = f"{label}: {raw}"
-        ctx.out.append(Candidate(raw, label, *_box(box)))
+        ctx.out.append(_v0_candidate(raw, label, box))
         return None, label
     pos, after_box, n = 0, False, len(piece)
     while pos < n:
@@ -236,8 +305,7 @@ def _read_piece(piece: str, label: str | None, ctx: ReadContext) -> tuple[int | 
         name = label if colon >= 0 or label is not None else (caption or None)
         if colon < 0 and not caption and label is not None:
             raw = f"{label}: {raw}"  # the line's label, for the report
-        kind, values = _box(box.group())
-        ctx.out.append(Candidate(raw, name, kind, values))
+        ctx.out.append(_v0_candidate(raw, name, box.group()))
     return None, label
 
 
@@ -382,13 +450,69 @@ def _json_candidate(item, raw: str) -> Candidate:
         return Candidate(raw, label)
     kind = JSON_BOX_KEYS[keys[0]]
     values = _json_values(item[keys[0]], BOX_DIMS[kind])
-    return Candidate(raw, label, kind if values is not None else None, values)
+    if values is None:
+        return Candidate(raw, label)
+    return Candidate(raw, label, kind, values, JSON_KEY_FORMS[keys[0]])
+
+
+# ---- geochat --------------------------------------------------------------------------------------------------
+
+_GEO_HINT = re.compile(r"\{\s*+<\s*+[-+]?+[0-9.]")
+_GEO_N = rf"\s*+<\s*+({_NUM})\s*+>"
+_GEO_TOKEN = re.compile(rf"<p>(?P<label>[^<>\n]{{0,200}}+)</p>|\{{{_GEO_N}{_GEO_N}{_GEO_N}{_GEO_N}"
+                        rf"\s*+(?:\|{_GEO_N}\s*+)?\}}")
+_GEO_FILLER = " \t\r\n,.;"
+
+
+def _geochat_candidate(m: re.Match, raw: str, label: str | None) -> Candidate:
+    numbers = [g for g in m.groups()[1:] if g is not None]
+    values = _floats(numbers)
+    if values is None:
+        return Candidate(raw)
+    x1, y1, x2, y2 = values[:4]
+    angle = values[4] if len(values) == 5 else 0.0
+    if angle == 0.0:
+        return Candidate(raw, label, "hbb", (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), "geochat",
+                         GEOCHAT_GRID)
+    obb = ((x1 + x2) / 2, (y1 + y2) / 2, abs(x2 - x1), abs(y2 - y1), -angle)
+    return Candidate(raw, label, "obb", obb, "geochat", GEOCHAT_GRID)
+
+
+def _read_geochat(text: str, ctx: ReadContext) -> int | None:
+    """GeoChat boxes; the text between them is read as plain text (other forms' lines are read, prose is
+    reported), except that with ``captions`` the prose right before an unlabelled box is its caption."""
+    label: str | None = None
+    pos = 0
+    for m in _GEO_TOKEN.finditer(text):
+        gap = text[pos:m.start()]
+        caption = None
+        if m.group("label") is None and ctx.captions and label is None:
+            caption = gap.strip(_GEO_FILLER) or None
+        elif gap.strip(_GEO_FILLER):
+            stop = _read_plain(gap, ctx)
+            if stop is not None:
+                return pos + stop
+        if not ctx.take():
+            return m.start()
+        pos = m.end()
+        if m.group("label") is not None:
+            label = m.group("label").strip() or None
+            continue
+        name = label if label is not None else caption
+        raw = m.group() if name is None else f"{name}: {m.group()}"
+        ctx.out.append(_geochat_candidate(m, raw, name))
+    if text[pos:].strip(_GEO_FILLER):
+        stop = _read_plain(text[pos:], ctx)
+        if stop is not None:
+            return pos + stop
+    return None
 
 
 # ---- the registry and the front door --------------------------------------------------------------------------
 
 READERS: list[Reader] = [
     Reader("none", is_none_answer, lambda block, ctx: None),
+    Reader("geochat", lambda block: _GEO_HINT.search(block) is not None, _read_geochat),
     Reader("json", lambda block: block[0] in "[{", _read_json),
     Reader("plain", lambda block: True, _read_plain),
 ]
@@ -422,12 +546,8 @@ def read_answer(text: str, captions: bool = False) -> Reading:
             skip = tag.end() if tag else 0
             stop = _read_block(block[skip:], ctx, forms)
             stop = None if stop is None else skip + stop
-        else:
-            outside = block.strip()
-            if outside and fenced:
-                ctx.junk(outside)
-            elif outside:
-                stop = _read_block(block, ctx, forms)
+        else:  # text outside fences (or an answer without any): read it too, prose there is reported
+            stop = _read_block(block, ctx, forms)
         if stop is not None:
             remainder = text[pos + stop:].strip()
             if remainder:
@@ -436,7 +556,19 @@ def read_answer(text: str, captions: bool = False) -> Reading:
         pos, inside = end + len(_FENCE), not inside
     if rest:
         ctx.junk(rest)
-    return Reading("+".join(dict.fromkeys(forms)) or "empty", ctx.out, ctx.limits)
+    return Reading(_form(forms, ctx.out), ctx.out, ctx.limits)
+
+
+def _form(block_forms: list[str], candidates: list[Candidate]) -> str:
+    boxes = [c.form for c in candidates if c.kind is not None and c.form]
+    if boxes:
+        return "+".join(dict.fromkeys(boxes))
+    if not candidates:
+        if not block_forms:
+            return "empty"
+        if set(block_forms) == {"none"}:
+            return "none"
+    return "unreadable"
 
 
 def is_none(reading: Reading) -> bool:
