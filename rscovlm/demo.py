@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,24 +220,23 @@ def score(samples: list[DemoSample], answers: list[str], family) -> tuple[dict, 
 
 
 def write_overlays(samples: list[DemoSample], parsed: dict, image_dir: Path, out_dir: Path) -> list[Path]:
-    """``{scene}_{task}.png``: ground truth (left) | prediction (right), for grounding and detection."""
-    from PIL import Image
-
+    """``{scene}_{task}.png``: ground truth (left) | prediction (right) under panel titles with object counts
+    (:func:`rscovlm.viz.overlay.compare`), for grounding and detection."""
     from rscovlm.geometry.boxes import Boxes
     from rscovlm.geometry.objects import ObjectSet
-    from rscovlm.viz.overlay import draw_objects, side_by_side
+    from rscovlm.imageio import open_rgb
+    from rscovlm.viz.overlay import compare
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for k, s in enumerate(samples):
         if s.task not in ("grounding", "detection"):
             continue
-        with Image.open(image_dir / f"scene_{s.scene:03d}.png") as im:
-            img = im.convert("RGB")
+        img = open_rgb(image_dir / f"scene_{s.scene:03d}.png")
         gt = ObjectSet(Boxes(np.array(s.gt_quads, float).reshape(-1, 8), "quad"), s.gt_labels)
         pred = ObjectSet(Boxes(np.array(parsed[k]["quads"], float).reshape(-1, 8), "quad"), parsed[k]["labels"])
         path = out_dir / f"scene_{s.scene:03d}_{s.task}.png"
-        side_by_side(draw_objects(img, gt), draw_objects(img, pred)).save(path)
+        compare(img, gt, pred).save(path)
         written.append(path)
     return written
 
@@ -327,7 +327,7 @@ def _run(cfg: DemoConfig) -> dict:
     if model_path is None:
         from rscovlm.model.tiny import build_tiny_model
 
-        print("2/4 building the offline tiny Qwen2.5-VL", flush=True)
+        print("2/4 building the offline tiny Qwen2.5-VL", file=sys.stderr, flush=True)
         model_path = str(build_tiny_model(out / "tiny_model"))
     conversations = [s.conversation for s in samples]
     _portable_jsonl(conversations, out / "data" / "train.jsonl")
