@@ -147,3 +147,19 @@ def test_results_on_stdout_progress_and_status_on_stderr(tmp_path, capfd):
     assert main(["data", "validate", str(good)]) == 0
     got = capfd.readouterr()
     assert got.out == "" and f"{good}: ok" in got.err
+
+
+def test_train_log_lines_join_the_progress_bar_on_stderr(tmp_path, capfd, tiny_model_dir):
+    """`rscovlm train` printed the Trainer's log dicts (and DeepSpeed's import warning) on stdout between the bar
+    lines on stderr; now all of it, and the closing summary, is on stderr."""
+    data = tmp_path / "c.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "yes"}]}) + "\n")
+    assert main(["train", f"model.model_name_or_path={tiny_model_dir}", f"data.paths=[{data}]",
+                 f"output_dir={tmp_path / 'run'}", "max_steps=2", "logging_steps=1", "save_steps=100",
+                 "global_batch_size=1", "deepspeed=none", "dataloader_num_workers=0", "report_to=none"]) == 0
+    got = capfd.readouterr()
+    assert got.out == ""
+    assert "{'loss'" in got.err and "100%" in got.err and "trained 2 steps" in got.err
+    assert main(["train", f"model.model_name_or_path={tiny_model_dir}", "--print-config"]) == 0
+    assert "max_steps" in capfd.readouterr().out  # a result: the resolved config

@@ -136,3 +136,23 @@ def test_demo_refuses_a_scene_size_too_small_for_its_objects(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--size", "112", "--threads", "1"]) == 2
     assert "use a larger --size" in capsys.readouterr().err
     assert not (tmp_path / "d" / "tiny_model").exists()
+
+
+@pytest.mark.slow
+def test_demo_is_deterministic_and_restores_torch_settings(tmp_path):
+    """Same settings, same report: losses, answers and scores repeat exactly (the thread count is fixed by
+    --threads, deterministic algorithms are on), and the caller's torch settings are restored afterwards."""
+    import torch
+
+    from rscovlm.demo import DemoConfig, run_demo
+
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    runs = []
+    for k in range(2):
+        cfg = DemoConfig(out=str(tmp_path / f"d{k}"), scenes=2, holdout=1, size=224, steps=30, batch=4,
+                         max_new_tokens=24, threads=1)
+        report = run_demo(cfg)
+        answers = [json.loads(line)["response"] for line in (tmp_path / f"d{k}" / "responses.jsonl").open()]
+        runs.append((report["run"]["losses"], answers, {s: report[s] for s in ("train", "holdout")}))
+    assert runs[0] == runs[1] and len(runs[0][0]) >= 2
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
