@@ -48,7 +48,8 @@ class HelpFormatter(argparse.HelpFormatter):
     :func:`shows_default`."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "\n".join(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+        return "\n".join(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent,
+                                       break_on_hyphens=False)
                          for line in text.splitlines())
 
     def _get_help_string(self, action: argparse.Action) -> str:
