@@ -185,7 +185,7 @@ def _dota_sweep(args) -> int:
         if "test" in entry:
             _notes(entry["test"], f"{name}, test")
     if args.plot:
-        print(f"plot: {args.plot}")
+        print(f"plot: {args.plot}", file=sys.stderr)
     _write_json(args.json_out, res)
     return 0
 
