@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,7 +58,9 @@ class DemoConfig:
                                                               "tiny model)"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest answer"})
     seed: int = field(default=0, metadata={"help": "seed of the scenes and of training"})
-    threads: int = field(default=2, metadata={"help": "CPU threads for torch"})
+    threads: int = field(default=1, metadata={"help": "CPU threads for torch; the scores can depend on it. More "
+                                                     "than one pays only on idle cores: with other jobs running "
+                                                     "each training step slowed 6-12x at 2 threads"})
 
 
 @dataclass
@@ -98,10 +101,15 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
         n_objects = 1 + (c // len(cats)) % 3
         scene = None
         for attempt in range(20):  # a crowded draw can place fewer objects than asked; try the next seed
+            # full-size objects: at 0.6x a storage tank could be 18 px across and a ship 7 px wide, under one
+            # 28-px vision token, and the tiny model told some scenes apart by a hair or not at all
             scene = plan_scene(cfg.size, cfg.size, cfg.seed * 100_003 + 1000 * i + attempt,
-                               SceneConfig(categories=(cat,), num_objects=n_objects, object_scale=0.6))
+                               SceneConfig(categories=(cat,), num_objects=n_objects))
             if len(scene.labels) == n_objects:
                 break
+        else:  # the counting answer and the boxes must agree with what is drawn
+            raise DemoError(f"--size {cfg.size}: scene {i} has room for {len(scene.labels)} of {n_objects} "
+                            f"{display_name(cat)} objects after 20 draws; use a larger --size")
         name = f"scene_{i:03d}.png"
         Image.fromarray(scene.render()).save(image_dir / name)
         objects = scene.objects
@@ -156,7 +164,8 @@ def generate_answers(model, processor, samples: list[DemoSample], max_new_tokens
 def score(samples: list[DemoSample], answers: list[str], family) -> tuple[dict, dict]:
     """Metrics per task and the parsed predictions (original frame) per sample index. Answer coordinates are
     read in the box frame of the model ``family`` (:class:`rscovlm.model.families.ModelFamily`: pixels of the
-    resized input for Qwen2.5-VL, a 0-1000 grid for Qwen2-VL / Qwen3-VL) and mapped to the original image."""
+    resized input for Qwen2.5-VL, a 0-1000 grid for Qwen2-VL / Qwen3-VL) and mapped to the original image.
+    ``report["all"]["exact"]`` is the share of answers identical to their target text (whitespace-stripped)."""
     from rscovlm.eval.answers import answer_accuracy
     from rscovlm.eval.ap_nc import ap_nc_table
     from rscovlm.eval.dota_data import ClassDets, ClassGT, Detections, GroundTruth
@@ -215,44 +224,48 @@ def score(samples: list[DemoSample], answers: list[str], family) -> tuple[dict, 
                            "AP_nc75": table["AP_nc75"]["mean"], "AP_nc50:95": table["AP_nc50:95"]["mean"],
                            "mF1": f1["mF1"], "n_images": len(idx),
                            "unparsed_fraction": unparsed / fragments if fragments else 0.0}
+    exact = [a.strip() == s.answer.strip() for s, a in zip(samples, answers)]
+    report["all"] = {"exact": sum(exact) / len(exact) if exact else 0.0, "n": len(exact)}
     return report, parsed
 
 
 def write_overlays(samples: list[DemoSample], parsed: dict, image_dir: Path, out_dir: Path) -> list[Path]:
-    """``{scene}_{task}.png``: ground truth (left) | prediction (right), for grounding and detection."""
-    from PIL import Image
-
+    """``{scene}_{task}.png``: ground truth (left) | prediction (right) under panel titles with object counts
+    (:func:`rscovlm.viz.overlay.compare`), for grounding and detection."""
     from rscovlm.geometry.boxes import Boxes
     from rscovlm.geometry.objects import ObjectSet
-    from rscovlm.viz.overlay import draw_objects, side_by_side
+    from rscovlm.imageio import open_rgb
+    from rscovlm.viz.overlay import compare
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for k, s in enumerate(samples):
         if s.task not in ("grounding", "detection"):
             continue
-        with Image.open(image_dir / f"scene_{s.scene:03d}.png") as im:
-            img = im.convert("RGB")
+        img = open_rgb(image_dir / f"scene_{s.scene:03d}.png")
         gt = ObjectSet(Boxes(np.array(s.gt_quads, float).reshape(-1, 8), "quad"), s.gt_labels)
         pred = ObjectSet(Boxes(np.array(parsed[k]["quads"], float).reshape(-1, 8), "quad"), parsed[k]["labels"])
         path = out_dir / f"scene_{s.scene:03d}_{s.task}.png"
-        side_by_side(draw_objects(img, gt), draw_objects(img, pred)).save(path)
+        compare(img, gt, pred).save(path)
         written.append(path)
     return written
 
 
 _ROWS = (("classification", "accuracy", "accuracy"), ("vqa", "accuracy", "accuracy"),
          ("grounding", "Acc@0.5", "acc@0.5"), ("detection", "AP_nc50", "AP_nc50"),
-         ("detection", "AP_nc50:95", "AP_nc50:95"), ("detection", "mF1", "mF1"))
+         ("detection", "AP_nc50:95", "AP_nc50:95"), ("detection", "mF1", "mF1"), ("all tasks", "exact", "exact"))
 
 
 def format_report(report: dict) -> str:
-    """The score table: one column per split (``train`` = the scenes trained on, ``holdout`` = unseen ones)."""
+    """The score table: one column per split (``train`` = the scenes trained on, ``holdout`` = unseen ones); the
+    last row is the share of answers identical to their target text (a model that memorised its training scenes
+    scores 100 % there, while AP_nc50:95 can stay below 100 % since targets are integer pixels)."""
     splits = [s for s in ("train", "holdout") if s in report]
     heads = {"train": "train scenes", "holdout": "held-out scenes"}
     lines = [f"{'task':<16}{'metric':<12}" + "".join(f"{heads[s]:>16}" for s in splits)]
     for task, metric, key in _ROWS:
-        lines.append(f"{task:<16}{metric:<12}" + "".join(f"{100 * report[s][task][key]:>15.1f}%" for s in splits))
+        part = "all" if task == "all tasks" else task
+        lines.append(f"{task:<16}{metric:<12}" + "".join(f"{100 * report[s][part][key]:>15.1f}%" for s in splits))
     return "\n".join(lines)
 
 
@@ -289,12 +302,20 @@ def model_family(model: str):
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo (see the module docstring) and return the report (also written to ``out/report.json``).
 
-    The console shows one progress bar per stage (the training bar carries the loss); transformers' own
-    loading / saving bars are turned off for the run. Warnings and errors still print."""
+    The run is deterministic: scenes, weights and data order come from ``cfg.seed``, torch uses exactly
+    ``cfg.threads`` threads (a float sum's order, hence every score, can depend on it) and deterministic
+    algorithms; the same settings on the same machine give the same report, except the timings.
+
+    The console (stderr) shows one progress bar per stage (the training bar carries the loss) and stage lines;
+    transformers' own loading / saving bars are turned off for the run. Warnings and errors still print."""
     import torch
     from transformers.utils import logging as hf_logging
 
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(cfg.threads)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs on a GPU
+    torch.use_deterministic_algorithms(True, warn_only=True)
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # otherwise DeepSpeed's import warns that it chose the CPU
     bars = hf_logging.is_progress_bar_enabled()
@@ -302,6 +323,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     try:
         return _run(cfg)
     finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         if bars:
             hf_logging.enable_progress_bar()
 
@@ -327,7 +350,7 @@ def _run(cfg: DemoConfig) -> dict:
     if model_path is None:
         from rscovlm.model.tiny import build_tiny_model
 
-        print("2/4 building the offline tiny Qwen2.5-VL", flush=True)
+        print("2/4 building the offline tiny Qwen2.5-VL", file=sys.stderr, flush=True)
         model_path = str(build_tiny_model(out / "tiny_model"))
     conversations = [s.conversation for s in samples]
     _portable_jsonl(conversations, out / "data" / "train.jsonl")

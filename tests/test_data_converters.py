@@ -300,7 +300,7 @@ def test_cli_convert_prints_counts_and_errors(tmp_path, capsys):
     out = tmp_path / "o.jsonl"
     assert main(["data", "convert", "--source", "geochat", "--in", str(inp), "--images", str(tmp_path / "img"),
                  "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # a status line (stderr); stdout is for results
     assert "3 records read, 3 written" in printed and "geochat:box:obb" in printed
     assert main(["data", "convert", "--source", "nope", "--in", str(inp), "--out", str(out)]) == 2
     assert main(["data", "convert", "--source", "geochat", "--in", str(inp), "--out", str(out)]) == 2

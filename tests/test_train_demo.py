@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -17,13 +18,18 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     assert main(["demo", "--out", "demo", "--scenes", "5", "--holdout", "1", "--steps", "400", "--size", "224",
                  "--batch", "4", "--threads", "1"]) == 0
     captured = capfd.readouterr()
-    printed = captured.out
-    assert "train scenes" in printed and "AP_nc50" in printed and "mF1" in printed
+    # stdout holds the score table and nothing else; bars, stage and status lines share stderr in order
+    table = captured.out.strip().splitlines()
+    assert table[0].split() == ["task", "metric", "train", "scenes", "held-out", "scenes"] and len(table) == 8
+    assert "AP_nc50" in captured.out and "mF1" in captured.out
+    err = captured.err
+    stages = [err.index(s) for s in ("1/4 scenes + samples", "2/4 building the offline tiny Qwen2.5-VL",
+                                     "3/4 training on 20 samples: 100%", "4/4 answering", "trained 400 steps")]
+    assert stages == sorted(stages) and "loss=" in err
     # a clean console: one bar per stage, no Trainer log dicts or transformers' save/load bars in between
     console = captured.out + captured.err
     assert "{'loss'" not in console and "train_runtime" not in console
     assert "Writing model shards" not in console and "Loading weights" not in console
-    assert "3/4 training on 20 samples: 100%" in console and "loss=" in console
     report = json.loads((out / "report.json").read_text())
     train = report["train"]
     # memorised: every stage (builder prompts, collator frames, decoding, parsers, frame mapping, metrics) agrees
@@ -31,7 +37,8 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     assert train["grounding"]["acc@0.5"] == 1.0
     assert train["detection"]["AP_nc50"] == pytest.approx(1.0) and train["detection"]["mF1"] == 1.0
     assert train["detection"]["unparsed_fraction"] == 0.0
-    assert set(report["holdout"]) == {"classification", "vqa", "grounding", "detection"}
+    assert train["all"] == {"exact": 1.0, "n": 20}  # every answer is its target, character for character
+    assert set(report["holdout"]) == {"classification", "vqa", "grounding", "detection", "all"}
     losses = report["run"]["losses"]
     assert losses[-1] < 0.1 * losses[0]
     lines = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
@@ -39,6 +46,14 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     assert all(x["resize"]["model"] == [224, 224] for x in lines)
     overlays = sorted(p.name for p in (out / "overlays").glob("*.png"))
     assert len(overlays) == 2 * 6 and "scene_000_detection.png" in overlays
+    from PIL import Image
+
+    from rscovlm.viz.overlay import TITLE_BACKGROUND, font_size_for
+
+    with Image.open(out / "overlays" / "scene_000_detection.png") as im:  # titled panels above the pictures
+        strip = np.asarray(im.convert("RGB"))[:2 * font_size_for(224, 224)]
+        assert im.size == (2 * 224 + 8, 224 + len(strip))
+    assert (strip[:, :224] == TITLE_BACKGROUND).all(axis=2).mean() > 0.6
     assert (out / "tiny_model" / "model.safetensors").is_file()
     # the training set is a jsonl that `rscovlm train` reads from any working directory
     from rscovlm.train.sources import JsonlConversations
@@ -108,3 +123,36 @@ def test_demo_names_a_model_it_cannot_load_before_doing_any_work(tmp_path, capsy
     assert "--model" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
     assert main(["demo", "--out", str(tmp_path / "d"), "--threads", "0"]) == 2
+
+
+def test_demo_refuses_a_scene_size_too_small_for_its_objects(tmp_path, capsys):
+    """A scene that cannot hold its objects used to keep fewer than asked while the counting answer still said
+    the asked number: now the demo stops before any training, naming --size."""
+    from rscovlm.cli import main
+    from rscovlm.demo import DemoConfig, DemoError, build_samples
+
+    with pytest.raises(DemoError, match="--size 140: scene 5 has room for 1 of 2"):
+        build_samples(DemoConfig(size=140, scenes=10), tmp_path / "i", range(10))
+    assert main(["demo", "--out", str(tmp_path / "d"), "--size", "112", "--threads", "1"]) == 2
+    assert "use a larger --size" in capsys.readouterr().err
+    assert not (tmp_path / "d" / "tiny_model").exists()
+
+
+@pytest.mark.slow
+def test_demo_is_deterministic_and_restores_torch_settings(tmp_path):
+    """Same settings, same report: losses, answers and scores repeat exactly (the thread count is fixed by
+    --threads, deterministic algorithms are on), and the caller's torch settings are restored afterwards."""
+    import torch
+
+    from rscovlm.demo import DemoConfig, run_demo
+
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    runs = []
+    for k in range(2):
+        cfg = DemoConfig(out=str(tmp_path / f"d{k}"), scenes=2, holdout=1, size=224, steps=30, batch=4,
+                         max_new_tokens=24, threads=1)
+        report = run_demo(cfg)
+        answers = [json.loads(line)["response"] for line in (tmp_path / f"d{k}" / "responses.jsonl").open()]
+        runs.append((report["run"]["losses"], answers, {s: report[s] for s in ("train", "holdout")}))
+    assert runs[0] == runs[1] and len(runs[0][0]) >= 2
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before

@@ -3,24 +3,96 @@
 Each module in this package is one command group and exposes ``register(subparsers)``; the modules are found
 by name, so adding a command group is adding a file. Handlers import their heavy dependencies (torch,
 transformers) lazily so that ``rscovlm --help`` stays instant.
+
+Every parser in the tree is a :class:`Parser` and formats its help with :class:`HelpFormatter`: a command's
+``help`` (its line in the parent's list) doubles as its description unless it gives a longer one, and every
+option's help ends with its choices and default. Streams: results (tables, listings, JSON, config dumps) go to
+stdout; progress bars, stage and status lines (``wrote ...``, counts of what was written or skipped), notes and
+errors go to stderr, so ``rscovlm ... > result.txt`` keeps only the result and piped logs do not interleave.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import sys
+import textwrap
 
 
 def _command_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
+def format_default(value) -> str:
+    """A default as the user would type it: lists space-separated (as ``nargs`` takes them)."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether ``action``'s help states its default: options (and optional positionals) whose default means
+    something, i.e. not None, not a flag's False/True, not suppressed."""
+    if action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0:
+        return False
+    if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+        return False
+    return bool(action.option_strings) or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions keep their line breaks (each line is wrapped to the terminal); an option's help ends with
+    ``(choices: ...; default: ...)``: the choices when a metavar hides the usual ``{a,b}``, the default when
+    :func:`shows_default`."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent,
+                                       break_on_hyphens=False)
+                         for line in text.splitlines())
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if text is argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):
+            return text
+        notes = []
+        if action.choices is not None and action.metavar is not None:
+            notes.append("choices: " + ", ".join(str(c) for c in action.choices).replace("%", "%%"))
+        if shows_default(action) and "%(default)" not in text:
+            notes.append("default: " + format_default(action.default).replace("%", "%%"))
+        return f"{text} ({'; '.join(notes)})".strip() if notes else text
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+class _Commands(argparse._SubParsersAction):
+    """Sub-command collection whose commands get a description (their help as a sentence) when none is given."""
+
+    def add_parser(self, name, **kwargs):
+        if kwargs.get("description") is None and kwargs.get("help"):
+            kwargs["description"] = _sentence(kwargs["help"])
+        return super().add_parser(name, **kwargs)
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser class of every ``rscovlm`` command (sub-parsers inherit it): :class:`HelpFormatter` and
+    commands with descriptions."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rscovlm import __version__
 
-    parser = argparse.ArgumentParser(prog="rscovlm", description="Remote Sensing Co-trained VLM toolkit.")
+    parser = Parser(prog="rscovlm", description="Remote Sensing Co-trained VLM toolkit.")
     parser.add_argument("--version", action="version", version=f"rscovlm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _command_modules():
@@ -43,12 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
+def status(message: str = "") -> None:
+    """A stage or status line: to stderr (with the progress bars), flushed so it lands between them in order."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def library_output_to_stderr():
+    """Context manager for a handler's heavy imports and long runs: what libraries print to stdout goes to stderr.
+    DeepSpeed (imported by transformers) binds its logger to the ``sys.stdout`` of its import time and the
+    Trainer writes its log lines with ``tqdm.write`` (stdout); under this they join the progress bars."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
 def add_group(sub, name: str, help: str) -> argparse._SubParsersAction:
     """Add a command group (``rscovlm NAME ...``) and return its own sub-parser collection."""
-    group = sub.add_parser(name, help=help, description=help)
+    group = sub.add_parser(name, help=help)
     group.set_defaults(handler=lambda _args, _g=group: (_g.print_help(), 2)[1])
     return group.add_subparsers(dest=f"{name}_command", metavar="COMMAND")

@@ -9,9 +9,13 @@ from rscovlm.cli import CliError, add_group
 
 
 def register(sub) -> None:
-    group = add_group(sub, "data", "Data curation: convert, validate, mixture statistics, previews")
+    group = add_group(sub, "data", "data curation: convert, validate, mixture statistics, previews")
 
-    p = group.add_parser("convert", help="convert one source to unified records (+ OUT.report.json)")
+    p = group.add_parser("convert", help="convert one source to unified records (+ OUT.report.json)",
+                         description="Convert one source dataset to unified records (conversations as jsonl, "
+                                     "detection as COCO json, grounding as jsonl; boxes in original pixels) and "
+                                     "write a count of every change and drop to OUT.report.json. `rscovlm data "
+                                     "sources` lists the sources.")
     p.add_argument("--source", required=True, help="source name (see `rscovlm data sources`)")
     p.add_argument("--in", dest="input", required=True, help="source file or folder")
     p.add_argument("--images", default=None, help="image root of the source (paths stay relative to it)")
@@ -27,7 +31,7 @@ def register(sub) -> None:
     p.set_defaults(handler=_sources)
 
     p = group.add_parser("validate", help="check a unified record file; lists file:line: field: problem")
-    p.add_argument("file")
+    p.add_argument("file", help="unified record file (.jsonl, or .json for COCO detection)")
     p.add_argument("--kind", choices=["conversation", "detection", "grounding"], default=None,
                    help="record kind (default: detected from the file)")
     p.add_argument("--images", default=None, help="also check that every image exists under this root")
@@ -62,8 +66,8 @@ def _convert(args: argparse.Namespace) -> int:
         raise CliError(f"{err}{hint}")
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:  # ValueError: e.g. a bad --typo-table
         raise CliError(str(err))
-    print(report.summary())
-    print(f"report: {report_path(args.out)}")
+    print(report.summary(), file=sys.stderr)
+    print(f"report: {report_path(args.out)}", file=sys.stderr)
     return 0
 
 
@@ -89,7 +93,7 @@ def _validate(args: argparse.Namespace) -> int:
     if problems:
         print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"{args.file}: ok")
+    print(f"{args.file}: ok", file=sys.stderr)
     return 0
 
 
@@ -115,5 +119,5 @@ def _preview(args: argparse.Namespace) -> int:
         index = render_preview(args.config, args.out, n=args.n, epoch=args.epoch, eval_mode=args.eval)
     except (MixtureError, BuildError, RecordError, FileNotFoundError) as err:
         raise CliError(str(err))
-    print(f"wrote {index}")
+    print(f"wrote {index}", file=sys.stderr)
     return 0

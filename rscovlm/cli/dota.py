@@ -18,7 +18,11 @@ def register(sub) -> None:
     group = add_group(sub, "dota", "DOTA tools: split large images into patches, merge patch detections")
 
     p = group.add_parser("split", help="split images (+ labelTxt) into patches, same output as mmrotate "
-                                       "img_split", description=__doc__)
+                                       "img_split",
+                         description="Split large images and their labelTxt files into overlapping patches: the "
+                                     "same windows, kept objects, difficult marks and pixels as mmrotate's "
+                                     "img_split. Writes OUT/images/{stem}__{size}__{x}___{y}.png and "
+                                     "OUT/annfiles/*.txt (see docs/dota_tools.md).")
     p.add_argument("--img-dir", required=True, help="folder of images (.png .jpg .JPG .tif .bmp)")
     p.add_argument("--ann-dir", default=None, help="folder of labelTxt files {stem}.txt (optional)")
     p.add_argument("--out-dir", required=True, help="writes OUT/images/*.png and OUT/annfiles/*.txt")
@@ -36,7 +40,10 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_split)
 
-    m = group.add_parser("merge", help="merge patch Task1 results into full-image Task1 files")
+    m = group.add_parser("merge", help="merge patch Task1 results into full-image Task1 files",
+                         description="Merge patch Task1 results into full-image Task1 files: shift each "
+                                     "detection by its patch offset (from the image id {stem}__{size}__{x}___{y}) "
+                                     "and run per-class polygon NMS, as mmrotate's merge does.")
     m.add_argument("--det-dir", required=True, help="Task1 folder whose image ids are patch names")
     m.add_argument("--out-dir", required=True, help="where to write the full-image Task1_{class}.txt files")
     m.add_argument("--nms-iou", type=float, default=0.1, help=_help(MergeConfig, "iou_thr"))

@@ -38,7 +38,7 @@ def _gt_vocabulary(p) -> None:
 
 def _options(p, *, thr: bool = True, mode: bool = True) -> None:
     if thr:
-        p.add_argument("--iou-thr", type=float, default=0.5, help="IoU threshold (default 0.5)")
+        p.add_argument("--iou-thr", type=float, default=0.5, help="IoU threshold")
     if mode:
         p.add_argument("--ap-mode", choices=["11point", "area"], default="11point",
                        help="VOC07 11-point (DOTA's official choice) or area under the envelope")
@@ -46,7 +46,7 @@ def _options(p, *, thr: bool = True, mode: bool = True) -> None:
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed label/Task1 lines instead of failing (they are counted and reported)")
     p.add_argument("--unknown-images", choices=["error", "ignore"], default="error",
-                   help="detections on images without a labelTxt file: fail (default) or drop and count them")
+                   help="detections on images without a labelTxt file: fail (error) or drop and count them (ignore)")
     p.add_argument("--json", dest="json_out", default=None, help="write the full result as JSON to this file")
 
 
@@ -66,10 +66,10 @@ def register(sub) -> None:
     p = group.add_parser("dota-nc", help="AP_nc: drop scores below a threshold, randomize the rest, mean/std "
                                          "over seeds")
     _common(p, thr=False)
-    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this (default 0)")
-    p.add_argument("--seeds", type=int, default=10, help="number of random seeds (0..N-1; default 10)")
+    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this")
+    p.add_argument("--seeds", type=int, default=10, help="number of random seeds (0..N-1)")
     p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95",
-                   help="metrics to report: single IoUs and ranges a:b[:step] (default 0.5,0.75,0.5:0.95)")
+                   help="metrics to report: single IoUs and ranges a:b[:step]")
     p.set_defaults(handler=_dota_nc)
 
     p = group.add_parser("dota-sweep", help="sweep the score threshold 0.00..0.95 on val, apply the best on test, "
@@ -80,9 +80,9 @@ def register(sub) -> None:
     p.add_argument("--test-det", default=None, nargs="+", help="test Task1 folder(s), same detectors in the "
                                                                "same order as --val-det")
     p.add_argument("--names", default=None, nargs="+", help="detector names (default: the val folder names)")
-    p.add_argument("--seeds", type=int, default=10, help="number of random seeds (default 10)")
+    p.add_argument("--seeds", type=int, default=10, help="number of random seeds")
     p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95", help="metrics (as in dota-nc)")
-    p.add_argument("--select", default="AP_nc50", help="metric that picks the best threshold (default AP_nc50)")
+    p.add_argument("--select", default="AP_nc50", help="metric that picks the best threshold")
     p.add_argument("--plot", default=None, help="write the AP_nc-vs-threshold plot (PNG) here")
     _options(p, thr=False)
     _gt_vocabulary(p)
@@ -90,20 +90,20 @@ def register(sub) -> None:
 
     p = group.add_parser("dota-f1", help="precision/recall/F1 with one-to-one matching; mF1 and micro")
     _common(p, mode=False)  # mF1 has no AP mode
-    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this (default 0)")
+    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this")
     p.set_defaults(handler=_dota_f1)
 
     p = group.add_parser("responses", help="score a jsonl of model responses ({image_id, response, resize}) "
                                            "against labelTxt ground truth: AP_nc, mF1, unparsed fraction")
     p.add_argument("--responses", required=True, help="jsonl file, one response per image")
     p.add_argument("--gt-dir", required=True, help="labelTxt folder")
-    p.add_argument("--seeds", type=int, default=10, help="number of random seeds (default 10)")
+    p.add_argument("--seeds", type=int, default=10, help="number of random seeds")
     p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95", help="AP_nc metrics (as in dota-nc)")
     p.add_argument("--categories", default="dota-v1.0", choices=sorted(CATEGORY_SETS),
                    help="category vocabulary of the responses' labels")
     p.add_argument("--family", default="qwen2_5_vl",
                    help="model family that wrote the responses, which fixes their box frame: qwen2_5_vl (pixels of "
-                        "the resized input, default), qwen2_vl / qwen3_vl (0-1000 grid); a line's own 'family' "
+                        "the resized input), qwen2_vl / qwen3_vl (0-1000 grid); a line's own 'family' "
                         "field wins")
     p.add_argument("--unknown-gt-classes", choices=["error", "ignore"], default="error",
                    help="ground-truth objects of classes outside --categories: fail (default) or drop and count "
@@ -216,7 +216,7 @@ def _dota_sweep(args) -> int:
         if "test" in entry:
             _notes(entry["test"], f"{name}, test")
     if args.plot:
-        print(f"plot: {args.plot}")
+        print(f"plot: {args.plot}", file=sys.stderr)
     _write_json(args.json_out, res)
     return 0
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from rscovlm.cli import CliError, add_group
+import sys
+
+from rscovlm.cli import CliError, add_group, library_output_to_stderr
 
 
 def register(sub) -> None:
@@ -16,7 +18,7 @@ def register(sub) -> None:
                     "`rscovlm train --config configs/tiny_cpu.yaml model.model_name_or_path=OUT data.paths=[...]`.",
     )
     tiny.add_argument("--out", required=True, help="output folder (created; files inside are overwritten)")
-    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     tiny.set_defaults(handler=_tiny)
 
     info = group.add_parser(
@@ -29,21 +31,25 @@ def register(sub) -> None:
 
 
 def _tiny(args) -> int:
-    from rscovlm.model.tiny import TinySpec, build_tiny_model
+    with library_output_to_stderr():
+        from rscovlm.model.tiny import TinySpec, build_tiny_model
 
-    out = build_tiny_model(args.out, TinySpec(seed=args.seed))
-    print(f"tiny Qwen2.5-VL written to {out}")
+        out = build_tiny_model(args.out, TinySpec(seed=args.seed))
+    print(f"tiny Qwen2.5-VL written to {out}", file=sys.stderr)
     return 0
 
 
 def _info(args) -> int:
-    from rscovlm.model.loading import ModelConfig, load_model, local_model_problem, trainable_summary
+    from rscovlm.model.loading import local_model_problem
 
     problem = local_model_problem(args.model)
     if problem is not None:
         raise CliError(problem)
     try:
-        model, family = load_model(ModelConfig(model_name_or_path=args.model, dtype="float32"))
+        with library_output_to_stderr():
+            from rscovlm.model.loading import ModelConfig, load_model, trainable_summary
+
+            model, family = load_model(ModelConfig(model_name_or_path=args.model, dtype="float32"))
     except (OSError, KeyError, ValueError) as err:
         raise CliError(f"cannot load {args.model}: {err}") from err
     print(f"family: {family.name}  box frame: {family.box_frame}  patch: {family.patch_size}  "

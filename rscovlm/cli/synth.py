@@ -9,7 +9,7 @@ from rscovlm.cli import CliError, add_group
 
 def register(sub) -> None:
     group = add_group(sub, "synth", "generate synthetic aerial scenes with rotated objects and DOTA labels")
-    p = group.add_parser("scenes", help="write OUT/images/*.png and OUT/labelTxt/*.txt")
+    p = group.add_parser("scenes", help="write seeded synthetic scenes: OUT/images/*.png and OUT/labelTxt/*.txt")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--n", type=int, default=8, help="number of images")
     p.add_argument("--size", type=int, nargs="+", default=[4000], metavar="PX",
@@ -22,9 +22,9 @@ def register(sub) -> None:
 
     b = group.add_parser("big", help="write one (huge) scene as a tiled TIFF, tile by tile, + its labelTxt")
     b.add_argument("--out", required=True, help="output .tif path (labels go to the same path with .txt)")
-    b.add_argument("--width", type=int, required=True)
-    b.add_argument("--height", type=int, required=True)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--width", type=int, required=True, help="image width in pixels")
+    b.add_argument("--height", type=int, required=True, help="image height in pixels")
+    b.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same files")
     b.add_argument("--density", type=float, default=40.0, help="mean objects per megapixel")
     b.set_defaults(handler=_big)
 

@@ -6,8 +6,9 @@ Run it under ``torchrun`` or ``accelerate launch`` for several GPUs or nodes (do
 from __future__ import annotations
 
 import argparse
+import sys
 
-from rscovlm.cli import CliError
+from rscovlm.cli import CliError, library_output_to_stderr
 
 
 def register(sub) -> None:
@@ -40,10 +41,12 @@ def _train(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
     from rscovlm.model.collator import SampleError
-    from rscovlm.train.trainer import train
 
     try:
-        result = train(cfg)
+        with library_output_to_stderr():
+            from rscovlm.train.trainer import train
+
+            result = train(cfg)
     except (ConfigError, FileNotFoundError, SampleError) as err:
         raise CliError(str(err)) from err
     if result.trainer is None or result.trainer.is_world_process_zero():
@@ -51,5 +54,5 @@ def _train(args: argparse.Namespace) -> int:
         skipped = result.image_check.skipped_records if result.image_check is not None else 0
         skipped_text = f"; skipped records with unusable images: {skipped}" if skipped else ""
         print(f"trained {result.global_step} steps, mean loss {result.training_loss:.4f}; dropped samples: "
-              f"{dropped}{skipped_text}; model saved to {result.output_dir}")
+              f"{dropped}{skipped_text}; model saved to {result.output_dir}", file=sys.stderr)
     return 0
