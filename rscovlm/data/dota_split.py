@@ -544,6 +544,10 @@ def _band_tasks(task: ImageTask, cfg: SplitConfig, report: SplitReport) -> tuple
 _worker_progress: Callable[[int], None] | None = None
 
 
+class SplitWorkerDied(RuntimeError):
+    """A worker process ended abruptly (killed, e.g. by the kernel for memory)."""
+
+
 def _worker_init(progress_queue, vips_threads: int) -> None:
     import cv2
 
@@ -619,7 +623,7 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
             counts[1] += res.objects
             counts[2] += res.kept
     except BrokenProcessPool as err:
-        raise RuntimeError(f"a split worker process died ({err}); if it ran out of memory, lower band_megapixels "
+        raise SplitWorkerDied(f"a split worker process died ({err}); if it ran out of memory, lower band_megapixels "
                            f"(--band-megapixels) or workers") from None
     finally:
         if pool:
