@@ -37,7 +37,9 @@ sharing a top row (cut into column groups of at most ``band_megapixels``), so a 
 pixels. A tiled or striped TIFF is read at random: its bands are separate tasks that the workers share, each
 decoding only the tiles it needs. A PNG or JPEG can only be decoded top to bottom: one worker streams it,
 keeping ``size`` rows. Images that cannot be read by windows (16-bit, CMYK, rotated by EXIF, BMP; or without
-pyvips) are decoded whole and listed in the report. The pixels are the same either way.
+pyvips) are decoded whole and listed in the report. The pixels are the same either way. With pyvips installed
+TIFFs of any size are read through libvips, which refuses a tile or strip with corrupt compressed data (OpenCV
+decodes it into wrong pixels and only logs an error).
 """
 
 from __future__ import annotations
@@ -508,8 +510,11 @@ def plan_split(img_dir: str | os.PathLike, ann_dir: str | os.PathLike | None, cf
                                         f"'empty' / --missing-labels empty to split it without objects)")
             else:
                 report.missing_label_files.append(str(candidate))
+        large = width * height > cfg.band_megapixels * 1e6
         read: Read = "whole"
-        if width * height > cfg.band_megapixels * 1e6:
+        # TIFFs go through libvips whatever their size when it is installed: OpenCV decodes a tile with
+        # corrupt compressed data into wrong pixels and only logs it, libvips (fail_on warning) refuses it
+        if large or (ext == ".tif" and available("pyvips")):
             if not available("pyvips"):
                 access, why = None, "pyvips is not installed: pip install 'rscovlm[geo]'"
             else:
@@ -520,11 +525,11 @@ def plan_split(img_dir: str | os.PathLike, ann_dir: str | os.PathLike | None, cf
                         raise
                     report.invalid_images.append(str(err))
                     continue
-            if access is None:
-                report.decoded_whole.append(f"{entry} ({width} x {height}: {why})")
-            else:
+            if access is not None and (large or access == "random"):
                 read = access
-                report.read_by_windows += 1
+                report.read_by_windows += large
+            elif large:
+                report.decoded_whole.append(f"{entry} ({width} x {height}: {why})")
         tasks.append(ImageTask(str(path), label_path, width, height, read))
     tasks.sort(key=lambda t: -t.width * t.height)
     return tasks, report
@@ -586,7 +591,7 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
     per_image = {t.image_path: [0, 0, 0] for t in images}  # patches, objects, kept
     tasks = []
     for t in images:
-        if t.read == "random":
+        if t.read == "random" and t.width * t.height > cfg.band_megapixels * 1e6:
             bands, n_objects = _band_tasks(t, cfg, report)
             per_image[t.image_path][1] += n_objects
             tasks += bands

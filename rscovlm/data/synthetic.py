@@ -425,7 +425,7 @@ def _write_png_streamed(path: Path, scene: Scene, strip_pixels: int, on_rows) ->
 def _progress_bar(progress: bool, total_mp: float, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=round(total_mp, 1), unit="MP", desc=desc, disable=not progress,
+    return tqdm(total=total_mp, unit="MP", desc=desc, disable=not progress,
                 bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}]")
 
 
