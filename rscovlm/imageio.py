@@ -205,8 +205,10 @@ def window_access(path: str | os.PathLike) -> tuple[str | None, str]:
             if fmt == "TIFF":
                 tags = im.tag_v2
                 bits, photometric, orientation = tags.get(258, (1,)), tags.get(262), tags.get(274, 1)
-            else:
-                bits, photometric, orientation = (8,), None, im.getexif().get(0x0112, 1)
+            else:  # Pillow's getexif() decodes a whole PNG to look for an eXIf chunk after the pixels; OpenCV
+                # applies only one before them, which Pillow has already read into info at open
+                exif = im.getexif() if fmt != "PNG" or "exif" in im.info else {}
+                bits, photometric, orientation = (8,), None, exif.get(0x0112, 1)
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(path, f"cannot read the image header ({err})") from None
     if fmt == "PNG":

@@ -142,3 +142,23 @@ def test_image_read_error_survives_a_process_pool():
     err = pickle.loads(pickle.dumps(ImageReadError("/x/a.png", "truncated PNG")))
     assert isinstance(err, ImageReadError) and (err.path, err.reason) == ("/x/a.png", "truncated PNG")
     assert str(err) == "/x/a.png: truncated PNG"
+
+
+def test_probing_a_png_does_not_decode_its_pixels(tmp_path, rgb, monkeypatch):
+    # Pillow's getexif() on a PNG decodes the whole image (an eXIf chunk may follow the pixels): 3.4 GiB in a
+    # split of a 30000^2 PNG before any window was read
+    from PIL import ImageFile
+
+    plain, rotated = tmp_path / "plain.png", tmp_path / "rotated.png"
+    cv2.imwrite(str(plain), rgb)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(rotated, exif=exif)  # eXIf before the pixels: OpenCV applies it
+
+    def no_decoding(self):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    assert window_access(plain) == ("sequential", "")
+    access, why = window_access(rotated)
+    assert access is None and "orientation 6" in why

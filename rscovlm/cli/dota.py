@@ -33,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--png-encoder", choices=["auto", "fpng", "opencv"], default="auto",
                    help=_help(SplitConfig, "png_encoder"))
     p.add_argument("--skip-invalid", action="store_true", help=_help(SplitConfig, "skip_invalid"))
-    p.add_argument("--band-megapixels", type=float, default=64.0, help=_help(SplitConfig, "band_megapixels"))
+    p.add_argument("--band-megapixels", type=float, default=SplitConfig.band_megapixels,
+                   help=_help(SplitConfig, "band_megapixels"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_split)
 

@@ -91,7 +91,7 @@ class SplitConfig:
                                                                 "images (counted and listed in the report) "
                                                                 "instead of stopping"})
     band_megapixels: float = field(
-        default=64.0, metadata={"help": "images of more megapixels are read by windows, in bands of at most "
+        default=32.0, metadata={"help": "images of more megapixels are read by windows, in bands of at most "
                                         "about this many pixels (bounded memory; needs pyvips, rscovlm[geo]); "
                                         "smaller ones are decoded whole"})
     png_encoder: Literal["auto", "fpng", "opencv"] = field(
