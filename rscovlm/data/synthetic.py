@@ -11,8 +11,10 @@ A scene is fully determined by ``(width, height, seed, SceneConfig)``:
   pixels, normalized (clockwise on screen, starting at the smallest-y vertex), difficult 0.
 
 Every pixel depends only on its global position and the scene description, so a scene rendered tile by tile
-(:func:`write_scene` streams a tiled TIFF for scenes of tens of thousands of pixels) equals the same scene
-rendered at once (:func:`generate_scene`). Images are RGB uint8 (``H x W x 3``).
+or strip by strip equals the same scene rendered at once (:func:`generate_scene`). :func:`write_scene` and
+:func:`generate_dataset` never hold a whole image: they render strips (PNG, compressed as the rows come) or
+blocks of tiles (tiled BigTIFF), so memory is the scene plan (~100 bytes per object) plus one strip, whatever
+the size. Images are RGB uint8 (``H x W x 3``).
 """
 
 from __future__ import annotations
