@@ -329,12 +329,18 @@ def _objects_in(objects: tuple, band: np.ndarray, iof_thr: float) -> tuple:
     return quads32[sel], [names[i] for i in sel], diffs[sel]
 
 
-def _write_band(region: np.ndarray, rx0: int, ry0: int, band: np.ndarray, objects: tuple, stem: str,
+def _band_objects(objects: tuple, band: np.ndarray, cfg: SplitConfig) -> tuple:
+    """``(quads32, labels, difficult, iofs)`` of the objects that may fall in ``band``, with their iof."""
+    quads32, names, diffs = _objects_in(objects, band, cfg.iof_thr)
+    return quads32, names, diffs, window_iof(quads32, band)
+
+
+def _write_band(region: np.ndarray, rx0: int, ry0: int, band: np.ndarray, band_objects: tuple, stem: str,
                 out_dir: Path, cfg: SplitConfig, encode: Callable[[np.ndarray], bytes]) -> int:
     """Write the patches and annotation files of ``band``, cut from ``region`` (the image pixels from
-    ``(rx0, ry0)``, covering every window's part inside the image). Returns the kept (object, patch) pairs."""
-    quads32, names, diffs = _objects_in(objects, band, cfg.iof_thr)
-    iofs = window_iof(quads32, band)
+    ``(rx0, ry0)``, covering every window's part inside the image) with the objects of :func:`_band_objects`.
+    Returns the kept (object, patch) pairs."""
+    quads32, names, diffs, iofs = band_objects
     kept = 0
     for j, (x1, y1, x2, y2) in enumerate(band.tolist()):
         name = patch_name(stem, x2 - x1, x1, y1)
@@ -385,9 +391,11 @@ def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, e
     kept = 0
     try:
         if task.read == "whole":
+            bands = window_bands(windows)
+            labels = [_band_objects(objects, band, cfg) for band in bands]  # before the pixels take memory
             img = decode_rgb(task.image_path)
-            for band in window_bands(windows):
-                kept += _write_band(img, 0, 0, band, objects, stem, out_dir, cfg, encode)
+            for band, band_objects in zip(bands, labels):
+                kept += _write_band(img, 0, 0, band, band_objects, stem, out_dir, cfg, encode)
                 progress(len(band))
         elif task.read == "sequential":
             kept = _split_streamed(task, windows, objects, stem, out_dir, cfg, encode, progress)
@@ -396,8 +404,9 @@ def split_image(task: ImageTask, out_dir: str | os.PathLike, cfg: SplitConfig, e
                 for band in window_bands(windows, _band_cols(cfg)):
                     x0, y0 = int(band[:, 0].min()), int(band[:, 1].min())
                     x1, y1 = min(int(band[:, 2].max()), task.width), min(int(band[:, 3].max()), task.height)
-                    kept += _write_band(reader.read(x0, y0, x1, y1), x0, y0, band, objects, stem, out_dir, cfg,
-                                        encode)
+                    band_objects = _band_objects(objects, band, cfg)
+                    kept += _write_band(reader.read(x0, y0, x1, y1), x0, y0, band, band_objects, stem, out_dir,
+                                        cfg, encode)
                     progress(len(band))
     except ImageReadError as err:
         if not cfg.skip_invalid:
@@ -414,6 +423,7 @@ def _split_streamed(task: ImageTask, windows: np.ndarray, objects: tuple, stem: 
     kept, buf, buf_y0, buf_y1 = 0, None, 0, 0
     with WindowReader(task.image_path, "sequential") as reader:
         for band in window_bands(windows):
+            band_objects = _band_objects(objects, band, cfg)
             y0, y1 = int(band[0, 1]), min(int(band[:, 3].max()), task.height)
             if buf is None:
                 buf = np.empty((y1 - y0, task.width, 3), np.uint8)
@@ -423,7 +433,7 @@ def _split_streamed(task: ImageTask, windows: np.ndarray, objects: tuple, stem: 
             if y1 > y0 + keep:
                 buf[keep:y1 - y0] = reader.read(0, y0 + keep, task.width, y1)
             buf_y0, buf_y1 = y0, y1
-            kept += _write_band(buf[:y1 - y0], 0, y0, band, objects, stem, out_dir, cfg, encode)
+            kept += _write_band(buf[:y1 - y0], 0, y0, band, band_objects, stem, out_dir, cfg, encode)
             progress(len(band))
     return kept
 
