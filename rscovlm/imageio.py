@@ -235,10 +235,10 @@ def _vips_reason(err) -> str:
 
 class WindowReader:
     """Regions of one image, decoded by libvips with the pixels of :func:`decode_rgb` (8-bit layouts that
-    :func:`window_access` accepts): ``read(x0, y0, x1, y1)`` -> ``(y1-y0, x1-x0, 3)`` uint8 RGB, inside the
-    image (read-only for RGB). ``access="random"`` (tiled/striped TIFF): any region, only the tiles or strips it needs are decoded.
-    ``access="sequential"`` (PNG, JPEG): regions must move down the image (each call's ``y0`` at or below the
-    previous call's); the decoder streams and keeps only a few rows.
+    :func:`window_access` accepts): ``read(x0, y0, x1, y1)`` -> ``(y1-y0, x1-x0, 3)`` uint8 RGB (read-only for
+    RGB images), inside the image. ``access="random"`` (tiled/striped TIFF): any region; only the tiles or
+    strips it needs are decoded. ``access="sequential"`` (PNG, JPEG): regions must move down the image (each
+    call's ``y0`` at or below the previous call's); the decoder streams and keeps only a few rows.
 
     Damaged data raises :class:`ImageReadError` (libvips ``fail_on``: any libtiff warning for TIFF, as OpenCV
     refuses such files; errors for PNG/JPEG). Use as a context manager or call :meth:`close`."""

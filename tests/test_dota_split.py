@@ -455,3 +455,18 @@ def test_window_bands_group_rows_and_respect_the_column_budget():
     cut = window_bands(windows, max_cols=500)
     assert all(b[-1, 2] - b[0, 0] <= 500 or len(b) == 1 for b in cut)
     assert sorted(map(tuple, np.concatenate(cut).tolist())) == sorted(map(tuple, windows.tolist()))
+
+
+def _die(task, **_kwargs):
+    os._exit(3)  # as a worker killed by the kernel for memory
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path, capsys, monkeypatch):
+    import rscovlm.data.dota_split as ds
+
+    _scene_images(tmp_path, {"a": "png", "b": "png"})
+    monkeypatch.setattr(ds, "split_image", _die)
+    rc = main(["dota", "split", "--img-dir", str(tmp_path / "img"), "--out-dir", str(tmp_path / "o"), "--size",
+               "256", "--gap", "56", "--no-progress", "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "worker process died" in err and "--band-megapixels" in err

@@ -609,6 +609,9 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
             tasks.append(t)
     total = sum(len(t.windows) if t.windows is not None else
                 len(sliding_windows(t.width, t.height, cfg.size, cfg.gap, cfg.img_rate_thr)) for t in tasks)
+    tasks_left = {t.image_path: 0 for t in images}
+    for t in tasks:
+        tasks_left[t.image_path] += 1
     invalid: dict[str, str] = {}
     workers = min(cfg.workers, len(tasks))
     bar = tqdm(total=total, unit="patch", desc="split", disable=not progress)
@@ -629,6 +632,8 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
             work = partial(split_image, out_dir=str(out_dir), cfg=cfg, encoder=encoder, progress=bar.update)
             results = map(work, tasks)
         for res in results:
+            tasks_left[res.image_path] -= 1
+            bar.set_postfix(images=f"{sum(n == 0 for n in tasks_left.values())}/{len(images)}", refresh=False)
             report.skipped_lines += res.skipped
             if res.invalid is not None:
                 invalid.setdefault(res.image_path, res.invalid)
@@ -638,8 +643,8 @@ def split_dataset(img_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: S
             counts[1] += res.objects
             counts[2] += res.kept
     except BrokenProcessPool as err:
-        raise SplitWorkerDied(f"a split worker process died ({err}); if it ran out of memory, lower band_megapixels "
-                           f"(--band-megapixels) or workers") from None
+        raise SplitWorkerDied(f"a split worker process died ({err}); if it ran out of memory, lower "
+                              f"band_megapixels (--band-megapixels) or workers") from None
     finally:
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)
