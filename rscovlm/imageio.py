@@ -22,7 +22,6 @@ Errors are :class:`ImageReadError` (a ``ValueError``) whose message starts with 
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
@@ -168,9 +167,9 @@ def decode_rgb(path: str | os.PathLike):
             except ImportError:
                 imagecodecs = None
             if imagecodecs is not None:
-                try:  # from a mapping of the file: no file-sized buffer on the heap (glibc keeps those)
-                    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                        rgb = imagecodecs.spng_decode(data)
+                try:
+                    f.seek(0)
+                    rgb = imagecodecs.spng_decode(f.read())
                 except Exception:  # damaged file: OpenCV decides (imagecodecs' errors vary)
                     rgb = None
                 # a tRNS chunk adds alpha: OpenCV then decodes it the way DOTA tools see it
