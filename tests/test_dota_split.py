@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from rscovlm.data.dota_split import (
     split_dataset,
     window_iof,
 )
+from rscovlm.imageio import ImageReadError
 
 cv2.setNumThreads(1)
 
@@ -304,3 +306,167 @@ def test_unreadable_image_is_an_error_naming_the_file(tmp_path, capsys, damage):
         rc = main(["dota", "split", "--img-dir", str(img_dir), "--out-dir", str(tmp_path / f"o{workers}"),
                    "--size", "64", "--gap", "16", "--no-progress", "--workers", workers])
         assert rc == 2 and "P9.png" in capsys.readouterr().err
+
+
+# ---- damaged images ----------------------------------------------------------------------------------------------
+
+def _scene_images(root: Path, formats: dict[str, str], size=(520, 400), seed=5, density=400.0):
+    """Write one synthetic scene as ``{stem}.{ext}`` for each entry of ``formats`` (stem -> ext), with labels."""
+    from PIL import Image
+
+    from rscovlm.data.dota_io import write_labeltxt
+    from rscovlm.data.synthetic import generate_scene
+
+    img, objects = generate_scene(*size, seed=seed, density=density)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "ann").mkdir(parents=True, exist_ok=True)
+    for stem, ext in formats.items():
+        path = root / "img" / f"{stem}.{ext}"
+        if ext == "tif":
+            Image.fromarray(img).save(path)  # a striped TIFF, header first
+        elif ext == "grey.png":
+            path = root / "img" / f"{stem}.png"
+            cv2.imwrite(str(path), img[..., 1])
+        else:
+            cv2.imwrite(str(path), img[..., ::-1])
+        write_labeltxt(root / "ann" / f"{stem}.txt", objects)
+    return img, objects
+
+
+def _cut(path: Path, share: float = 0.6) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * share)])
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "tif"])
+def test_truncated_image_is_an_error_naming_it_or_skipped_and_counted(tmp_path, capsys, ext):
+    # OpenCV decodes a cut JPEG into grey patches (and only prints "Premature end of JPEG file"): main split it
+    # with exit 0 and label files full of objects over grey pixels
+    _scene_images(tmp_path, {"P9": ext, "Q1": "png"})
+    _cut(tmp_path / "img" / f"P9.{ext}")
+    args = ["dota", "split", "--img-dir", str(tmp_path / "img"), "--ann-dir", str(tmp_path / "ann"), "--size",
+            "256", "--gap", "56", "--no-progress"]
+    for workers in ("1", "2"):
+        rc = main(args + ["--out-dir", str(tmp_path / f"o{workers}"), "--workers", workers])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"P9.{ext}" in err and "truncated" in err and "Traceback" not in err
+        assert not (tmp_path / f"o{workers}" / "images").exists() or not any(
+            p.name.startswith("P9") for p in (tmp_path / f"o{workers}" / "images").iterdir())
+        rc = main(args + ["--out-dir", str(tmp_path / f"s{workers}"), "--workers", workers, "--skip-invalid"])
+        err = capsys.readouterr().err
+        assert rc == 0 and "skipped 1 damaged images" in err and f"P9.{ext}" in err
+        assert "split 1 images into 6 patches" in err
+        names = sorted(p.name for p in (tmp_path / f"s{workers}" / "images").iterdir())
+        assert names and all(n.startswith("Q1__") for n in names)
+
+
+def test_corrupt_tile_of_a_tiff_is_an_error_and_its_patches_are_removed_when_skipped(tmp_path, capsys):
+    # a tile whose deflate data is damaged: OpenCV decodes it into wrong pixels and only logs an error
+    pytest.importorskip("pyvips")
+    tifffile = pytest.importorskip("tifffile")
+    img, _ = _scene_images(tmp_path, {"Q1": "png"})
+    path = tmp_path / "img" / "P9.tif"
+    tifffile.imwrite(path, img, tile=(128, 128), photometric="rgb", compression="zlib")
+    (tmp_path / "ann" / "P9.txt").write_text("")
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[10], tif.pages[0].databytecounts[10]  # tile row 2
+    data = bytearray(path.read_bytes())
+    data[offset + 10:offset + count - 10] = bytes(count - 20)
+    path.write_bytes(bytes(data))
+    cfg = dict(size=256, gap=56, band_megapixels=0.05)  # P9 in three bands of windows: the first ones get written
+    with pytest.raises(ImageReadError, match="P9.tif: damaged image data"):
+        split_dataset(tmp_path / "img", tmp_path / "o", SplitConfig(size=256, gap=56), progress=False)
+    for workers in (1, 2):
+        out = tmp_path / f"s{workers}"
+        report = split_dataset(tmp_path / "img", out, SplitConfig(**cfg, workers=workers, skip_invalid=True),
+                               progress=False)
+        assert report.images == 1 and len(report.invalid_images) == 1 and "P9.tif" in report.invalid_images[0]
+        assert all(n.name.startswith("Q1__") for sub in ("images", "annfiles") for n in (out / sub).iterdir())
+        assert report.patches == len(os.listdir(out / "images")) == 6
+
+
+# ---- huge images: windowed reads -------------------------------------------------------------------------------
+
+def _same_output(a: Path, b: Path) -> int:
+    for sub in ("images", "annfiles"):
+        assert sorted(os.listdir(a / sub)) == sorted(os.listdir(b / sub))
+    for name in os.listdir(a / "annfiles"):
+        assert (a / "annfiles" / name).read_bytes() == (b / "annfiles" / name).read_bytes(), name
+    for name in os.listdir(a / "images"):
+        np.testing.assert_array_equal(cv2.imread(str(a / "images" / name), cv2.IMREAD_UNCHANGED),
+                                      cv2.imread(str(b / "images" / name), cv2.IMREAD_UNCHANGED), err_msg=name)
+    return len(os.listdir(a / "images"))
+
+
+def test_split_by_windows_equals_split_of_the_fully_decoded_image(tmp_path, monkeypatch):
+    pytest.importorskip("pyvips")
+    tifffile = pytest.importorskip("tifffile")
+    img, objects = _scene_images(tmp_path, {"png": "png", "grey": "grey.png", "jpg": "jpg", "striped": "tif"},
+                                 size=(1100, 900))
+    tifffile.imwrite(tmp_path / "img" / "tiled.tif", img, tile=(128, 128), photometric="rgb", compression="zlib",
+                     bigtiff=True)
+    (tmp_path / "ann" / "tiled.txt").write_bytes((tmp_path / "ann" / "png.txt").read_bytes())
+    cfg = dict(size=256, gap=56)
+    # the reference: every image decoded whole by OpenCV (libvips made unavailable)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "pyvips", None)
+        ref = split_dataset(tmp_path / "img", tmp_path / "ref", SplitConfig(**cfg), ann_dir=tmp_path / "ann",
+                            progress=False)
+        # large images without pyvips: decoded whole, and the report says so and names the extra
+        small_bands = split_dataset(tmp_path / "img", tmp_path / "nopyvips", SplitConfig(**cfg, band_megapixels=0.1),
+                                    ann_dir=tmp_path / "ann", progress=False)
+    assert ref.read_by_windows == 0 and not ref.decoded_whole
+    assert len(small_bands.decoded_whole) == 5 and "pip install 'rscovlm[geo]'" in small_bands.summary()
+    for workers in (1, 2):
+        # 0.2 MP bands: a row of 6 windows is cut into column groups of <= 781 px: 2 bands of 3 windows
+        got = split_dataset(tmp_path / "img", tmp_path / f"win{workers}",
+                            SplitConfig(**cfg, band_megapixels=0.2, workers=workers), ann_dir=tmp_path / "ann",
+                            progress=False)
+        assert got.read_by_windows == 5 and not got.decoded_whole
+        assert (got.patches, got.objects, got.kept_objects) == (ref.patches, ref.objects, ref.kept_objects)
+        assert _same_output(tmp_path / "ref", tmp_path / f"win{workers}") == ref.patches == 5 * 30
+    assert ref.kept_objects > ref.objects > 5 * 100
+
+
+def test_progress_is_reported_band_by_band(tmp_path):
+    pytest.importorskip("pyvips")
+    from rscovlm.data.dota_split import ImageTask, split_image
+
+    _scene_images(tmp_path, {"a": "png", "b": "tif"}, size=(1100, 900))
+    cfg = SplitConfig(size=256, gap=56, band_megapixels=0.2)  # 6 x 5 windows; random: 2 bands per row
+    for sub in ("images", "annfiles"):
+        (tmp_path / "o" / sub).mkdir(parents=True)
+    for stem, read in (("a", "sequential"), ("b", "random"), ("a", "whole")):
+        calls = []
+        path = tmp_path / "img" / f"{stem}.{'png' if stem == 'a' else 'tif'}"
+        res = split_image(ImageTask(str(path), str(tmp_path / "ann" / f"{stem}.txt"), 1100, 900, read),
+                          tmp_path / "o", cfg, progress=calls.append)
+        assert sum(calls) == res.patches == 30
+        assert len(calls) == (10 if read == "random" else 5), read
+
+
+def test_window_bands_group_rows_and_respect_the_column_budget():
+    from rscovlm.data.dota_split import window_bands
+
+    windows = sliding_windows(1100, 900, 256, 56)  # x starts 0 200 400 600 800 844, y starts 0 200 400 600 644
+    bands = window_bands(windows)
+    assert [len(b) for b in bands] == [6] * 5 and [int(b[0, 1]) for b in bands] == [0, 200, 400, 600, 644]
+    assert all((np.diff(b[:, 0]) > 0).all() for b in bands)
+    cut = window_bands(windows, max_cols=500)
+    assert all(b[-1, 2] - b[0, 0] <= 500 or len(b) == 1 for b in cut)
+    assert sorted(map(tuple, np.concatenate(cut).tolist())) == sorted(map(tuple, windows.tolist()))
+
+
+def _die(task, **_kwargs):
+    os._exit(3)  # as a worker killed by the kernel for memory
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path, capsys, monkeypatch):
+    import rscovlm.data.dota_split as ds
+
+    _scene_images(tmp_path, {"a": "png", "b": "png"})
+    monkeypatch.setattr(ds, "split_image", _die)
+    rc = main(["dota", "split", "--img-dir", str(tmp_path / "img"), "--out-dir", str(tmp_path / "o"), "--size",
+               "256", "--gap", "56", "--no-progress", "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "worker process died" in err and "--band-megapixels" in err

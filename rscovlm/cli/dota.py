@@ -37,6 +37,8 @@ def register(sub) -> None:
     p.add_argument("--png-encoder", choices=["auto", "fpng", "opencv"], default="auto",
                    help=_help(SplitConfig, "png_encoder"))
     p.add_argument("--skip-invalid", action="store_true", help=_help(SplitConfig, "skip_invalid"))
+    p.add_argument("--band-megapixels", type=float, default=SplitConfig.band_megapixels,
+                   help=_help(SplitConfig, "band_megapixels"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_split)
 
@@ -54,17 +56,19 @@ def register(sub) -> None:
 
 
 def _split(args) -> int:
+    from rscovlm._optional import MissingDependencyError
     from rscovlm.data.dota_io import DotaFormatError
-    from rscovlm.data.dota_split import SplitConfig, split_dataset
+    from rscovlm.data.dota_split import SplitConfig, SplitWorkerDied, split_dataset
 
     try:
         cfg = SplitConfig(size=args.size, gap=args.gap, iof_thr=args.iof_thr, img_rate_thr=args.img_rate_thr,
                           padding_value=args.padding_value, workers=args.workers,
                           missing_labels=args.missing_labels, png_encoder=args.png_encoder,
-                          skip_invalid=args.skip_invalid)
+                          skip_invalid=args.skip_invalid, band_megapixels=args.band_megapixels)
         report = split_dataset(args.img_dir, args.out_dir, cfg, ann_dir=args.ann_dir,
                                progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, FileExistsError, DotaFormatError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, DotaFormatError, MissingDependencyError,
+            SplitWorkerDied) as err:  # ImageReadError (a damaged image, named) is a ValueError
         raise CliError(str(err)) from err
     print(report.summary(), file=sys.stderr)
     return 0

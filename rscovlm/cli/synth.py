@@ -18,14 +18,18 @@ def register(sub) -> None:
     p.add_argument("--density", type=float, default=40.0, help="mean objects per megapixel")
     p.add_argument("--num-objects", type=int, default=None, help="exact number of objects per image")
     p.add_argument("--object-scale", type=float, default=1.0, help="object size multiplier (~0.3 m/px at 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_scenes)
 
-    b = group.add_parser("big", help="write one (huge) scene as a tiled TIFF, tile by tile, + its labelTxt")
-    b.add_argument("--out", required=True, help="output .tif path (labels go to the same path with .txt)")
+    b = group.add_parser("big", help="write one (huge) scene as a tiled TIFF (or a PNG), strip by strip in "
+                                     "bounded memory, + its labelTxt")
+    b.add_argument("--out", required=True, help="output .tif/.tiff path (tiled BigTIFF; needs rscovlm[geo]) or "
+                                                "a .png path; labels go to the same path with .txt")
     b.add_argument("--width", type=int, required=True, help="image width in pixels")
     b.add_argument("--height", type=int, required=True, help="image height in pixels")
     b.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same files")
     b.add_argument("--density", type=float, default=40.0, help="mean objects per megapixel")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(handler=_big)
 
 
@@ -41,22 +45,26 @@ def _scenes(args) -> int:
         cfg = SceneConfig(density=args.density, num_objects=args.num_objects, object_scale=args.object_scale)
     except ValueError as err:
         raise CliError(str(err)) from err
-    stems = generate_dataset(args.out, args.n, size, args.seed, cfg)
+    stems = generate_dataset(args.out, args.n, size, args.seed, cfg, progress=not args.no_progress)
     print(f"wrote {len(stems)} scenes to {args.out}/images and {args.out}/labelTxt", file=sys.stderr)
     return 0
 
 
 def _big(args) -> int:
+    from rscovlm._optional import MissingDependencyError
     from rscovlm.data.synthetic import SceneConfig, write_scene
 
-    if not args.out.lower().endswith((".tif", ".tiff")):
-        raise CliError("--out must end with .tif or .tiff")
+    if not args.out.lower().endswith((".tif", ".tiff", ".png")):
+        raise CliError("--out must end with .tif, .tiff or .png")
     if args.width < 1 or args.height < 1:
         raise CliError("--width and --height must be positive")
     try:
         cfg = SceneConfig(density=args.density)
     except ValueError as err:
         raise CliError(str(err)) from err
-    objects = write_scene(args.out, args.width, args.height, args.seed, cfg)
+    try:
+        objects = write_scene(args.out, args.width, args.height, args.seed, cfg, progress=not args.no_progress)
+    except MissingDependencyError as err:
+        raise CliError(str(err)) from None
     print(f"wrote {args.out} ({args.width} x {args.height}, {len(objects)} objects)", file=sys.stderr)
     return 0

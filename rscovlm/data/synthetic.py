@@ -11,8 +11,10 @@ A scene is fully determined by ``(width, height, seed, SceneConfig)``:
   pixels, normalized (clockwise on screen, starting at the smallest-y vertex), difficult 0.
 
 Every pixel depends only on its global position and the scene description, so a scene rendered tile by tile
-(:func:`write_scene` streams a tiled TIFF for scenes of tens of thousands of pixels) equals the same scene
-rendered at once (:func:`generate_scene`). Images are RGB uint8 (``H x W x 3``).
+or strip by strip equals the same scene rendered at once (:func:`generate_scene`). :func:`write_scene` and
+:func:`generate_dataset` never hold a whole image: they render strips (PNG, compressed as the rows come) or
+blocks of tiles (tiled BigTIFF), so memory is the scene plan (~100 bytes per object) plus one strip, whatever
+the size. Images are RGB uint8 (``H x W x 3``).
 """
 
 from __future__ import annotations
@@ -239,25 +241,33 @@ def _fill(canvas: np.ndarray, poly: np.ndarray, color) -> None:
 
 
 def _draw_roads(scene: Scene, img: np.ndarray, x0: int, y0: int) -> None:
-    """Roads are evaluated per pixel (signed distance to the centre line), so any tiling gives the same pixels."""
+    """Roads are evaluated per pixel (signed distance to the centre line), so any tiling gives the same pixels.
+
+    The distance across a road is ``u[x] + v[y]`` (affine, separable), so the rows and columns that can hold
+    road pixels are found from 1-D arrays and the per-pixel test runs only on that rectangle (a large scene's
+    region meets few roads, over a small part of it)."""
     h, w = img.shape[:2]
-    px = np.arange(x0, x0 + w, dtype=np.float64)[None, :] + 0.5
-    py = np.arange(y0, y0 + h, dtype=np.float64)[:, None] + 0.5
+    px = np.arange(x0, x0 + w, dtype=np.float64) + 0.5
+    py = np.arange(y0, y0 + h, dtype=np.float64) + 0.5
     for ax, ay, bx, by, width in scene.roads:
         length = math.hypot(bx - ax, by - ay)
         dx, dy = (bx - ax) / length, (by - ay) / length
-        # quick reject: the road's enclosing box vs the region
-        if (max(ax, bx) + width < x0 or min(ax, bx) - width > x0 + w or max(ay, by) + width < y0
-                or min(ay, by) - width > y0 + h):
+        u, v = (px - ax) * -dy, (py - ay) * dx
+        half = width / 2
+        rows = np.flatnonzero((v + u.min() <= half) & (v + u.max() >= -half))
+        cols = np.flatnonzero((u + v.min() <= half) & (u + v.max() >= -half))
+        if not len(rows) or not len(cols):
             continue
-        across = (px - ax) * -dy + (py - ay) * dx
-        on_road = np.abs(across) <= width / 2
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        across = u[None, c0:c1] + v[r0:r1, None]
+        on_road = np.abs(across) <= half
         if not on_road.any():
             continue
-        along = (px - ax) * dx + (py - ay) * dy
-        img[on_road] = (92, 92, 96)
+        along = (px[None, c0:c1] - ax) * dx + (py[r0:r1, None] - ay) * dy
+        sub = img[r0:r1, c0:c1]
+        sub[on_road] = (92, 92, 96)
         dash = (np.abs(across) <= 0.9) & (np.mod(along, 36.0) < 18.0)
-        img[dash] = (205, 205, 195)
+        sub[dash] = (205, 205, 195)
 
 
 def _object_box(obb_row: np.ndarray) -> tuple[int, int, int, int]:
@@ -388,68 +398,112 @@ def generate_scene(width: int, height: int, seed: int = 0, config: SceneConfig |
     return scene.render(), scene.objects
 
 
+STRIP_PIXELS = 1 << 21  # pixels rendered at once when streaming (~2 MP: ~100 MB of float32 work arrays)
+
+
+def render_strips(scene: Scene, strip_pixels: int = STRIP_PIXELS):
+    """Yield ``(y0, strip)``: the scene top to bottom in full-width strips of about ``strip_pixels`` pixels
+    (at least one row), RGB uint8. Any strip height gives the same pixels (see :func:`render_region`)."""
+    rows = max(1, min(scene.height, strip_pixels // scene.width))
+    for y in range(0, scene.height, rows):
+        yield y, render_region(scene, 0, y, scene.width, min(rows, scene.height - y))
+
+
+def _write_png_streamed(path: Path, scene: Scene, strip_pixels: int, on_rows) -> None:
+    """A PNG written strip by strip (pypng: rows go through zlib as they come), never the whole image."""
+    import png
+
+    def rows():
+        for _, strip in render_strips(scene, strip_pixels):
+            yield from strip.reshape(strip.shape[0], -1)
+            on_rows(strip.shape[0])
+
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        png.Writer(scene.width, scene.height, greyscale=False, bitdepth=8, compression=1).write(f, rows())
+    os.replace(tmp, path)
+
+
+def _progress_bar(progress: bool, total_mp: float, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total_mp, unit="MP", desc=desc, disable=not progress,
+                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}]")
+
+
 def write_scene(path: str | os.PathLike, width: int, height: int, seed: int = 0, config: SceneConfig | None = None,
                 *, label_path: str | os.PathLike | None = None, tile: int = 512, block_tiles: int = 8,
-                **overrides) -> ObjectSet:
+                strip_pixels: int = STRIP_PIXELS, progress: bool = False, **overrides) -> ObjectSet:
     """Render a scene of any size to ``path`` and its labelTxt to ``label_path`` (default: ``path`` with
-    ``.txt``). ``.tif``/``.tiff``: a tiled (``tile`` px), deflate-compressed BigTIFF rendered block by block
-    (``tile`` rows x ``block_tiles * tile`` columns), so memory stays in the tens of MB whatever the size.
-    Other extensions (``.png``...) are rendered whole and written with OpenCV. Returns the objects."""
+    ``.txt``), in bounded memory: ``.tif``/``.tiff`` a tiled (``tile`` px), deflate-compressed BigTIFF rendered
+    block by block (``tile`` rows x ``block_tiles * tile`` columns; needs tifffile, the ``geo`` extra);
+    ``.png`` a PNG rendered and compressed in strips of ``strip_pixels``. Memory: the scene plan (~100 bytes per
+    object) plus one block or strip, whatever the size. ``progress``: a bar on stderr (megapixels). Returns the
+    objects."""
     from rscovlm.data.dota_io import write_labeltxt
 
-    config = config or SceneConfig(**overrides)
-    scene = plan_scene(width, height, seed, config)
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".tif", ".tiff", ".png"):
+        raise ValueError(f"{path}: write_scene writes .tif, .tiff or .png files")
+    if suffix != ".png":
+        from rscovlm._optional import require
+
+        tifffile = require("tifffile", "geo", "writing a scene as a tiled TIFF")
+    config = replace(config, **overrides) if config is not None else SceneConfig(**overrides)
+    scene = plan_scene(width, height, seed, config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+    with _progress_bar(progress, width * height / 1e6, "synth") as bar:
+        if suffix == ".png":
+            _write_png_streamed(path, scene, strip_pixels, lambda rows: bar.update(rows * width / 1e6))
+        else:
+            block_cols = tile * max(1, block_tiles)
 
-        block_cols = tile * max(1, block_tiles)
+            def tiles():  # row-major tile order, as the TIFF stores them
+                for ty in range(0, height, tile):
+                    rows = min(tile, height - ty)
+                    for bx in range(0, width, block_cols):
+                        block = render_region(scene, bx, ty, min(block_cols, width - bx), rows)
+                        for tx in range(0, block.shape[1], tile):
+                            piece = block[:, tx:tx + tile]
+                            if piece.shape[:2] != (tile, tile):  # edge tiles are padded to the full tile size
+                                padded = np.zeros((tile, tile, 3), np.uint8)
+                                padded[:piece.shape[0], :piece.shape[1]] = piece
+                                piece = padded
+                            yield piece
+                        bar.update(rows * block.shape[1] / 1e6)
 
-        def tiles():  # row-major tile order, as the TIFF stores them
-            for ty in range(0, height, tile):
-                rows = min(tile, height - ty)
-                for bx in range(0, width, block_cols):
-                    block = render_region(scene, bx, ty, min(block_cols, width - bx), rows)
-                    for tx in range(0, block.shape[1], tile):
-                        piece = block[:, tx:tx + tile]
-                        if piece.shape[:2] != (tile, tile):  # edge tiles are padded to the full tile size
-                            padded = np.zeros((tile, tile, 3), np.uint8)
-                            padded[:piece.shape[0], :piece.shape[1]] = piece
-                            piece = padded
-                        yield piece
-
-        tifffile.imwrite(path, tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(tile, tile),
-                         photometric="rgb", compression="zlib", compressionargs={"level": 1}, bigtiff=True)
-    else:
-        import cv2
-
-        rgb = scene.render()
-        if not cv2.imwrite(str(path), rgb[..., ::-1]):
-            raise ValueError(f"{path}: OpenCV cannot write this image format")
+            tmp = path.with_name(path.name + ".part")
+            tifffile.imwrite(tmp, tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(tile, tile),
+                             photometric="rgb", compression="zlib", compressionargs={"level": 1}, bigtiff=True)
+            os.replace(tmp, path)
     objects = scene.objects
     write_labeltxt(label_path or path.with_suffix(".txt"), objects, imagesource="rscovlm-synthetic")
     return objects
 
 
 def generate_dataset(out_dir: str | os.PathLike, n_images: int, size: int | tuple[int, int] = 1024, seed: int = 0,
-                     config: SceneConfig | None = None, **overrides) -> list[str]:
+                     config: SceneConfig | None = None, *, strip_pixels: int = STRIP_PIXELS, progress: bool = False,
+                     **overrides) -> list[str]:
     """Write ``out_dir/images/syn_{i:05d}.png`` and ``out_dir/labelTxt/syn_{i:05d}.txt`` for ``n_images``
-    scenes (image ``i`` uses seed ``seed * 1_000_003 + i``). Returns the image stems."""
-    import cv2
-
+    scenes (image ``i`` uses seed ``seed * 1_000_003 + i``). Each PNG is rendered and compressed in strips of
+    ``strip_pixels`` (bounded memory for any size). ``progress``: a bar on stderr (megapixels). Returns the
+    image stems."""
     from rscovlm.data.dota_io import write_labeltxt
 
-    config = config or SceneConfig(**overrides)
+    config = replace(config, **overrides) if config is not None else SceneConfig(**overrides)
     w, h = (size, size) if isinstance(size, int) else size
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "labelTxt").mkdir(parents=True, exist_ok=True)
     stems = []
-    for i in range(n_images):
-        stem = f"syn_{i:05d}"
-        scene = plan_scene(w, h, seed * 1_000_003 + i, config)
-        cv2.imwrite(str(out_dir / "images" / f"{stem}.png"), scene.render()[..., ::-1])
-        write_labeltxt(out_dir / "labelTxt" / f"{stem}.txt", scene.objects, imagesource="rscovlm-synthetic")
-        stems.append(stem)
+    with _progress_bar(progress, n_images * w * h / 1e6, "synth") as bar:
+        for i in range(n_images):
+            stem = f"syn_{i:05d}"
+            scene = plan_scene(w, h, seed * 1_000_003 + i, config)
+            _write_png_streamed(out_dir / "images" / f"{stem}.png", scene, strip_pixels,
+                                lambda rows: bar.update(rows * w / 1e6))
+            write_labeltxt(out_dir / "labelTxt" / f"{stem}.txt", scene.objects, imagesource="rscovlm-synthetic")
+            stems.append(stem)
+            bar.set_postfix(images=f"{i + 1}/{n_images}", refresh=False)
     return stems
