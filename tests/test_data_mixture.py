@@ -132,8 +132,19 @@ def test_stats_by_source_task_and_box_kind(mix_dir, capsys):
     (lambda c: c["units"][2].update(name="a"), "duplicate unit name"),
     (lambda c: c.update(epochs=3), "unknown key"),
     (lambda c: c["units"][0].update(path="missing.jsonl"), "unit file not found"),
-    (lambda c: c.update(builder={"json_prob": 2.0}), "json_prob must be in"),
+    (lambda c: c.update(builder={"plain_prob": 2.0}), "builder: plain_prob must be a number in"),
     (lambda c: c.update(builder={"jsn_prob": 0.5}), "unknown option"),
+    (lambda c: c.update(builder={"json_prob": 0.5}), "json_prob was replaced by plain_prob"),
+    (lambda c: c.update(builder={"random_resize": False}), "random_resize was replaced by random_resize_prob"),
+    (lambda c: c.update(builder={"prompt_set": "nope"}), "builder: prompt_set: unknown prompt set 'nope'"),
+    (lambda c: c["units"][2].update(prompt_set="nope"), r"units\[2\]: prompt_set: unknown prompt set"),
+    (lambda c: c["units"][2].update(random_resize_prob=1.5), r"units\[2\]: random_resize_prob must be"),
+    (lambda c: c["units"][2].update(random_resize_dist="gauss"), r"units\[2\]: random_resize_dist must be one"),
+    (lambda c: c["units"][2].update(clip_boxes="yes"), r"units\[2\]: clip_boxes must be true or false"),
+    (lambda c: c["units"][2].update(box_kinds=["hbb", "hbb"]), r"units\[2\].box_kinds: expected a list"),
+    (lambda c: c["units"][2].update(box_kinds=["hbb", "rbox"]), r"units\[2\].box_kinds: expected a list"),
+    (lambda c: c["units"][2].update(box_kinds=["hbb"]), r"units\[2\]: give box_kind or box_kinds, not both"),
+    (lambda c: c["units"][0].update(box_kinds=["hbb"]), r"units\[0\].box_kinds: conversations keep"),
 ])
 def test_bad_configs_are_named(mix_dir, edit, message, capsys):
     cfg = yaml.safe_load((mix_dir / "mix.yaml").read_text())
