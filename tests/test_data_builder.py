@@ -224,8 +224,8 @@ def test_reference_empty_answer_and_grounding_conversations():
 @pytest.mark.parametrize("where", ["builder", "unit"])
 def test_objects_cut_by_the_border_keep_their_coordinates_unless_clipping_is_asked(where):
     """The reference never clips (mmrotate's img_split translates the objects kept in a window without clipping
-    them, and nothing clips later): the cut plane keeps x = -10; with clip_boxes (builder or unit option) it is clamped to 0 and an object wholly outside
-    the image is dropped and counted."""
+    them, and nothing clips later): the cut plane keeps x = -10; with clip_boxes (builder or unit option) it is
+    clamped to 0 and an object wholly outside the image is dropped and counted."""
     outside = [-60, 400, -20, 400, -20, 440, -60, 440]
     rec = dict(REF_RECORD, labels=REF_RECORD["labels"] + ["ship"], quads=REF_RECORD["quads"] + [outside],
                difficult=[0, 0, 2, 2])

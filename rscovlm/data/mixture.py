@@ -20,10 +20,11 @@ A unit's *samples* are its records times its box kinds (item ``k * n_records + r
 a unit of weight 2 gives twice as many samples as a unit of weight 1 whatever their sizes (normalized over the
 units). Each epoch ``e`` draws a fresh sequence from ``numpy.random.default_rng([seed, e])``: every position picks
 a unit with probability ``weight / sum``, and each unit serves its samples in a fresh random permutation (cycled
-when the unit is drawn more often than it has samples), so samples repeat only when a unit is up-sampled. The sequence is a pure function of
-``(config, epoch)``: every rank computes the same one without communication. Rank ``r`` of ``W`` takes positions
-``r, r + W, r + 2W, ...`` of the first ``W * (epoch_size // W)`` positions (disjoint, equal counts; at most
-``W - 1`` trailing positions are left out). Resuming needs only ``(epoch, position)``.
+when the unit is drawn more often than it has samples), so samples repeat only when a unit is up-sampled. The
+sequence is a pure function of ``(config, epoch)``: every rank computes the same one without communication. Rank
+``r`` of ``W`` takes positions ``r, r + W, r + 2W, ...`` of the first ``W * (epoch_size // W)`` positions
+(disjoint, equal counts; at most ``W - 1`` trailing positions are left out). Resuming needs only
+``(epoch, position)``.
 
 Everything here is torch-free. :class:`MixtureDataset` has ``__len__`` / ``__getitem__`` (a map-style dataset
 for ``torch.utils.data.DataLoader`` or the HF Trainer) and builds each sample with a generator seeded by
