@@ -197,7 +197,9 @@ def test_trains_on_reference_format_jsonl_and_records_its_prompt_set(tiny_model_
     samples.append(SampleBuilder(BuildConfig(random_resize_prob=0.0)).build(
         ground, UnitConfig(name="g", path="x", type="grounding", images=str(tmp_path)), np.random.default_rng(0)))
     targets = [s["messages"][-1]["content"][0]["text"] for s in samples]
-    assert targets[0].startswith("20,30,80,30,80,70,20,70 plane\n") and '"bbox_2d": [20, 30, 80, 70]' in targets[1]
+    assert targets[0] == ("150,20,200,20,200,60,150,60 plane\n20,30,80,30,80,70,20,70 plane\n"
+                          "120,140,180,150,170,200,110,190 ship\n")  # by label, then y1, then x1
+    assert '"bbox_2d": [150, 20, 200, 60]' in targets[1] and targets[2].endswith(" ship\n")
     assert targets[3] == "40,60,150,170 white plane near the runway\n"
     with open(tmp_path / "train.jsonl", "w") as fh:
         for s in samples:
