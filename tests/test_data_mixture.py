@@ -288,12 +288,12 @@ def test_training_source_takes_the_prompt_set_from_the_mixture_or_data_options(m
 
 
 def test_packaged_reference_mixture_config_is_valid():
-    """configs/mixture_reference.yaml (documentation of a reference-like mixture) parses: options, kinds, sets."""
+    """configs/mixtures/reference.yaml (documentation of a reference-like mixture) parses: options, kinds, sets."""
     from pathlib import Path
 
     from rscovlm.data.builder import BuildConfig
 
-    cfg = MixtureConfig.from_yaml(Path(__file__).resolve().parent.parent / "configs" / "mixture_reference.yaml")
+    cfg = MixtureConfig.from_yaml(Path(__file__).resolve().parent.parent / "configs" / "mixtures" / "reference.yaml")
     build = BuildConfig.from_dict(cfg.builder)
     assert (build.prompt_set, build.plain_prob, build.random_resize_dist, build.clip_boxes) == \
         ("reference", 1.0, "reference", False)
