@@ -4,7 +4,8 @@
 
 1. renders small synthetic aerial scenes (:mod:`rscovlm.data.synthetic`; one object category per scene, 1-3
    objects) and turns each into four samples with the online sample builder (:mod:`rscovlm.data.builder`, the
-   evaluation prompts): scene classification, VQA (counting), grounding (the topmost object, hbb) and detection
+   evaluation prompts of the prompt set ``--prompt-set``, default ``reference``: its system prompts, requests and
+   answer format): scene classification, VQA (counting), grounding (the topmost object, hbb) and detection
    (quads);
 2. builds the offline tiny Qwen2.5-VL (:mod:`rscovlm.model.tiny`) unless a checkpoint is given, and trains it on the
    samples with the normal trainer (:func:`rscovlm.train.trainer.train`);
@@ -58,6 +59,9 @@ class DemoConfig:
                                                               "tiny model)"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest answer"})
     seed: int = field(default=0, metadata={"help": "seed of the scenes and of training"})
+    prompt_set: str = field(default="reference", metadata={
+        "help": "prompt set of the grounding and detection samples and their answer format (reference = the "
+                "released checkpoints' strings; rscovlm-v0; or a folder)"})
     threads: int = field(default=1, metadata={"help": "CPU threads for torch; the scores can depend on it. More "
                                                      "than one pays only on idle cores: with other jobs running "
                                                      "each training step slowed 6-12x at 2 threads"})
@@ -89,8 +93,8 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
     from rscovlm.protocol.categories import display_name
 
     image_dir.mkdir(parents=True, exist_ok=True)
-    builder = SampleBuilder(BuildConfig(family=family, random_resize=False, json_prob=0.0, synonym_prob=0.0,
-                                        open_ended_prob=0.0, subset_prob=0.0))
+    builder = SampleBuilder(BuildConfig(prompt_set=cfg.prompt_set, family=family, random_resize_prob=0.0,
+                                        plain_prob=1.0, synonym_prob=0.0, open_ended_prob=0.0, subset_prob=0.0))
     units = {kind: UnitConfig(name=f"demo_{kind}", path="(generated)", type=kind, images=str(image_dir))
              for kind in ("detection", "grounding", "conversation")}
     cats = list(SCENE_OF)
@@ -131,7 +135,7 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
         top = int(np.argmin(quads[:, 1::2].min(axis=1)))
         hbb = objects.boxes[top].to("hbb").data[0]
         grounding = {"dataset": "demo", "image_id": name, "image": name, "question_id": i,
-                     "question": f"the topmost {display_name(cat)}", "bbox": hbb.tolist(),
+                     "question": f"topmost {display_name(cat)}", "bbox": hbb.tolist(),
                      "image_width": cfg.size, "image_height": cfg.size}
         conv = builder.build(grounding, units["grounding"])
         samples.append(DemoSample("grounding", i, conv, conv["messages"][-1]["content"][0]["text"],
@@ -333,13 +337,19 @@ def _run(cfg: DemoConfig) -> dict:
     import torch
     from tqdm.auto import tqdm
 
+    from rscovlm.data.builder import prompt_set_record
     from rscovlm.model.families import family_for
+    from rscovlm.protocol.prompt_sets import PromptSetError, get_prompt_set
     from rscovlm.train.config import build_config
     from rscovlm.train.trainer import train
 
     start = time.perf_counter()
-    # a bad --model fails before any work; the offline tiny model is a Qwen2.5-VL
+    # a bad --model or --prompt-set fails before any work; the offline tiny model is a Qwen2.5-VL
     family = family_for("qwen2_5_vl") if cfg.model is None else model_family(cfg.model)
+    try:
+        prompt_set = prompt_set_record(get_prompt_set(cfg.prompt_set))
+    except (FileNotFoundError, PromptSetError) as err:
+        raise DemoError(f"--prompt-set {cfg.prompt_set}: {err}") from None
     out = Path(cfg.out)
     image_dir = out / "data" / "images"
     with tqdm(total=cfg.scenes + cfg.holdout, desc="1/4 scenes + samples", unit="scene") as bar:
@@ -390,6 +400,7 @@ def _run(cfg: DemoConfig) -> dict:
                                  "resize": s.conversation["meta"]["plans"][0], "parsed": parsed.get(k)}) + "\n")
     overlays = write_overlays(everything, parsed, image_dir, out / "overlays")
     report["run"] = {"config": asdict(cfg), "model": model_path, "family": family.name,
+                     "prompt_set": prompt_set,
                      "box_frame": family.box_frame, "train_samples": len(samples),
                      "holdout_samples": len(unseen), "losses": losses,
                      "seconds": round(time.perf_counter() - start, 1), "overlays": len(overlays)}

@@ -5,8 +5,10 @@
   processor feeds the vision tower, so boxes written in it are the coordinates Qwen2.5-VL reads and writes.
 * Images are ``small`` (fewer pixels than ``min_pixels``: enlarged), ``regular``, or ``uhr`` (more than
   ``uhr_min_pixels``: too large to downsample without losing small objects, handled by the Zoom-in Chain).
-* Random resize (paper 3.3.3) draws the pixel AREA uniformly between the bounds; the side scale is the square
-  root of the area ratio, and boxes follow the image through the returned :class:`ResizePlan`.
+* Random resize (paper 3.3.3): :meth:`ResolutionPolicy.random_plan` draws a size by one of
+  :data:`RESIZE_DISTRIBUTIONS` (``area_uniform``: the pixel AREA uniform between the bounds; ``reference``: the
+  reference implementation's side-scale draw), then snaps it with ``smart_resize``; boxes follow the image through
+  the returned :class:`ResizePlan`. The distributions they produce are tabulated in docs/data.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 from rscovlm.geometry.boxes import Boxes, Frame
 
 SizeClass = Literal["small", "regular", "uhr"]
+ResizeDistribution = Literal["area_uniform", "reference"]
+RESIZE_DISTRIBUTIONS: tuple[str, ...] = ("area_uniform", "reference")
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -97,11 +101,29 @@ class ResolutionPolicy:
         h, w = smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
         return ResizePlan(Frame.original(width, height), Frame.model(w, h))
 
-    def random_plan(self, width: int, height: int, rng: np.random.Generator) -> ResizePlan:
-        """Random resize augmentation: draw a target pixel area uniformly in ``[min_pixels, max_pixels]``, scale
-        both sides by ``sqrt(area / (width * height))`` and snap with ``smart_resize`` inside the same bounds."""
-        area = rng.uniform(self.min_pixels, self.max_pixels)
-        scale = math.sqrt(area / (width * height))
-        h, w = smart_resize(max(1, round(height * scale)), max(1, round(width * scale)), self.factor,
-                            self.min_pixels, self.max_pixels)
+    def random_plan(self, width: int, height: int, rng: np.random.Generator,
+                    distribution: ResizeDistribution = "area_uniform") -> ResizePlan:
+        """Random resize augmentation of an image of ``width`` x ``height`` (``P = width * height`` pixels), then
+        ``smart_resize`` into ``[min_pixels, max_pixels]`` at the side multiple ``factor``:
+
+        * ``area_uniform``: a target pixel area ``A ~ U(min_pixels, max_pixels)``; both sides scaled by
+          ``sqrt(A / P)`` and rounded.
+        * ``reference``: the reference implementation's draw (VisionXLab/RSCoVLM, ``random_resize`` of its
+          dense-detection and refGeo datasets): ``s ~ U(min_pixels / P, max_pixels / P)`` - a ratio of pixel
+          counts - applied to the SIDES, ``int(side * s)`` (truncated; at least 1 here, where the reference would
+          fail on 0). The pixel count before snapping is ``P * s**2``, so sizes below ``min_pixels`` (every
+          ``s < sqrt(min_pixels / P)``) are lifted to the lower bound by ``smart_resize``.
+        """
+        if distribution == "area_uniform":
+            area = rng.uniform(self.min_pixels, self.max_pixels)
+            scale = math.sqrt(area / (width * height))
+            h, w = max(1, round(height * scale)), max(1, round(width * scale))
+        elif distribution == "reference":
+            pixels = width * height
+            scale = rng.uniform(self.min_pixels / pixels, self.max_pixels / pixels)
+            h, w = max(1, int(height * scale)), max(1, int(width * scale))
+        else:
+            raise ValueError(f"unknown random resize distribution {distribution!r}; expected one of "
+                             f"{list(RESIZE_DISTRIBUTIONS)}")
+        h, w = smart_resize(h, w, self.factor, self.min_pixels, self.max_pixels)
         return ResizePlan(Frame.original(width, height), Frame.model(w, h))

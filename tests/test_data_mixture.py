@@ -132,8 +132,19 @@ def test_stats_by_source_task_and_box_kind(mix_dir, capsys):
     (lambda c: c["units"][2].update(name="a"), "duplicate unit name"),
     (lambda c: c.update(epochs=3), "unknown key"),
     (lambda c: c["units"][0].update(path="missing.jsonl"), "unit file not found"),
-    (lambda c: c.update(builder={"json_prob": 2.0}), "json_prob must be in"),
+    (lambda c: c.update(builder={"plain_prob": 2.0}), "builder: plain_prob must be a number in"),
     (lambda c: c.update(builder={"jsn_prob": 0.5}), "unknown option"),
+    (lambda c: c.update(builder={"json_prob": 0.5}), "json_prob was replaced by plain_prob"),
+    (lambda c: c.update(builder={"random_resize": False}), "random_resize was replaced by random_resize_prob"),
+    (lambda c: c.update(builder={"prompt_set": "nope"}), "builder: prompt_set: unknown prompt set 'nope'"),
+    (lambda c: c["units"][2].update(prompt_set="nope"), r"units\[2\]: prompt_set: unknown prompt set"),
+    (lambda c: c["units"][2].update(random_resize_prob=1.5), r"units\[2\]: random_resize_prob must be"),
+    (lambda c: c["units"][2].update(random_resize_dist="gauss"), r"units\[2\]: random_resize_dist must be one"),
+    (lambda c: c["units"][2].update(clip_boxes="yes"), r"units\[2\]: clip_boxes must be true or false"),
+    (lambda c: c["units"][2].update(box_kinds=["hbb", "hbb"]), r"units\[2\].box_kinds: expected a list"),
+    (lambda c: c["units"][2].update(box_kinds=["hbb", "rbox"]), r"units\[2\].box_kinds: expected a list"),
+    (lambda c: c["units"][2].update(box_kinds=["hbb"]), r"units\[2\]: give box_kind or box_kinds, not both"),
+    (lambda c: c["units"][0].update(box_kinds=["hbb"]), r"units\[0\].box_kinds: conversations keep"),
 ])
 def test_bad_configs_are_named(mix_dir, edit, message, capsys):
     cfg = yaml.safe_load((mix_dir / "mix.yaml").read_text())
@@ -210,3 +221,80 @@ def test_broken_unit_files_are_named_not_tracebacks(mix_dir, capsys):
         fh.write('{"id": broken\n')
     assert main(["data", "mix-stats", str(mix_dir / "mix.yaml")]) == 2
     assert f"{mix_dir / 'a.jsonl'}:31: not valid JSON" in capsys.readouterr().err
+
+
+def test_box_kinds_give_one_sample_per_record_and_kind(mix_dir, capsys):
+    """`box_kinds: [hbb, obb, quad]`: the reference's dense-detection dataset trains every image once per kind. The
+    unit serves records x kinds items (kind-major), each exactly once per pass, and the statistics split by kind."""
+    from rscovlm.data.mixture import MixtureDataset
+
+    cfg = yaml.safe_load((mix_dir / "mix.yaml").read_text())
+    cfg["units"][2].pop("box_kind")
+    cfg["units"][2]["box_kinds"] = ["hbb", "obb", "quad"]
+    cfg["epoch_size"] = None
+    cfg["units"] = cfg["units"][2:]  # the detection unit alone: 5 records
+    (mix_dir / "kinds.yaml").write_text(yaml.safe_dump(cfg))
+    mix = Mixture.from_yaml(mix_dir / "kinds.yaml")
+    assert mix.epoch_size == 15 and mix.n_items(0) == 15
+    assert [mix.item(0, i) for i in (0, 4, 5, 14)] == [(0, "hbb"), (4, "hbb"), (0, "obb"), (4, "quad")]
+    ds = MixtureDataset(mix)
+    seen = sorted((s["meta"]["id"], s["meta"]["box_kind"]) for s in (ds[p] for p in range(len(ds))))
+    assert seen == sorted((str(i), k) for i in range(1, 6) for k in ("hbb", "obb", "quad"))
+    stats = mix.stats()
+    assert stats["box_kind"] == pytest.approx({"hbb": 1 / 3, "obb": 1 / 3, "quad": 1 / 3})
+    assert stats["units"][0]["records"] == 5 and stats["units"][0]["samples"] == 15
+    assert stats["units"][0]["passes"] == pytest.approx(1.0)
+
+
+def test_prompt_sets_per_unit_recorded_and_overridden(mix_dir, capsys):
+    from rscovlm.data.builder import prompt_set_digest
+    from rscovlm.protocol.prompt_sets import get_prompt_set
+
+    cfg = yaml.safe_load((mix_dir / "mix.yaml").read_text())
+    cfg["units"].append(dict(cfg["units"][2], name="det_v0", prompt_set="rscovlm-v0"))
+    (mix_dir / "sets.yaml").write_text(yaml.safe_dump(cfg))
+    mix = Mixture.from_yaml(mix_dir / "sets.yaml")
+    sets = {s["name"]: s for s in mix.prompt_sets()}
+    assert sets["reference"]["units"] == ["det"] and sets["rscovlm-v0"]["units"] == ["det_v0"]
+    assert sets["reference"]["sha256"] == prompt_set_digest(get_prompt_set("reference"))
+    assert sets["rscovlm-v0"]["answer_styles"]["detection"] == "rscovlm-v0"
+    assert main(["data", "mix-stats", str(mix_dir / "sets.yaml")]) == 0
+    rows = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[3:7]}
+    assert rows == {"a": "-", "b": "-", "det": "reference", "det_v0": "rscovlm-v0"}
+    # --prompt-set replaces the builder's and every unit's
+    assert {s["name"] for s in Mixture.from_yaml(mix_dir / "sets.yaml", "rscovlm-v0").prompt_sets()} == \
+        {"rscovlm-v0"}
+    assert main(["data", "mix-stats", str(mix_dir / "sets.yaml"), "--prompt-set", "rscovlm-v0"]) == 0
+    assert "reference" not in capsys.readouterr().out
+    assert main(["data", "mix-stats", str(mix_dir / "sets.yaml"), "--prompt-set", "nope"]) == 2
+    assert "unknown prompt set 'nope'" in capsys.readouterr().err
+
+
+def test_training_source_takes_the_prompt_set_from_the_mixture_or_data_options(mix_dir):
+    from rscovlm.train.config import DataConfig
+    from rscovlm.train.sources import build_source, dataset_prompt_sets
+
+    cfg = DataConfig(source="mixture", paths=[str(mix_dir / "mix.yaml")], options={"epoch_size": 40})
+    ds = build_source(cfg, seed=0)
+    det = [ds[p] for p in range(40) if ds[p]["meta"]["type"] == "detection"]
+    assert det and {s["meta"]["prompt_set"]["name"] for s in det} == {"reference"}
+    assert all(s["messages"][-1]["content"][0]["text"] == "There are none." for s in det)
+    assert [s["name"] for s in dataset_prompt_sets(ds)] == ["reference"]
+    cfg.options["prompt_set"] = "rscovlm-v0"
+    ds = build_source(cfg, seed=0)
+    assert [s["name"] for s in dataset_prompt_sets(ds)] == ["rscovlm-v0"]
+    assert {ds[p]["messages"][-1]["content"][0]["text"] for p in range(40)
+            if ds[p]["meta"]["type"] == "detection"} == {"There is none."}
+
+
+def test_packaged_reference_mixture_config_is_valid():
+    """configs/mixtures/reference.yaml (documentation of a reference-like mixture) parses: options, kinds, sets."""
+    from pathlib import Path
+
+    from rscovlm.data.builder import BuildConfig
+
+    cfg = MixtureConfig.from_yaml(Path(__file__).resolve().parent.parent / "configs" / "mixtures" / "reference.yaml")
+    build = BuildConfig.from_dict(cfg.builder)
+    assert (build.prompt_set, build.plain_prob, build.random_resize_dist, build.clip_boxes) == \
+        ("reference", 1.0, "reference", False)
+    assert cfg.units[0].target_box_kinds == ["hbb", "obb", "quad"] and cfg.units[1].target_box_kinds == ["hbb"]

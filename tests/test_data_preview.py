@@ -1,5 +1,7 @@
 """data preview: PNGs with boxes drawn from the parsed targets, and one index.html."""
 
+import re
+
 import numpy as np
 import yaml
 from PIL import Image
@@ -22,7 +24,7 @@ def test_preview_writes_pngs_and_html(tmp_path):
         {"role": "user", "content": [{"type": "image", "image": "c.png"}, {"type": "text", "text": "Where <b>?"}]},
         {"role": "assistant", "content": "<box:0>"}], "image_sizes": [[256, 256]],
         "boxes": [{"kind": "hbb", "values": [10, 10, 100, 100], "image": 0}]}])
-    cfg = {"seed": 1, "epoch_size": 6, "builder": {"open_ended_prob": 1.0, "subset_prob": 0.0, "json_prob": 0.0},
+    cfg = {"seed": 1, "epoch_size": 6, "builder": {"open_ended_prob": 1.0, "subset_prob": 0.0, "plain_prob": 1.0},
            "units": [{"name": "det", "path": "d.json", "type": "detection", "images": "img", "weight": 1},
                      {"name": "conv", "path": "c.jsonl", "type": "conversation", "images": "img", "weight": 1}]}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
@@ -32,11 +34,21 @@ def test_preview_writes_pngs_and_html(tmp_path):
     assert len(pngs) == 4
     page = (out / "index.html").read_text()
     assert page.count("<img src='sample_") == 4
-    assert "Where &lt;b&gt;?" in page and "plane: (" in page  # both units drawn (fixed seed), text escaped
+    # both units drawn (fixed seed), text escaped; the reference set by default: its open-ended request, answers
+    # "x1,y1,...,x4,y4 plane"
+    assert "Where &lt;b&gt;?" in page and "find all the visible remote sensing objects" in page
+    assert re.search(r"<pre>(\d+,){7}\d+ plane\n</pre>", page) and "prompt set reference" in page
     # a detection preview has the plane's box drawn where the target puts it (background is uniform)
     for png in pngs:
         arr = np.asarray(Image.open(png).convert("RGB")).astype(int)
         assert (np.abs(arr - [20, 30, 40]).sum(axis=2) > 60).sum() > 100
+    # --prompt-set replaces the mixture's: the earlier templates and answer format
+    assert main(["data", "preview", str(tmp_path / "mix.yaml"), "--n", "4", "--out", str(out),
+                 "--prompt-set", "rscovlm-v0"]) == 0
+    page = (out / "index.html").read_text()
+    assert "plane: (" in page and "prompt set rscovlm-v0" in page
+    assert main(["data", "preview", str(tmp_path / "mix.yaml"), "--n", "1", "--out", str(out),
+                 "--prompt-set", "nope"]) == 2
 
 
 def test_preview_draws_boxes_whatever_the_units_task_name(tmp_path, capsys):

@@ -200,3 +200,29 @@ def test_freeze_groups_follow_the_qwen2_and_qwen3_module_trees():
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         assert trainable == set(groups["merger"])
     assert any("deepstack_merger_list" in n for n in groups["merger"])  # Qwen3-VL
+
+
+def test_tokenizer_corpus_speaks_the_reference_prompt_set(tiny_model_dir):
+    """The tiny tokenizer is trained on the reference set's strings: its zoom-in tool call (rendered by
+    rscovlm.protocol.zoom, not the tool-call line the corpus had before), every detection system prompt and the
+    answer formats; they round-trip and take few tokens (on the earlier corpus the tool call took 41 tokens and
+    the quad system prompt 88)."""
+    from transformers import AutoTokenizer
+
+    from rscovlm.model.tiny import _corpus
+    from rscovlm.protocol.prompt_sets import get_prompt_set
+    from rscovlm.protocol.zoom import format_zoom_call
+
+    corpus = "\n".join(_corpus())
+    call = format_zoom_call([100, 200, 300, 400])
+    assert call == '<tool_call>\n{"name": "image_zoom_in", "arguments": {"bbox": [100, 200, 300, 400]}}\n</tool_call>'
+    assert call in corpus and '"zoom_in"' not in corpus
+    task = get_prompt_set("reference").task("detection")
+    systems = {fp.system for kinds in task.forms.values() for fp in kinds.values() if fp.system}
+    assert len(systems) == 5 and all(s in corpus for s in systems)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    answer = '```json\n[\n\t{"quadrant bbox": [245, 145, 256, 290, 117, 301, 106, 155], "label": "plane"}\n]\n```'
+    for text, most in [(call, 38), (answer, 60), ("There are none.", 5),
+                       ("245,145,256,290,117,301,106,155 plane\n", 33)] + [(s, len(s) / 3.5) for s in systems]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text and len(ids) <= most, (text, len(ids))

@@ -39,6 +39,10 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     assert train["detection"]["unparsed_fraction"] == 0.0
     assert train["all"] == {"exact": 1.0, "n": 20}  # every answer is its target, character for character
     assert set(report["holdout"]) == {"classification", "vqa", "grounding", "detection", "all"}
+    # the reference prompt set by default, recorded with the outputs (report and the training run's folder)
+    assert report["run"]["prompt_set"]["name"] == "reference" and len(report["run"]["prompt_set"]["sha256"]) == 64
+    recorded = json.loads((out / "run" / "rscovlm_prompt_sets.json").read_text())
+    assert {"name": "reference", "sha256": report["run"]["prompt_set"]["sha256"][:16], "samples": 10} in recorded
     losses = report["run"]["losses"]
     assert losses[-1] < 0.1 * losses[0]
     lines = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
@@ -156,3 +160,38 @@ def test_demo_is_deterministic_and_restores_torch_settings(tmp_path):
         runs.append((report["run"]["losses"], answers, {s: report[s] for s in ("train", "holdout")}))
     assert runs[0] == runs[1] and len(runs[0][0]) >= 2
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
+@pytest.mark.parametrize("prompt_set", ["reference", "rscovlm-v0"])
+def test_demo_samples_speak_the_prompt_set_and_score_exact_answers(tmp_path, prompt_set):
+    """The demo builds its grounding and detection samples with --prompt-set (default reference: its system
+    prompts, evaluation requests and answer format) and scores them through the protocol readers: the targets as
+    answers score 100 % whichever set wrote them."""
+    from rscovlm.demo import DemoConfig, build_samples, score
+    from rscovlm.model.families import family_for
+
+    cfg = DemoConfig(out=str(tmp_path), scenes=5, holdout=0, size=224, prompt_set=prompt_set)
+    samples = build_samples(cfg, tmp_path / "images", range(5))
+    det = next(s for s in samples if s.task == "detection")
+    ground = next(s for s in samples if s.task == "grounding")
+    roles = [m["role"] for m in det.conversation["messages"]]
+    user = det.conversation["messages"][-2]["content"][-1]["text"]
+    if prompt_set == "reference":
+        assert roles == ["system", "user", "assistant"]
+        assert user == "find the plane, ship, storage tank, swimming pool, tennis court."
+        assert det.answer.endswith(" plane\n") and det.answer.count(",") == 7
+        assert ground.answer.endswith(" topmost plane\n") and ground.answer.count(",") == 3
+    else:
+        assert roles == ["user", "assistant"] and det.answer.startswith("plane: (")
+    assert det.conversation["meta"]["prompt_set"]["name"] == prompt_set
+    report, _ = score(samples, [s.answer for s in samples], family_for("qwen2_5_vl"))
+    assert report["all"]["exact"] == 1.0 and report["grounding"]["acc@0.5"] == 1.0
+    assert report["detection"]["mF1"] == 1.0 and report["detection"]["unparsed_fraction"] == 0.0
+
+
+def test_demo_refuses_an_unknown_prompt_set_before_any_work(tmp_path, capsys):
+    from rscovlm.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "d"), "--prompt-set", "nope", "--threads", "1"]) == 2
+    assert "--prompt-set nope: unknown prompt set 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -164,3 +164,58 @@ def test_tiny_cpu_config_memorizes_four_samples_as_documented(tiny_model_dir, tm
             out = model.generate(**inputs.to(model.device), do_sample=False, max_new_tokens=160)
         answer = encoder.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         assert answer == item["messages"][1]["content"][0]["text"]
+
+
+@pytest.mark.slow
+def test_trains_on_reference_format_jsonl_and_records_its_prompt_set(tiny_model_dir, tmp_path):
+    """Samples built with the reference prompt set (system prompts, `find the ...` / JSON requests, answers as
+    `x1,y1,...,x4,y4 label` lines, fenced JSON with "bbox_2d", obb lines, a refGeo grounding answer), written to a
+    jsonl as the demo writes its training set, train through the jsonl source: memorised exactly, and the run's
+    rscovlm_prompt_sets.json names the set the samples carry in their meta."""
+    import json
+
+    import torch
+
+    from rscovlm.data.builder import BuildConfig, SampleBuilder, prompt_set_digest
+    from rscovlm.data.mixture import UnitConfig
+    from rscovlm.model.collator import ConversationEncoder
+    from rscovlm.protocol.prompt_sets import get_prompt_set
+    from rscovlm.train.trainer import train
+
+    torch.set_num_threads(1)
+    record = {"id": 1, "image": "det.png", "width": 224, "height": 224, "labels": ["plane", "ship", "plane"],
+              "quads": DET_QUADS.tolist(), "difficult": [0, 0, 0], "categories": ["plane", "ship", "storage-tank"]}
+    ground = {"dataset": "g", "image_id": "g.png", "image": "g.png", "question": "white plane near the runway",
+              "question_id": 1, "bbox": GROUND_BOX[0].tolist(), "image_width": 224, "image_height": 224}
+    _image(4).save(tmp_path / "det.png")
+    _image(3).save(tmp_path / "g.png")
+    samples = []
+    for kind, plain in (("quad", 1.0), ("hbb", 0.0), ("obb", 1.0)):
+        builder = SampleBuilder(BuildConfig(random_resize_prob=0.0, plain_prob=plain, proxy_prob=0.0))
+        samples.append(builder.build(record, UnitConfig(name="d", path="x", type="detection", images=str(tmp_path),
+                                                        box_kind=kind), np.random.default_rng(0)))
+    samples.append(SampleBuilder(BuildConfig(random_resize_prob=0.0)).build(
+        ground, UnitConfig(name="g", path="x", type="grounding", images=str(tmp_path)), np.random.default_rng(0)))
+    targets = [s["messages"][-1]["content"][0]["text"] for s in samples]
+    assert targets[0] == ("150,20,200,20,200,60,150,60 plane\n20,30,80,30,80,70,20,70 plane\n"
+                          "120,140,180,150,170,200,110,190 ship\n")  # by label, then y1, then x1
+    assert '"bbox_2d": [150, 20, 200, 60]' in targets[1] and targets[2].endswith(" ship\n")
+    assert targets[3] == "40,60,150,170 white plane near the runway\n"
+    with open(tmp_path / "train.jsonl", "w") as fh:
+        for s in samples:
+            fh.write(json.dumps(s) + "\n")
+    cfg = _cfg(tiny_model_dir, tmp_path / "run", f"data.paths=[{tmp_path / 'train.jsonl'}]", "global_batch_size=4",
+               "per_device_batch_size=4", "max_steps=100", "learning_rate=3e-3")
+    result = train(cfg)
+    assert result.losses[-1] < 0.05
+    recorded = json.loads((tmp_path / "run" / "rscovlm_prompt_sets.json").read_text())
+    assert recorded == [{"name": "reference", "sha256": prompt_set_digest(get_prompt_set("reference"))[:16],
+                         "samples": 4}]
+    model = result.trainer.model.eval()
+    encoder = ConversationEncoder(result.trainer.processing_class)
+    for item in result.trainer.train_dataset.conversations.items:
+        inputs, _ = encoder.encode_prompts([item["messages"][:-1]])
+        with torch.inference_mode():
+            out = model.generate(**inputs.to(model.device), do_sample=False, max_new_tokens=160)
+        answer = encoder.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert answer == item["messages"][-1]["content"][0]["text"]

@@ -146,7 +146,8 @@ def test_mixture_source_is_checked_and_skipping_shrinks_its_units(tiny_model_dir
     assert [len(store) for store in stores] == [2, 2]
     assert [stores[0][i]["image"] for i in range(2)] == ["d1.png", "d3.png"]
     assert [stores[1].where(i) for i in range(2)] == [f"{tmp_path / 'g.jsonl'}:1", f"{tmp_path / 'g.jsonl'}:3"]
-    used = {data[i]["messages"][0]["content"][0]["path"] for i in range(len(data))}
+    used = {next(m for m in data[i]["messages"] if m["role"] == "user")["content"][0]["path"]  # after any system
+            for i in range(len(data))}
     assert used <= {str(img / "d1.png"), str(img / "d3.png"), str(img / "ds" / "g1.png")}
 
 

@@ -40,6 +40,8 @@ def register(sub) -> None:
 
     p = group.add_parser("mix-stats", help="effective proportions of a mixture by source, task and box kind")
     p.add_argument("config", help="mixture YAML")
+    p.add_argument("--prompt-set", default=None,
+                   help="prompt set (name or folder) replacing the mixture's (builder and units); shown per unit")
     p.set_defaults(handler=_mix_stats)
 
     p = group.add_parser("preview", help="render built samples (image with boxes, prompt, target) to PNG + HTML")
@@ -48,6 +50,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--epoch", type=int, default=0, help="mixture epoch to draw from")
     p.add_argument("--eval", action="store_true", help="deterministic evaluation prompts instead of training ones")
+    p.add_argument("--prompt-set", default=None,
+                   help="prompt set (name or folder: reference, rscovlm-v0, ...) replacing the mixture's (builder "
+                        "and units); default: the mixture's")
     p.set_defaults(handler=_preview)
 
 
@@ -102,7 +107,7 @@ def _mix_stats(args: argparse.Namespace) -> int:
     from rscovlm.data.records import RecordError
 
     try:
-        mix = Mixture.from_yaml(args.config)
+        mix = Mixture.from_yaml(args.config, args.prompt_set)
         print(format_stats(mix.stats()))
     except (MixtureError, RecordError) as err:
         raise CliError(str(err))
@@ -116,7 +121,8 @@ def _preview(args: argparse.Namespace) -> int:
     from rscovlm.data.records import RecordError
 
     try:
-        index = render_preview(args.config, args.out, n=args.n, epoch=args.epoch, eval_mode=args.eval)
+        index = render_preview(args.config, args.out, n=args.n, epoch=args.epoch, eval_mode=args.eval,
+                               prompt_set=args.prompt_set)
     except (MixtureError, BuildError, RecordError, FileNotFoundError) as err:
         raise CliError(str(err))
     print(f"wrote {index}", file=sys.stderr)

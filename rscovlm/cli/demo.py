@@ -14,7 +14,8 @@ def register(sub) -> None:
         "demo", help="train the offline tiny model on synthetic aerial scenes and score every task "
                      "(about 2 min on 2 idle CPU cores, 3-4 min on busy ones)",
         description="Build the offline tiny Qwen2.5-VL, generate synthetic scenes with classification, VQA, "
-                    "grounding and detection samples, train, answer every prompt, print accuracy / Acc@0.5 / "
+                    "grounding and detection samples (the prompts and answer format of --prompt-set, the "
+                    "reference's by default), train, answer every prompt, print accuracy / Acc@0.5 / "
                     "AP_nc / mF1 / exact answers (the table on stdout, progress on stderr) and write overlay PNGs "
                     "(ground truth | prediction). Same options on one machine, same report: the run is seeded "
                     "and uses exactly --threads threads. With --model CHECKPOINT --steps 0 it evaluates a real "

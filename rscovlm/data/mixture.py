@@ -3,26 +3,28 @@
 A mixture YAML lists *subset units* - one unified record file each - with a sampling weight::
 
     seed: 0
-    epoch_size: 20000            # samples per epoch (default: the total number of records)
-    builder: {json_prob: 0.5}    # options of the online sample builder (rscovlm.data.builder.BuildConfig)
+    epoch_size: 20000            # samples per epoch (default: the total number of samples of the units)
+    builder: {prompt_set: reference, plain_prob: 1.0}   # the online sample builder's options (BuildConfig)
     units:
       - name: dota_det
         path: dota_train.json    # relative to the YAML's folder
         type: detection          # conversation | detection | grounding
         images: /data/dota/split/images
         weight: 2.0
-        box_kind: quad           # detection / grounding targets: hbb | obb | quad (defaults: quad, hbb)
-        prompt_set: default      # prompt template set (rscovlm/protocol/templates/<set>/)
+        box_kinds: [hbb, obb, quad]  # one sample per record and kind (or box_kind: quad; defaults quad, hbb)
+        random_resize_prob: 0.5  # any option of rscovlm.data.builder.UNIT_OPTIONS, for this unit only
       - {name: geochat, path: geochat.jsonl, type: conversation, images: /data/geochat, weight: 1.0}
 
-Sampling: ``weight`` is the unit's share of the sample stream - a unit of weight 2 gives twice as many samples
-as a unit of weight 1 whatever their sizes (normalized over the units). Each epoch ``e`` draws a fresh sequence
-from ``numpy.random.default_rng([seed, e])``: every position picks a unit with probability ``weight / sum``, and
-each unit serves its records in a fresh random permutation (cycled when the unit is drawn more often than it has
-records), so records repeat only when a unit is up-sampled. The sequence is a pure function of
-``(config, epoch)``: every rank computes the same one without communication. Rank ``r`` of ``W`` takes positions
-``r, r + W, r + 2W, ...`` of the first ``W * (epoch_size // W)`` positions (disjoint, equal counts; at most
-``W - 1`` trailing positions are left out). Resuming needs only ``(epoch, position)``.
+A unit's *samples* are its records times its box kinds (item ``k * n_records + r`` is record ``r`` as the
+``k``-th kind, the reference's kind-major order). Sampling: ``weight`` is the unit's share of the sample stream -
+a unit of weight 2 gives twice as many samples as a unit of weight 1 whatever their sizes (normalized over the
+units). Each epoch ``e`` draws a fresh sequence from ``numpy.random.default_rng([seed, e])``: every position picks
+a unit with probability ``weight / sum``, and each unit serves its samples in a fresh random permutation (cycled
+when the unit is drawn more often than it has samples), so samples repeat only when a unit is up-sampled. The
+sequence is a pure function of ``(config, epoch)``: every rank computes the same one without communication. Rank
+``r`` of ``W`` takes positions ``r, r + W, r + 2W, ...`` of the first ``W * (epoch_size // W)`` positions
+(disjoint, equal counts; at most ``W - 1`` trailing positions are left out). Resuming needs only
+``(epoch, position)``.
 
 Everything here is torch-free. :class:`MixtureDataset` has ``__len__`` / ``__getitem__`` (a map-style dataset
 for ``torch.utils.data.DataLoader`` or the HF Trainer) and builds each sample with a generator seeded by
@@ -42,7 +44,8 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import yaml
 
-from rscovlm.data.builder import BuildConfig, BuildError, SampleBuilder
+from rscovlm.data.builder import UNIT_OPTIONS, BuildConfig, BuildError, SampleBuilder, check_options
+from rscovlm.protocol.prompt_sets import get_prompt_set
 from rscovlm.data.records import (
     RECORD_KINDS, RecordError, content_parts, grounding_image_path, iter_jsonl, read_coco,
 )
@@ -54,26 +57,44 @@ class MixtureError(ValueError):
 
 @dataclass
 class UnitConfig:
-    """One subset unit of a mixture."""
+    """One subset unit of a mixture. The builder options of :data:`rscovlm.data.builder.UNIT_OPTIONS` may be set
+    per unit; left out (None) they are the mixture's ``builder:`` values."""
 
     name: str = field(metadata={"help": "unit name (unique in the mixture)"})
     path: str = field(metadata={"help": "unified record file; relative paths are relative to the YAML's folder"})
     type: Literal["conversation", "detection", "grounding"] = field(metadata={"help": "record kind of the file"})
     weight: float = field(default=1.0, metadata={"help": "share of the sample stream (normalized over units)"})
     images: str | None = field(default=None, metadata={"help": "image root of the records' relative paths"})
-    prompt_set: str = field(default="default", metadata={"help": "prompt template set for detection/grounding"})
     box_kind: Literal["hbb", "obb", "quad"] | None = field(default=None, metadata={
         "help": "box kind of built detection/grounding targets (default quad for detection, hbb for grounding)"})
+    box_kinds: list[str] | None = field(default=None, metadata={
+        "help": "several box kinds: one sample per record and kind (the reference trains each DOTA image once as "
+                "hbb, obb and quad: [hbb, obb, quad]); instead of box_kind"})
     source: str | None = field(default=None, metadata={"help": "source name in statistics (default: the records')"})
     task: str | None = field(default=None, metadata={"help": "task name in statistics (default: the records')"})
+    prompt_set: str | None = field(default=None, metadata={
+        "help": "prompt set of this unit's detection/grounding samples (default: the builder's, reference)"})
+    plain_prob: float | None = field(default=None, metadata={"help": "probability of the plain output form"})
+    proxy_prob: float | None = field(default=None, metadata={"help": "probability of the JSON template draws"})
+    random_resize_prob: float | None = field(default=None, metadata={"help": "probability of a random resize"})
+    random_resize_dist: str | None = field(default=None, metadata={
+        "help": "random resize distribution: area_uniform or reference"})
+    clip_boxes: bool | None = field(default=None, metadata={
+        "help": "clamp targets into the image (default false: objects cut by the border keep full coordinates)"})
+
+    @property
+    def target_box_kinds(self) -> list[str | None]:
+        """The box kinds of the samples of each record (``[None]`` for conversations)."""
+        if self.type == "conversation":
+            return [None]
+        if self.box_kinds:
+            return list(self.box_kinds)
+        return [self.box_kind or ("quad" if self.type == "detection" else "hbb")]
 
     @property
     def target_box_kind(self) -> str | None:
-        if self.type == "detection":
-            return self.box_kind or "quad"
-        if self.type == "grounding":
-            return self.box_kind or "hbb"
-        return None
+        """The first of :attr:`target_box_kinds`."""
+        return self.target_box_kinds[0]
 
 
 @dataclass
@@ -87,7 +108,9 @@ class MixtureConfig:
     builder: dict = field(default_factory=dict, metadata={"help": "options of rscovlm.data.builder.BuildConfig"})
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "MixtureConfig":
+    def from_yaml(cls, path: str | os.PathLike, prompt_set: str | None = None) -> "MixtureConfig":
+        """The mixture of the YAML file ``path``; ``prompt_set`` (a name or folder) replaces the prompt set of the
+        builder and of every unit."""
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -95,6 +118,8 @@ class MixtureConfig:
             raise MixtureError(f"{path}: no such mixture file") from None
         except yaml.YAMLError as err:
             raise MixtureError(f"{path}: not valid YAML ({err})") from None
+        if prompt_set is not None:
+            raw = override_prompt_set(raw, prompt_set)
         return cls.from_dict(raw, base=path.parent, where=str(path))
 
     @classmethod
@@ -124,8 +149,26 @@ class MixtureConfig:
                 raise MixtureError(f"{at}.weight: expected a number >= 0, got {w!r}")
             if u.get("box_kind") not in (None, "hbb", "obb", "quad"):
                 raise MixtureError(f"{at}.box_kind: expected hbb, obb or quad, got {u['box_kind']!r}")
-            if u.get("box_kind") and u["type"] == "conversation":
-                raise MixtureError(f"{at}.box_kind: conversations keep the boxes their records hold")
+            kinds = u.get("box_kinds")
+            if kinds is not None:
+                if (not isinstance(kinds, list) or not kinds or len(set(map(str, kinds))) != len(kinds)
+                        or any(k not in ("hbb", "obb", "quad") for k in kinds)):
+                    raise MixtureError(f"{at}.box_kinds: expected a list of distinct kinds among hbb, obb, quad, "
+                                       f"got {kinds!r}")
+                if u.get("box_kind") is not None:
+                    raise MixtureError(f"{at}: give box_kind or box_kinds, not both")
+            for key in ("box_kind", "box_kinds"):
+                if u.get(key) and u["type"] == "conversation":
+                    raise MixtureError(f"{at}.{key}: conversations keep the boxes their records hold")
+            try:
+                check_options({k: u.get(k) for k in UNIT_OPTIONS}, at)
+                if u["type"] != "conversation" and u.get("prompt_set") is not None:
+                    unit_set = get_prompt_set(u["prompt_set"])
+                    if u["type"] not in unit_set.tasks:
+                        raise ValueError(f"{at}: prompt_set {u['prompt_set']!r} has no {u['type']} prompts "
+                                         f"({unit_set.path}); it has {sorted(unit_set.tasks)}")
+            except ValueError as err:
+                raise MixtureError(str(err)) from None
             u = dict(u)
             u["path"] = str(Path(base, u["path"])) if not os.path.isabs(u["path"]) else u["path"]
             if u.get("images") is not None and not os.path.isabs(u["images"]):
@@ -147,10 +190,35 @@ class MixtureConfig:
         if not isinstance(builder, dict):
             raise MixtureError(f"{where}: builder: expected a mapping")
         try:
-            BuildConfig.from_dict(builder)
+            build = BuildConfig.from_dict(builder)
         except (TypeError, ValueError) as err:
             raise MixtureError(f"{where}: {err}") from None
+        for i, unit in enumerate(units):  # every (form, kind) a unit can draw has prompts in its set
+            if unit.type == "conversation":
+                continue
+            name = unit.prompt_set or build.prompt_set
+            at = f"{where}: units[{i}]" + (".prompt_set" if unit.prompt_set else f" (builder.prompt_set {name!r})")
+            try:
+                task = get_prompt_set(name).task(unit.type)
+                for kind in unit.target_box_kinds:
+                    for form in task.forms:
+                        task.get(form, kind)
+            except KeyError as err:
+                raise MixtureError(f"{at}: {err.args[0]}") from None
         return cls(units=units, seed=seed, epoch_size=size, builder=builder)
+
+
+def override_prompt_set(raw: Any, prompt_set: str) -> Any:
+    """A copy of the mixture mapping ``raw`` whose builder and units all use ``prompt_set``."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    builder = raw.get("builder")
+    raw["builder"] = {**(builder if isinstance(builder, dict) else {}), "prompt_set": prompt_set}
+    if isinstance(raw.get("units"), list):
+        raw["units"] = [{k: v for k, v in u.items() if k != "prompt_set"} if isinstance(u, dict) else u
+                        for u in raw["units"]]
+    return raw
 
 
 # ---- record stores: random access without loading every record -------------------------------------------
@@ -295,15 +363,26 @@ class Mixture:
             raise MixtureError(f"units with a positive weight but no records: {empty}")
         w = np.array([u.weight for u in self.units], dtype=np.float64)
         self.probabilities = w / w.sum()
-        self.epoch_size = config.epoch_size or int(sum(len(s) for s in self.stores))
+        self.epoch_size = config.epoch_size or int(sum(self.n_items(u) for u in range(len(self.units))))
         self._plan_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "Mixture":
-        return cls(MixtureConfig.from_yaml(path))
+    def from_yaml(cls, path: str | os.PathLike, prompt_set: str | None = None) -> "Mixture":
+        return cls(MixtureConfig.from_yaml(path, prompt_set))
+
+    def n_items(self, u: int) -> int:
+        """Samples of unit ``u`` per pass: records x box kinds."""
+        return len(self.stores[u]) * len(self.units[u].target_box_kinds)
+
+    def item(self, u: int, item: int) -> tuple[int, str | None]:
+        """``(record index, box kind)`` of sample ``item`` of unit ``u`` (kind-major: every record as the first
+        kind, then as the second, ...)."""
+        n = len(self.stores[u])
+        return item % n, self.units[u].target_box_kinds[item // n]
 
     def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(unit_ids, record_ids)`` of every position of ``epoch`` (length ``epoch_size``)."""
+        """``(unit_ids, item_ids)`` of every position of ``epoch`` (length ``epoch_size``); an item is a record
+        and box kind (:meth:`item`)."""
         if self._plan_cache is not None and self._plan_cache[0] == epoch:
             return self._plan_cache[1], self._plan_cache[2]
         rng = np.random.default_rng([self.config.seed, epoch])
@@ -313,7 +392,7 @@ class Mixture:
             where = np.flatnonzero(units == u)
             if len(where) == 0:
                 continue
-            n = len(store)
+            n = self.n_items(u)
             reps = -(-len(where) // n)
             order = np.concatenate([rng.permutation(n) for _ in range(reps)])[: len(where)]
             records[where] = order
@@ -321,7 +400,7 @@ class Mixture:
         return units, records
 
     def locate(self, epoch: int, position: int) -> tuple[int, int]:
-        """``(unit index, record index)`` at ``position`` of ``epoch``."""
+        """``(unit index, item index)`` at ``position`` of ``epoch`` (:meth:`item` gives its record and kind)."""
         units, records = self.epoch_plan(epoch)
         return int(units[position]), int(records[position])
 
@@ -384,42 +463,67 @@ class Mixture:
             raise MixtureError(f"units with a positive weight have no records left after dropping those with "
                                f"unusable images: {empty}")
         if self.config.epoch_size is None:
-            self.epoch_size = int(sum(len(s) for s in self.stores))
+            self.epoch_size = int(sum(self.n_items(u) for u in range(len(self.units))))
         self._plan_cache = None
         return removed
 
     # ---- statistics ----------------------------------------------------------------------------------------
     def unit_composition(self, u: int) -> Counter:
-        """Counter of ``(source, task, box_kind)`` over the records of unit ``u``."""
+        """Counter of ``(source, task, box_kind)`` over the samples (records x box kinds) of unit ``u``."""
         unit, store = self.units[u], self.stores[u]
         comp: Counter = Counter()
         if unit.type == "detection":
             coco = isinstance(getattr(store, "base", store), CocoStore)
             src = unit.source or (store.info.get("source") if coco else None) or unit.name
-            comp[(src, unit.task or "detection", unit.target_box_kind)] = len(store)
+            for kind in unit.target_box_kinds:
+                comp[(src, unit.task or "detection", kind)] += len(store)
             return comp
         for rec in store:
             if unit.type == "grounding":
-                key = (unit.source or rec.get("source") or rec.get("dataset") or unit.name,
-                       unit.task or "grounding", unit.target_box_kind)
+                for kind in unit.target_box_kinds:
+                    comp[(unit.source or rec.get("source") or rec.get("dataset") or unit.name,
+                          unit.task or "grounding", kind)] += 1
             else:
                 kinds = sorted({b.get("kind") for b in rec.get("boxes") or []})
-                key = (unit.source or rec.get("source") or unit.name, unit.task or rec.get("task") or "chat",
-                       "+".join(kinds) if kinds else "none")
-            comp[key] += 1
+                comp[(unit.source or rec.get("source") or unit.name, unit.task or rec.get("task") or "chat",
+                      "+".join(kinds) if kinds else "none")] += 1
         return comp
+
+    def unit_prompt_set(self, u: int) -> str | None:
+        """The prompt set name unit ``u`` builds with (None for conversations)."""
+        unit = self.units[u]
+        if unit.type == "conversation":
+            return None
+        return unit.prompt_set or BuildConfig.from_dict(self.config.builder).prompt_set
+
+    def prompt_sets(self) -> list[dict]:
+        """What a run records about its prompt sets: one entry per set used by a unit with a positive weight,
+        :func:`rscovlm.data.builder.prompt_set_record` plus the ``units`` that use it."""
+        from rscovlm.data.builder import prompt_set_record
+
+        out: dict[str, dict] = {}
+        for u, unit in enumerate(self.units):
+            name = self.unit_prompt_set(u)
+            if name is None or unit.weight <= 0:
+                continue
+            record = prompt_set_record(get_prompt_set(name))
+            entry = out.setdefault(record["path"] + record["sha256"], {**record, "units": []})
+            entry["units"].append(unit.name)
+        return list(out.values())
 
     def stats(self) -> dict:
         """Effective proportions of the sample stream by unit, source, task and box kind, and how many times an
-        epoch shows each unit's records (``passes``; above 1 = up-sampled)."""
+        epoch shows each unit's samples (``passes``; above 1 = up-sampled)."""
         out: dict[str, Any] = {"epoch_size": self.epoch_size, "seed": self.config.seed, "units": [],
                                "source": Counter(), "task": Counter(), "box_kind": Counter()}
         for u, unit in enumerate(self.units):
             comp = self.unit_composition(u)
             n = sum(comp.values())
             p = float(self.probabilities[u])
-            out["units"].append({"name": unit.name, "type": unit.type, "records": n, "weight": unit.weight,
-                                 "proportion": p, "passes": p * self.epoch_size / n if n else 0.0})
+            out["units"].append({"name": unit.name, "type": unit.type, "records": len(self.stores[u]),
+                                 "samples": n, "weight": unit.weight, "proportion": p,
+                                 "passes": p * self.epoch_size / n if n else 0.0,
+                                 "prompt_set": self.unit_prompt_set(u)})
             for (src, task, kind), k in comp.items():
                 share = p * k / n
                 out["source"][src] += share
@@ -431,12 +535,14 @@ class Mixture:
 
 
 def format_stats(stats: dict) -> str:
-    """The table printed by ``rscovlm data mix-stats``."""
+    """The table printed by ``rscovlm data mix-stats`` (``samples`` = records x box kinds; ``passes`` over the
+    samples)."""
     lines = [f"epoch size {stats['epoch_size']}, seed {stats['seed']}", "",
-             f"{'unit':24s} {'type':12s} {'records':>9s} {'weight':>7s} {'share':>7s} {'passes':>7s}"]
+             f"{'unit':24s} {'type':12s} {'records':>9s} {'samples':>9s} {'weight':>7s} {'share':>7s} "
+             f"{'passes':>7s}  prompt set"]
     for u in stats["units"]:
-        lines.append(f"{u['name']:24s} {u['type']:12s} {u['records']:>9d} {u['weight']:>7g} "
-                     f"{100 * u['proportion']:>6.2f}% {u['passes']:>7.2f}")
+        lines.append(f"{u['name']:24s} {u['type']:12s} {u['records']:>9d} {u['samples']:>9d} {u['weight']:>7g} "
+                     f"{100 * u['proportion']:>6.2f}% {u['passes']:>7.2f}  {u['prompt_set'] or '-'}")
     for key, title in (("source", "by source"), ("task", "by task"), ("box_kind", "by box kind")):
         lines += ["", title]
         lines += [f"  {name:30s} {100 * share:>6.2f}%" for name, share in stats[key].items()]
@@ -504,8 +610,8 @@ class MixtureDataset:
         self.mixture, self.builder, self.mode, self.epoch = mixture, builder, mode, epoch
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike, **kwargs) -> "MixtureDataset":
-        return cls(Mixture.from_yaml(path), **kwargs)
+    def from_yaml(cls, path: str | os.PathLike, prompt_set: str | None = None, **kwargs) -> "MixtureDataset":
+        return cls(Mixture.from_yaml(path, prompt_set), **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -518,17 +624,27 @@ class MixtureDataset:
         """See :meth:`Mixture.drop_records`."""
         return self.mixture.drop_records(keys)
 
+    def prompt_sets(self) -> list[dict]:
+        """See :meth:`Mixture.prompt_sets` (recorded by the trainer with the run's outputs)."""
+        return self.mixture.prompt_sets()
+
+    def where(self, position: int) -> str:
+        """``file:line`` of the record at ``position`` of the current epoch."""
+        u, item = self.mixture.locate(self.epoch, position)
+        return self.mixture.stores[u].where(self.mixture.item(u, item)[0])
+
     def __len__(self) -> int:
         return self.mixture.epoch_size
 
     def __getitem__(self, position: int) -> dict:
         if not 0 <= position < len(self):
             raise IndexError(position)
-        u, i = self.mixture.locate(self.epoch, position)
+        u, item = self.mixture.locate(self.epoch, position)
+        i, kind = self.mixture.item(u, item)
         unit, store = self.mixture.units[u], self.mixture.stores[u]
         rng = self.mixture.sample_rng(self.epoch, position)
         try:
-            return self.builder.build(store[i], unit, rng=rng if self.mode == "train" else None)
+            return self.builder.build(store[i], unit, rng=rng if self.mode == "train" else None, box_kind=kind)
         except (BuildError, KeyError, TypeError, ValueError, IndexError, OSError) as err:
             # a record the builder cannot use: say which one (run `rscovlm data validate` on the unit file)
             raise BuildError(f"{store.where(i)}: unit {unit.name}: {type(err).__name__}: {err}") from err

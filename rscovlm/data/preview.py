@@ -74,15 +74,16 @@ def render_sample(sample: dict):
 
 
 def render_preview(config: str | os.PathLike, out: str | os.PathLike, n: int = 8, epoch: int = 0,
-                   eval_mode: bool = False) -> Path:
-    """Build and render ``n`` samples of ``config``; returns the path of ``index.html``."""
+                   eval_mode: bool = False, prompt_set: str | None = None) -> Path:
+    """Build and render ``n`` samples of ``config``; returns the path of ``index.html``. ``prompt_set`` (a name or
+    folder) replaces the mixture's prompt sets (builder and units)."""
     from rscovlm.data.builder import BuildError
     from rscovlm.data.mixture import MixtureDataset
     from rscovlm.imageio import ImageReadError
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = MixtureDataset.from_yaml(config, mode="eval" if eval_mode else "train", epoch=epoch)
+    ds = MixtureDataset.from_yaml(config, prompt_set, mode="eval" if eval_mode else "train", epoch=epoch)
     rows = []
     for pos in range(min(n, len(ds))):
         sample = ds[pos]
@@ -90,14 +91,14 @@ def render_preview(config: str | os.PathLike, out: str | os.PathLike, n: int = 8
         try:
             render_sample(sample).save(out / name)
         except ImageReadError as err:
-            u, i = ds.mixture.locate(ds.epoch, pos)
-            raise BuildError(f"{ds.mixture.stores[u].where(i)}: unit {ds.mixture.units[u].name}: sample {pos}: "
-                             f"{err}") from None
+            u, _ = ds.mixture.locate(ds.epoch, pos)
+            raise BuildError(f"{ds.where(pos)}: unit {ds.mixture.units[u].name}: sample {pos}: {err}") from None
         prompt = "\n\n".join(p["text"] for m in sample["messages"][:-1] for p in m["content"] if p["type"] == "text")
         target = "\n\n".join(p["text"] for p in sample["messages"][-1]["content"])
         meta = sample["meta"]
+        ps = meta.get("prompt_set")
         info = (f"#{pos} unit {meta['unit']} | {meta['source']} | {meta['task']} | form {meta.get('form')} | "
-                f"boxes {meta.get('box_kind')} | " + ", ".join(
+                f"boxes {meta.get('box_kind')} | prompt set {ps['name'] if ps else '-'} | " + ", ".join(
                     f"{p['original'][0]:g}x{p['original'][1]:g} -> {p['model'][0]}x{p['model'][1]}"
                     for p in meta["plans"]))
         rows.append(f"<tr><td><img src='{name}' style='max-width:560px'></td><td><p><b>{html.escape(info)}</b></p>"

@@ -7,7 +7,8 @@ checkpoint has - without downloading anything:
   merge 2, temporal patch 2, so the input side granularity is 28 px as in Qwen2.5-VL-7B);
 * ``model.safetensors`` - random weights;
 * ``tokenizer.json`` / ``tokenizer_config.json`` - a byte-level BPE trained on the fly (``tokenizers``) on a small
-  built-in corpus of remote-sensing prompts, answers, category names, digits and punctuation, with the Qwen
+  built-in corpus of remote-sensing prompts, answers (the reference prompt set's system prompts, requests and answer
+  formats, and its zoom-in tool call, among them), category names, digits and punctuation, with the Qwen
   pre-tokenizer (digits split one by one) and every Qwen2.5-VL added token (:data:`QWEN2_5_VL_ADDED_TOKENS`);
 * ``chat_template.jinja`` - the Qwen2.5-VL chat format (:data:`QWEN2_5_VL_CHAT_TEMPLATE`);
 * ``preprocessor_config.json`` / ``video_preprocessor_config.json`` / ``processor_config.json`` - the
@@ -120,7 +121,6 @@ _CORPUS_SENTENCES = (
     "plane: (12, 34), (56, 34), (56, 78), (12, 78); (100, 200), (300, 200), (300, 400), (100, 400)",
     "ship <quad>(1,2),(3,4),(5,6),(7,8)</quad> ship [10, 20, 30, 40] {12,345,678,901}",
     "The image is too large. Zoom in on the region of interest first.",
-    '<tool_call>{"name": "zoom_in", "arguments": {"bbox_2d": [100, 200, 300, 400]}}</tool_call>',
     "Answer the question using a single word or phrase.",
     "The answer is 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 25 50 100 1000.",
     "Describe the image in detail. This is an aerial image of an urban area with many buildings and roads.",
@@ -128,6 +128,36 @@ _CORPUS_SENTENCES = (
     "punctuation: . , ; : ! ? ' \" ( ) [ ] { } < > / \\ - _ + = * & % $ # @ ~ ` ^ |",
     "plane: (12,30),(40,30),(40,52),(12,52); (100,200),(300,200),(300,400),(100,400)\nship: (5,6),(7,8),(9,10),(11,12)",
     '```json\n[\n  {"bbox_2d": [12, 30, 40, 52], "label": "plane"},\n  {"quad": [1, 2, 3, 4, 5, 6, 7, 8], "label": "ship"}\n]\n```',
+)
+# The reference prompt set's strings (rscovlm.protocol, prompt set "reference"; VisionXLab/RSCoVLM): the system
+# prompts, requests and answer formats the released checkpoints were trained on, and the zoom-in tool call
+# (rscovlm.protocol.zoom), so the tiny tokenizer encodes them compactly.
+_REFERENCE_SENTENCES = (
+    "As an AI assistant, you specialize in accurate image object detection, delivering coordinates in plain text "
+    "format 'x1,y1,x2,y2 object'.",
+    "As an AI assistant, you specialize in accurate oriented object detection, delivering coordinates in plain text "
+    "format 'x,y,w,h,a object'.",
+    "As an AI assistant, you specialize in accurate oriented object detection, delivering coordinates of the polygon "
+    "vertices in plain text format 'x1,y1,x2,y2,x3,y3,x4,y4 object'.",
+    "You are an AI assistant specializing in oriented object detection. Represent objects with: center (x,y), width "
+    "(w), height (h), and rotation angle.",
+    "You are an AI assistant specializing in oriented object detection. Represent objects with quadrant bbox: the "
+    "corrdinates of each vertices of the oriented bounding boxes in clock-wise order.",
+    "find the baseball diamond, basketball court, bridge, ground track field, harbor, helicopter, large vehicle, "
+    "plane, roundabout, ship, small vehicle, soccer ball field, storage tank, swimming pool, tennis court.",
+    "find the plane, ship, storage tank, swimming pool, tennis court",
+    "Locate every item from the category list in the image and output the coordinates in JSON format. The category "
+    "set includes plane, ship.",
+    "Locate every item from the category list in the image and output the oriented bbox coordinates in JSON "
+    "format. The category set includes storage tank, swimming pool.",
+    "Locate the topmost plane, output the bbox coordinates using JSON format",
+    "120,45,160,45,160,80,120,80 plane\n130,300,170,300,170,340,130,340 small vehicle\n",
+    "12,34,56,78 topmost plane\n138,61,40,35,-45 ship\n",
+    '```json\n[\n\t{"quadrant bbox": [120, 45, 160, 45, 160, 80, 120, 80], "label": "plane"},\n\t{"oriented bbox": '
+    '[138, 61, 40, 35, -45], "label": "ship"},\n\t{"bbox_2d": [12, 34, 56, 78], "label": "storage tank"}\n]\n```',
+    '<tool_call>\n{"name": "image_zoom_in", "arguments": {"bbox": [100, 200, 300, 400]}}\n</tool_call>',
+    "What is the color of the car?\nZoom in to the region of interest and answer the question.",
+    "Here's the zoomed-in image. You can complete your task now.",
 )
 
 
@@ -155,7 +185,7 @@ class TinySpec:
 
 
 def _corpus() -> list[str]:
-    lines = list(_CORPUS_SENTENCES) + [_CORPUS_WORDS]
+    lines = list(_CORPUS_SENTENCES) + list(_REFERENCE_SENTENCES) + [_CORPUS_WORDS]
     lines += [" ".join(str(i) for i in range(start, start + 50)) for start in range(0, 1100, 50)]
     return lines * 4
 

@@ -21,7 +21,11 @@ Built in:
   of subset units; ``data.paths`` holds one mixture YAML; each item is built on the fly by
   :class:`rscovlm.data.builder.SampleBuilder` (prompt templates, plain/JSON targets, random resize with boxes in
   the box frame of the family being trained). The mixture already draws a seeded random order per epoch, so set
-  ``data.shuffle: false`` to keep it.
+  ``data.shuffle: false`` to keep it. Its prompt set is the YAML's (``builder.prompt_set``, per unit
+  ``prompt_set``; default ``reference``); ``data.options.prompt_set`` overrides the builder's.
+
+:func:`dataset_prompt_sets` says which prompt sets a dataset's samples were built with (the trainer writes it to
+``<output_dir>/rscovlm_prompt_sets.json``).
 """
 
 from __future__ import annotations
@@ -84,6 +88,31 @@ def _import_plugins() -> None:
                 raise
 
 
+def prompt_sets_of_items(items) -> list[dict]:
+    """The distinct ``meta.prompt_set`` entries (``{"name", "sha256"}``, as the sample builder records them) of
+    conversation dicts, each with the number of ``samples`` carrying it; items without one are counted under
+    ``{"name": None}`` when there are any."""
+    counts: dict[tuple, int] = {}
+    for item in items:
+        meta = item.get("meta") if isinstance(item, dict) else None
+        entry = meta.get("prompt_set") if isinstance(meta, dict) else None
+        key = (entry.get("name"), entry.get("sha256")) if isinstance(entry, dict) else (None, None)
+        counts[key] = counts.get(key, 0) + 1
+    return [{"name": name, "sha256": digest, "samples": n} if name is not None else {"name": None, "samples": n}
+            for (name, digest), n in counts.items()]
+
+
+def dataset_prompt_sets(dataset) -> list[dict]:
+    """Which prompt sets the samples of ``dataset`` were built with: the dataset's own ``prompt_sets()`` (the
+    mixture: one entry per set with its folder, answer styles, SHA-256 and units) or, for an in-memory sequence of
+    conversation dicts, :func:`prompt_sets_of_items`. Empty when the dataset cannot say."""
+    if callable(getattr(dataset, "prompt_sets", None)):
+        return dataset.prompt_sets()
+    if isinstance(dataset, (list, tuple)):
+        return prompt_sets_of_items(dataset)
+    return []
+
+
 class JsonlConversations:
     """Conversations from JSON-lines files; relative image paths resolve against ``image_root`` or the file's
     folder. Each line is validated on load; errors name ``file:line``. Offers ``where`` (the ``file:line`` of an
@@ -135,6 +164,10 @@ class JsonlConversations:
                 for part in message["content"] if isinstance(message["content"], list) else ():
                     if part.get("type") == "image" and isinstance(part["image"], str):
                         yield ImageRef(part["image"], where, where)
+
+    def prompt_sets(self) -> list[dict]:
+        """:func:`prompt_sets_of_items` of the lines (the ``meta`` the sample builder wrote, when present)."""
+        return prompt_sets_of_items(self.items)
 
     def drop_records(self, keys) -> int:
         """Remove the items whose ``file:line`` is in ``keys``; returns how many were removed."""

@@ -503,8 +503,9 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
 def train(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
           progress_desc: str | None = None) -> TrainResult:
     """Run training for ``cfg``; ``dataset`` (any map-style dataset of conversations) replaces the configured
-    data source; ``console`` / ``progress_desc`` as in :func:`build_trainer`. Writes ``rscovlm_config.json``
-    beside the checkpoints."""
+    data source; ``console`` / ``progress_desc`` as in :func:`build_trainer`. Writes ``rscovlm_config.json`` and
+    ``rscovlm_prompt_sets.json`` (the prompt sets the samples were built with,
+    :func:`rscovlm.train.sources.dataset_prompt_sets`) beside the checkpoints."""
     if console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
     # everything that can be checked without the model first: resume folder, model path, data and images
@@ -513,8 +514,12 @@ def train(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
                             progress_desc=progress_desc)
     out = Path(cfg.train.output_dir)
     if trainer.is_world_process_zero():
+        from rscovlm.train.sources import dataset_prompt_sets
+
         out.mkdir(parents=True, exist_ok=True)
         (out / "rscovlm_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+        sets = dataset_prompt_sets(trainer.train_dataset.conversations)
+        (out / "rscovlm_prompt_sets.json").write_text(json.dumps(sets, indent=2) + "\n")
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except BaseException:
