@@ -115,7 +115,6 @@ def ap_nc_grid(ov: ClassOverlaps, cls: str, seeds, iou_thrs, score_thrs, ap_mode
     level, first_kept = _levels(ov.scores, n, score_thrs)
     n_levels = int(level.max()) + 1
     ignore = ov.gt_ignore[np.maximum(ov.jmax, 0)] if ov.num_gt else np.zeros(n, bool)
-    strict = ov.protocol.strict
     dtype = ov.protocol.dtype
     kept = level[None, :] >= first_kept[:, None]  # (T, n) in input order
     for s, seed in enumerate(seeds):
@@ -123,8 +122,7 @@ def ap_nc_grid(ov: ClassOverlaps, cls: str, seeds, iou_thrs, score_thrs, ap_mode
         lv, jm, ovs, ign_all = level[perm], ov.jmax[perm], ov.ovmax[perm], ignore[perm]
         kept_p = kept[:, perm]
         for i, thr in enumerate(iou_thrs):
-            with np.errstate(invalid="ignore"):
-                q = ovs > thr if strict else ovs >= thr
+            q = ov.protocol.qualifies(ovs, thr)
             ign = q & ign_all
             cand = q & ~ign
             blk = _blockers(cand, jm, lv, n_levels)

@@ -24,8 +24,7 @@ def one_to_one_counts(ov: ClassOverlaps, iou_thr: float, kept: np.ndarray | None
     """``(tp, fp, ignored)`` of one class (see module docstring); ``kept`` masks the detections considered."""
     n = ov.num_det
     kept = np.ones(n, bool) if kept is None else kept
-    with np.errstate(invalid="ignore"):
-        ok = ov.pair_iou > iou_thr if ov.protocol.strict else ov.pair_iou >= iou_thr
+    ok = ov.protocol.qualifies(ov.pair_iou, iou_thr)
     ok &= kept[ov.pair_det] if len(ov.pair_det) else ok
     d, g, v = ov.pair_det[ok], ov.pair_gt[ok], ov.pair_iou[ok]
     order = np.lexsort((g, d, -v))
