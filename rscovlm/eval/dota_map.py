@@ -37,8 +37,10 @@ everything) and change AP, so the order among them is fixed one of two ways:
   images in ``image_ids`` order, for matching, then over the concatenated float32 scores for the ranking).
   Deterministic for a given input and numpy build, and equal to the reference tool's result on the same
   machine - but numpy's default sort is not stable and its tie order varies with numpy version and CPU.
-* ``stable`` - equal scores keep their input order (a stable sort): portable across machines; differs from
-  the reference tools only where their unstable sort reorders ties.
+* ``stable`` - the reference tool's procedure with a stable sort: equal scores keep their order in the list the
+  tool sorts (devkit: input order; MMRotate: image order, then input order inside each image, float32 scores).
+  Portable across machines; differs from the reference tools only where their unstable sort reorders ties.
+  Score-free detections rank as if every score were equal (1.0).
 
 mAP is the mean AP over the classes that have at least one positive ground truth; the result lists them. IoUs
 are computed once per class (:class:`ClassOverlaps`) and reused for every threshold, seed and order.
@@ -292,14 +294,15 @@ def ranking(ov: "ClassOverlaps", ties: TieOrder = "reference") -> tuple[np.ndarr
     """``(matching order, ranking order)`` of the detections of ``ov`` (see "Ranking and ties" above)."""
     if ties not in TIE_ORDERS:
         raise ValueError(f"unknown tie order {ties!r}; expected one of {TIE_ORDERS}")
-    if ov.scores is None or ties == "stable":
-        order = rank_by_score(ov.scores, ov.num_det)
-        return order, order
     if not ov.protocol.rotated_rect:  # devkit: np.argsort(-confidence) over the class file
-        order = np.argsort(-ov.scores)
+        order = rank_by_score(ov.scores, ov.num_det) if ties == "stable" or ov.scores is None \
+            else np.argsort(-ov.scores)
         return order, order
-    s32 = ov.scores.astype(np.float32)
+    s32 = np.ones(ov.num_det, np.float32) if ov.scores is None else ov.scores.astype(np.float32)
     by_image = np.argsort(ov.image, kind="stable")  # images in order, detections in input order inside
+    if ties == "stable":  # per image and overall the same stable order: one list serves both
+        order = by_image[np.argsort(-s32[by_image], kind="stable")]
+        return order, order
     return per_image_order(ov.image, s32, by_image), by_image[np.argsort(-s32[by_image])]
 
 
