@@ -265,7 +265,9 @@ def scored_grid(overlaps: dict[str, ClassOverlaps], classes: list[str], *, score
     names = list(overlaps)
     pos = image_positions(overlaps, positions) if per_image else None
     for ti, t in enumerate(score_thrs):
-        kept = {c: (np.ones(ov.num_det, bool) if ov.scores is None else ov.scores > t) for c, ov in overlaps.items()}
+        # strict, on float32 scores against a float32 threshold, as LMMRotate's torch tensors compare them
+        kept = {c: (np.ones(ov.num_det, bool) if ov.scores is None else ov.scores.astype(np.float32) > np.float32(t))
+                for c, ov in overlaps.items()}
         draw_idx = {}
         if per_image:  # rank of each kept detection among its image's kept ones, in prediction order
             kept_all = np.concatenate([kept[c] for c in names])

@@ -149,7 +149,7 @@ def lmmrotate_confusion(gt: GroundTruth, dets: Detections, classes: list[str], *
                          f"comes from the ground truth, whose highest label is {n_cls - 1} (LMMRotate's "
                          f"f1_metric.py raises an IndexError here); evaluate with the classes present in the ground "
                          f"truth or with --f1-mode one-to-one")
-    kept = ds >= score_thr
+    kept = ds.astype(np.float32) >= np.float32(score_thr)  # float32 scores as in the reference's tensors
     dq, di, dl = dq[kept], di[kept], dl[kept]
     g_rect, d_rect = _clamped_rect_quads(gq), _clamped_rect_quads(dq)
     if iou_thr > 0:
