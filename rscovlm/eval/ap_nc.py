@@ -51,7 +51,7 @@ import numpy as np
 
 from rscovlm.eval.ap import average_precision
 from rscovlm.eval.dota_map import (
-    TIE_ORDERS, ClassOverlaps, ap_from_matches, check_score_thr, matches_in_rank, ranking,
+    TIE_ORDERS, ClassOverlaps, check_score_thr, matches_in_rank, ranking,
 )
 
 DEFAULT_SCORE_THRS = np.round(np.arange(0.0, 0.96, 0.05), 2)  # 0.00, 0.05, ..., 0.95
@@ -295,9 +295,10 @@ def scored_grid(overlaps: dict[str, ClassOverlaps], classes: list[str], *, score
                 scores = u[draw_idx[c]] if per_image else np.ones(n, np.float32)
                 sub = ov.subset(k, scores.astype(np.float64))
                 match, rank_order = ranking(sub, ties)
-                for ii, thr in enumerate(iou_thrs):
-                    tp, fp = matches_in_rank(sub, match, rank_order, thr)
-                    out[ti, si, ii, ci] = ap_from_matches(tp, fp, ov.num_pos, ap_mode, ov.protocol.dtype)
+                flags = [matches_in_rank(sub, match, rank_order, thr) for thr in iou_thrs]
+                tp = np.cumsum(np.stack([f[0] for f in flags]), axis=1)
+                fp = np.cumsum(np.stack([f[1] for f in flags]), axis=1)
+                out[ti, si, :, ci] = average_precision(tp, fp, ov.num_pos, ap_mode, ov.protocol.dtype)
     return out
 
 
