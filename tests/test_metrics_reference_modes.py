@@ -144,6 +144,19 @@ def test_torch_rand_equals_torch():
             assert np.array_equal(torch.rand(n).numpy(), torch_rand(seed, n))
 
 
+def test_lmmrotate_report_statistics_include_its_own_max_min_and_mean():
+    from rscovlm.eval.ap_nc import lmmrotate_report
+
+    m, s = lmmrotate_report([0.2, 0.4])  # map_nc_robustness_cal: mean/std of 0.2, 0.4, max 0.4, min 0.2, mean 0.3
+    assert m == pytest.approx(0.3) and s == pytest.approx(np.std([0.2, 0.4, 0.4, 0.2, 0.3]))
+    assert s != pytest.approx(np.std([0.2, 0.4]))
+    gt = gt_of([("plane", 0, BOX, 0)])
+    r = eval_dota_nc(gt, dets_of([("plane", 0, BOX, 0.9), ("plane", 0, BOX, 0.8)]), score_mode="random-per-image",
+                     iou_thrs="0.5")["metrics"]["AP_nc50"]
+    assert (r["lmmrotate_mean"], r["lmmrotate_std"]) == lmmrotate_report(r["per_seed"])
+    assert "lmmrotate_mean" not in eval_dota_nc(gt, dets_of([("plane", 0, BOX, 0.9)]), seeds=2)["metrics"]["AP_nc50"]
+
+
 def test_per_image_draws_restart_for_every_image_in_answer_order():
     """LMMRotate re-seeds per image: the k-th kept detection of every image gets the k-th number of the seed."""
     far = shift(BOX, 50)

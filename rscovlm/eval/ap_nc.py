@@ -27,7 +27,8 @@ Score modes (``score_mode``, :data:`SCORE_MODES`) - what the detections kept at 
   (``ClassDets.order``) and, for Task1 files (which do not keep the detector's output order), score descending
   (MMDetection's output order), ties in class order then file order. Ties across images are systematic, so
   ``ties`` matters: ``reference`` reproduces LMMRotate's numbers on the same machine, ``stable`` is portable.
-  Default seeds: LMMRotate's ten (:data:`LMMROTATE_SEEDS`).
+  Default seeds: LMMRotate's ten (:data:`LMMROTATE_SEEDS`). Its report's ``rnd:mean``/``rnd:std`` are not the
+  mean/std over the seeds (:func:`lmmrotate_report`); both are given.
 
 Metric names: ``AP_nc50`` (IoU 0.5), ``AP_nc75``, and ``AP_nc50:95`` (mean over IoU 0.50:0.05:0.95, the
 COCO-style average). For each seed the class APs are averaged over the IoU thresholds of the metric, then over
@@ -324,12 +325,15 @@ class ApNcTable:
         return self.ap[:, :, idx, :].mean(axis=2).mean(axis=2)
 
     def summary(self, t_index: int) -> dict:
-        """``{metric: {"mean", "std", "per_seed"}}`` and per-class means at score threshold ``t_index``."""
+        """``{metric: {"mean", "std", "per_seed"}}`` and per-class means at score threshold ``t_index``; under
+        ``random-per-image`` also ``lmmrotate_mean``/``lmmrotate_std`` (:func:`lmmrotate_report`)."""
         out = {}
         for name in self.metrics:
             per_seed = self.metric_per_seed(name)[t_index]
             out[name] = {"mean": float(per_seed.mean()), "std": float(per_seed.std()),
                          "per_seed": [float(v) for v in per_seed]}
+            if self.score_mode == "random-per-image":
+                out[name]["lmmrotate_mean"], out[name]["lmmrotate_std"] = lmmrotate_report(per_seed)
         per_class = {}
         for c_i, c in enumerate(self.classes):
             per_class[c] = {}
@@ -338,6 +342,16 @@ class ApNcTable:
                 v = self.ap[t_index][:, idx, c_i].mean(axis=1)  # (S,)
                 per_class[c][name] = {"mean": float(v.mean()), "std": float(v.std())}
         return {"metrics": out, "per_class": per_class}
+
+
+def lmmrotate_report(per_seed) -> tuple[float, float]:
+    """The ``rnd:mean`` / ``rnd:std`` that LMMRotate's ``map_nc_robustness_cal.py`` writes: its final pass takes
+    every ``rnd:*`` column of a threshold's row, which by then holds the seeds' values plus the ``rnd:max``,
+    ``rnd:min`` and ``rnd:mean`` of its first pass - so its mean and (population) std are over those n + 3 values,
+    not over the n seeds (the plain ``mean``/``std`` next to it)."""
+    v = [float(x) for x in per_seed]
+    v = v + [max(v), min(v), sum(v) / len(v)]
+    return float(np.mean(v)), float(np.std(v))
 
 
 def ap_nc_table(overlaps: dict[str, ClassOverlaps], *, score_thrs=(0.0,), seeds=None, iou_spec=DEFAULT_IOU_SPEC,
