@@ -124,7 +124,8 @@ def min_area_rects(quads: np.ndarray) -> np.ndarray:
     gets them (1.x ``qbox2rbox``, 0.x loader): OpenCV's ``minAreaRect`` on float32 points, angle ``a / 180 * pi``,
     when OpenCV is installed (it decides near-ties between two candidate rectangles - e.g. for triangles - the same
     way), else :func:`rscovlm.geometry.boxes.quad_to_obb` (the same rectangle except on such ties)."""
-    pts = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
+    with np.errstate(over="ignore"):  # beyond float32 range: inf, as in the reference's float32 tensors
+        pts = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
     try:
         import cv2
     except ImportError:
