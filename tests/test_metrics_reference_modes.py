@@ -361,3 +361,14 @@ def test_cli_defaults_per_command(tmp_path):
                  "--score-mode", "ones", "--iou-thrs", "0.5", "--json", str(tmp_path / "s")]) == 0
     s = json.loads((tmp_path / "s").read_text())
     assert s["select"] == "AP50" and s["protocol"] == "mmrotate1x" and s["score_mode"] == "ones"
+
+
+def test_parity_harness_needs_the_external_checkouts():
+    """benchmarks/parity_reference_metrics.py runs only with the reference checkouts given (none is vendored)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "parity_reference_metrics.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.returncode == 2 and "--mmrotate" in out.stderr
