@@ -410,10 +410,10 @@ def check_dota_metric(sets, report):
                         tab = ap_nc_table(ov, score_mode="ones", ties="reference", iou_spec=str(thr), ap_mode=ours_mode,
                                           score_thrs=[-1.0])
                         ours = {c: float(tab.ap[0, 0, 0, k]) for k, c in enumerate(tab.classes)}
-                        ours_map = float(np.mean(np.float32(list(ours.values())), dtype=np.float32))
+                        ours_map = float(np.mean(np.float32([ours[c] for c in CLASSES if c in ours]), dtype=np.float32))
                         counts_ok = True
                     else:
-                        res = map_from_overlaps(ov, thr, ours_mode, ties="reference")
+                        res = map_from_overlaps(ov, thr, ours_mode, ties="reference", mean_order=CLASSES)
                         ours = {c: r.ap for c, r in res.per_class.items()}
                         ours_map = res.mAP
                         counts_ok = all((res.per_class[c].num_gt, res.per_class[c].num_det) == ref[c][1:]
@@ -451,7 +451,8 @@ def check_map_nc(sets, report, root, g):
             r = ref[str(t)]
             keep = {c: d.scores.astype(np.float32) > np.float32(t) for c, d in dets.classes.items()}
             sub = Detections({c: d.select(keep[c]) for c, d in dets.classes.items()})
-            score_map = map_from_overlaps(compute_overlaps(gt, sub, "mmrotate1x"), 0.5, ties="reference").mAP
+            score_map = map_from_overlaps(compute_overlaps(gt, sub, "mmrotate1x"), 0.5, ties="reference",
+                                          mean_order=CLASSES).mAP
             ones = ap_nc_table(ov, score_mode="ones", ties="reference", iou_spec="0.5", score_thrs=[t])
             rnd = ap_nc_table(ov, score_mode="random-per-image", ties="reference", iou_spec="0.5", score_thrs=[t],
                               seeds=list(LMMROTATE_SEEDS), positions={c: d.order for c, d in dets.classes.items()})

@@ -426,8 +426,10 @@ class DotaMapResult:
 
 
 def map_from_overlaps(overlaps: dict[str, ClassOverlaps], iou_thr: float = 0.5, ap_mode: str = "11point",
-                      ties: TieOrder = "reference") -> DotaMapResult:
-    """Per-class AP and mAP from precomputed overlaps (scores required)."""
+                      ties: TieOrder = "reference", mean_order: list[str] | None = None) -> DotaMapResult:
+    """Per-class AP and mAP from precomputed overlaps (scores required). ``mean_order``: the class order the
+    mean is summed in (the reference's label order; a float32 mean depends on it in the last bit), classes not
+    in it last; default the order of ``overlaps``."""
     iou_thr = check_iou_thr(iou_thr)
     if ap_mode not in AP_MODES:
         raise ValueError(f"unknown AP mode {ap_mode!r}; expected one of {sorted(AP_MODES)}")
@@ -444,7 +446,9 @@ def map_from_overlaps(overlaps: dict[str, ClassOverlaps], iou_thr: float = 0.5, 
         ntp, nfp = int(tp.sum()), int(fp.sum())
         per_class[c] = ClassAP(ap, ov.num_pos, ov.num_det, ntp, ntp / ov.num_pos, ntp / max(ntp + nfp, 1))
     classes = list(per_class)
-    aps = np.array([per_class[c].ap for c in classes], dtype=proto.dtype if proto else np.float64)
+    rank = {c: i for i, c in enumerate(mean_order or [])}
+    summed = sorted(classes, key=lambda c: rank.get(c, len(rank)))  # stable: the rest keep their order
+    aps = np.array([per_class[c].ap for c in summed], dtype=proto.dtype if proto else np.float64)
     m = float(aps.mean()) if len(aps) else 0.0
     return DotaMapResult(m, classes, per_class, without, proto.name if proto else "dota", iou_thr, ap_mode)
 
@@ -460,7 +464,13 @@ def eval_dota(gt: GroundTruth | str | os.PathLike, dets: Detections | str | os.P
     check_iou_thr(iou_thr)  # before reading the folders
     gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images, categories=categories,
                          unknown_gt_classes=unknown_gt_classes)
-    result = map_from_overlaps(compute_overlaps(gt, dets, protocol), iou_thr, ap_mode, ties)
+    order = list(categories.classes) if isinstance(categories, CategorySet) else None
+    if order is None and isinstance(categories, str):
+        from rscovlm.eval.dota_data import resolve_categories
+
+        vocab = resolve_categories(categories)
+        order = list(vocab.classes) if vocab is not None else None
+    result = map_from_overlaps(compute_overlaps(gt, dets, protocol), iou_thr, ap_mode, ties, mean_order=order)
     result.protocol = get_protocol(protocol).name
     result.skipped_lines = len(gt.skipped) + len(dets.skipped)
     result.dropped_unknown_image = dets.dropped_unknown_image
