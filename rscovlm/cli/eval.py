@@ -12,10 +12,10 @@ from pathlib import Path
 
 from rscovlm.cli import CliError, add_group
 
-def _protocol_help(default: str) -> str:
+def _protocol_help() -> str:
     from rscovlm.eval.dota_map import PROTOCOLS
 
-    return "; ".join(f"{name}: {p.summary}" for name, p in PROTOCOLS.items()) + f" (default {default})"
+    return "; ".join(f"{name}: {p.summary}" for name, p in PROTOCOLS.items())
 
 
 def _common(p, *, thr: bool = True, mode: bool = True, protocol: str = "mmrotate1x") -> None:
@@ -31,7 +31,7 @@ def _scoring(p, *, seeds_default: str = "10") -> None:
     from rscovlm.eval.ap_nc import LMMROTATE_SEEDS, SCORE_MODES
 
     p.add_argument("--score-mode", choices=list(SCORE_MODES), default="random",
-                   help="random: AP_nc, uniform random scores per class and seed (default); ones: every score 1.0, "
+                   help="random: AP_nc, uniform random scores per class and seed; ones: every score 1.0, "
                         "the reference RSCoVLM evaluation (one run, metrics AP50/...); random-per-image: "
                         "LMMRotate's AP_nc, torch-equal random scores re-seeded for every image")
     seeds = p.add_mutually_exclusive_group()
@@ -42,7 +42,7 @@ def _scoring(p, *, seeds_default: str = "10") -> None:
                        help="explicit seeds, e.g. 42,666,6666 (instead of --seeds)")
     p.add_argument("--ties", choices=["stable", "reference"], default="stable",
                    help="order of equal scores under ones / random-per-image: stable = the reference tool's "
-                        "procedure with a stable sort (image order, then file/answer order; default, portable); "
+                        "procedure with a stable sort (image order, then file/answer order; portable); "
                         "reference = numpy's default argsort as MMRotate uses it (its numbers on this machine)")
 
 
@@ -62,7 +62,7 @@ def _f1_mode(p) -> None:
 
     p.add_argument("--f1-mode", choices=list(F1_MODES), default="one-to-one",
                    help="one-to-one: each object matched at most once, mean of per-class F1 over classes with "
-                        "ground truth (default); lmmrotate: mllm-mmrotate's f1_metric.py (confusion matrix of every "
+                        "ground truth; lmmrotate: mllm-mmrotate's f1_metric.py (confusion matrix of every "
                         "pair with IoU >= thr, duplicates counted, background row/column, F1 of the mean P and R "
                         "over C+1 entries)")
 
@@ -83,15 +83,15 @@ def _options(p, *, thr: bool = True, mode: bool = True, protocol: str = "mmrotat
     from rscovlm.eval.dota_map import PROTOCOLS
 
     if thr:
-        p.add_argument("--iou-thr", type=float, default=0.5, help="IoU threshold (default 0.5)")
+        p.add_argument("--iou-thr", type=float, default=0.5, help="IoU threshold")
     if mode:
         p.add_argument("--ap-mode", choices=["11point", "area"], default="11point",
                        help="VOC07 11-point (DOTA's and DOTAMetric's default) or area under the envelope")
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default=protocol, help=_protocol_help(protocol))
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default=protocol, help=_protocol_help())
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed label/Task1 lines instead of failing (they are counted and reported)")
     p.add_argument("--unknown-images", choices=["error", "ignore"], default="error",
-                   help="detections on images without a labelTxt file: fail (default) or drop and count them")
+                   help="detections on images without a labelTxt file: fail (error) or drop and count them (ignore)")
     p.add_argument("--json", dest="json_out", default=None, help="write the full result as JSON to this file")
 
 
@@ -112,11 +112,11 @@ def register(sub) -> None:
                                          "over seeds")
     _common(p, thr=False)
     p.add_argument("--score-thr", type=float, default=0.0,
-                   help="drop detections with score < this (default 0; ones / random-per-image: keep score > this, "
-                        "as LMMRotate)")
+                   help="drop detections with score < this (ones / random-per-image: keep score > this, as "
+                        "LMMRotate)")
     _scoring(p)
     p.add_argument("--iou-thrs", default="0.5,0.75,0.5:0.95",
-                   help="metrics to report: single IoUs and ranges a:b[:step] (default 0.5,0.75,0.5:0.95)")
+                   help="metrics to report: single IoUs and ranges a:b[:step]")
     p.set_defaults(handler=_dota_nc)
 
     p = group.add_parser("dota-sweep", help="sweep the score threshold 0.00..0.95 on val, apply the best on test, "
@@ -138,7 +138,7 @@ def register(sub) -> None:
 
     p = group.add_parser("dota-f1", help="precision/recall/F1 with one-to-one matching; mF1 and micro")
     _common(p, mode=False)  # mF1 has no AP mode
-    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this (default 0)")
+    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections with score < this")
     _f1_mode(p)
     p.set_defaults(handler=_dota_f1)
 
@@ -159,7 +159,7 @@ def register(sub) -> None:
                    help="category vocabulary of the responses' labels")
     p.add_argument("--family", default="qwen2_5_vl",
                    help="model family that wrote the responses, which fixes their box frame: qwen2_5_vl (pixels of "
-                        "the resized input, default), qwen2_vl / qwen3_vl (0-1000 grid); a line's own 'family' "
+                        "the resized input), qwen2_vl / qwen3_vl (0-1000 grid); a line's own 'family' "
                         "field wins")
     p.add_argument("--unknown-gt-classes", choices=["error", "ignore"], default="error",
                    help="ground-truth objects of classes outside --categories: fail (default) or drop and count "
@@ -281,7 +281,7 @@ def _dota_sweep(args) -> int:
         if "test" in entry:
             _notes(entry["test"], f"{name}, test")
     if args.plot:
-        print(f"plot: {args.plot}")
+        print(f"plot: {args.plot}", file=sys.stderr)
     _write_json(args.json_out, res)
     return 0
 
