@@ -35,14 +35,15 @@ def test_matching_is_by_iou_not_score():
     # strict > under dota, >= under mmrotate at exactly the threshold
     half = [0, 0, 4, 0, 4, 2, 0, 2]
     d2 = dets_of([("ship", 0, half, 1.0)])
-    assert eval_dota_f1(gt, d2)["per_class"]["ship"]["tp"] == 0
+    assert eval_dota_f1(gt, d2, protocol="dota")["per_class"]["ship"]["tp"] == 0
     assert eval_dota_f1(gt, d2, protocol="mmrotate")["per_class"]["ship"]["tp"] == 1
+    assert eval_dota_f1(gt, d2)["per_class"]["ship"]["tp"] == 1  # the default: mmrotate1x
 
 
 def test_difficult_absorbs_and_micro():
     gt = gt_of([("plane", 0, BOX, 1), ("ship", 0, shift(BOX, 30), 0), ("ship", 0, shift(BOX, 60), 0)])
     dets = dets_of([("plane", 0, BOX, 0.9), ("plane", 0, BOX, 0.8), ("ship", 0, shift(BOX, 30), 0.9)])
-    r = eval_dota_f1(gt, dets)
+    r = eval_dota_f1(gt, dets, protocol="dota")
     assert r["classes"] == ["ship"]  # plane has no positives: only difficult objects
     s = r["per_class"]["ship"]
     assert (s["tp"], s["fp"], s["f1"]) == (1, 0, pytest.approx(2 / 3))

@@ -1,5 +1,5 @@
 
-"""Metrics. Detection: :func:`eval_dota` (DOTA mAP, devkit / MMRotate protocols), :func:`eval_dota_nc` (AP_nc),
+"""Metrics. Detection: :func:`eval_dota` (DOTA mAP: devkit, MMRotate 1.x, 0.x), :func:`eval_dota_nc` (AP_nc),
 :func:`eval_dota_sweep` (score-threshold sweep), :func:`eval_dota_f1` (mF1), :func:`eval_responses` (model
 responses). Heavy submodules load on first use."""
 

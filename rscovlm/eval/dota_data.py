@@ -65,11 +65,14 @@ class ClassGT:
 @dataclass
 class ClassDets:
     """Detections of one class: ``quads (N, 8)``, ``image (N,)`` index, ``scores (N,)`` or ``None`` (score-free
-    output such as a VLM's), in input order."""
+    output such as a VLM's), in input order. ``order (N,)`` (optional): each detection's position in its image's
+    list of predictions over all classes (a model answer's object order), which per-image random scores follow
+    (:mod:`rscovlm.eval.ap_nc`); without it that order comes from the scores."""
 
     quads: np.ndarray
     image: np.ndarray
     scores: np.ndarray | None
+    order: np.ndarray | None = None
 
     @classmethod
     def empty(cls, with_scores: bool = True) -> "ClassDets":
@@ -79,7 +82,8 @@ class ClassDets:
         return len(self.quads)
 
     def select(self, mask: np.ndarray) -> "ClassDets":
-        return ClassDets(self.quads[mask], self.image[mask], None if self.scores is None else self.scores[mask])
+        return ClassDets(self.quads[mask], self.image[mask], None if self.scores is None else self.scores[mask],
+                         None if self.order is None else self.order[mask])
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""DOTA detection AP/mAP under the official devkit protocol and the MMRotate protocol.
+"""DOTA detection AP/mAP under the official devkit protocol and the MMRotate 0.x / 1.x protocols.
 
 Protocols (registry :data:`PROTOCOLS`)
 --------------------------------------
@@ -8,28 +8,39 @@ Protocols (registry :data:`PROTOCOLS`)
   (:mod:`rscovlm.geometry.iou`, the devkit's ``polyiou`` rule). Each detection goes to the candidate with the
   highest IoU (first in file order on ties); it is a TP when ``IoU > thr`` (strict) and that ground truth is not
   taken yet, ignored (neither TP nor FP) when that ground truth is difficult (flag 1 or 2), an FP otherwise
-  (repeat matches included). Positives are the non-difficult ground truths. Where both quads have zero area
-  the devkit computes ``0/0 = NaN``; a NaN among a detection's candidates makes it an FP, as there.
-``mmrotate`` - MMRotate's ``eval_rbbox_map`` with its DOTA loader (``version="le90"``):
-  every quad (ground truth and detection) becomes its minimum-area rectangle (:func:`min_area_rects`: OpenCV's
-  ``minAreaRect`` on float32 points, as the loader does) and is dropped when a side is shorter than 2 px; IoU of rotated rectangles; TP
-  when ``IoU >= thr``; every ground-truth object is positive (difficult included); a detection with no
-  overlapping ground truth in an image that has some gets IoU 0 with the first one; precision and AP are
-  float32.
+  (repeat matches included). Positives are the non-difficult ground truths. Where both quads have zero area the
+  devkit computes ``0/0 = NaN``; a NaN among a detection's candidates makes it an FP, as there.
+``mmrotate1x`` - MMRotate 1.x ``DOTAMetric`` (``eval_rbbox_map`` of ``mmrotate/evaluation/functional/mean_ap.py``),
+  the convention of the reference's RSCoVLM evaluation: every quad (ground truth and detection) becomes its
+  minimum-area rectangle (``qbox2rbox``: OpenCV's ``minAreaRect`` on float32 points - :func:`min_area_rects`),
+  **nothing is dropped**; exact IoU of the rotated rectangles, rounded to float32 (what ``box_iou_rotated``
+  returns) and compared with the float32 threshold;
+  each detection goes to the ground truth with the highest IoU (the first on ties); TP when ``IoU >= thr``, a
+  repeat match is an FP; every ground-truth object is positive (difficult and window-cut ones included:
+  ``DOTADataset(diff_thr=100)`` ignores nothing); a detection with no overlapping ground truth in an image that
+  has some gets IoU 0 with the first one (``argmax`` of a zero row; matters only at threshold 0); precision and
+  AP are float32 (``average_precision`` of mmdet, ``11points`` by default as ``DOTAMetric(eval_mode='11points')``),
+  mAP the float32 mean over the classes with ground truth.
+``mmrotate`` - MMRotate 0.x ``eval_rbbox_map`` with its DOTA loader (``version="le90"``): the same, except that the
+  0.x loader drops every quad whose rectangle has a side shorter than 2 px (``poly2obb_np``), ground truth and
+  detections alike.
 
 Ranking and ties (``ties=``, registry :data:`TIE_ORDERS`)
 ----------------------------------------------------------
 Detections are ranked by score, descending; the input order of a class is the order of the lines in its
-``Task1_{class}.txt``. Equal scores are common (Task1 files often carry 3-4 decimals) and change AP, so the
-order among them is fixed one of two ways:
+``Task1_{class}.txt`` (for model responses: line order of the responses file, then answer order). Equal scores
+are common (Task1 files often carry 3-4 decimals; score-free output scored with every score 1.0 ties
+everything) and change AP, so the order among them is fixed one of two ways:
 
 * ``reference`` (default) - exactly the reference tool's ranking: numpy's default ``argsort`` of the negated
   scores, over the detections in input order (devkit: the whole class at once; MMRotate: per image, with
   images in ``image_ids`` order, for matching, then over the concatenated float32 scores for the ranking).
   Deterministic for a given input and numpy build, and equal to the reference tool's result on the same
   machine - but numpy's default sort is not stable and its tie order varies with numpy version and CPU.
-* ``stable`` - equal scores keep their input order (a stable sort): portable across machines; differs from
-  the reference tools only where their unstable sort reorders ties.
+* ``stable`` - the reference tool's procedure with a stable sort: equal scores keep their order in the list the
+  tool sorts (devkit: input order; MMRotate: image order, then input order inside each image, float32 scores).
+  Portable across machines; differs from the reference tools only where their unstable sort reorders ties.
+  Score-free detections rank as if every score were equal (1.0).
 
 mAP is the mean AP over the classes that have at least one positive ground truth; the result lists them. IoUs
 are computed once per class (:class:`ClassOverlaps`) and reused for every threshold, seed and order.
@@ -53,7 +64,7 @@ from rscovlm.protocol.categories import CategorySet
 from rscovlm.geometry.iou import _hbb_of, hbb_overlap_pairs, poly_areas, poly_intersection_pairs
 
 ApMode = Literal["11point", "area"]
-ProtocolName = Literal["dota", "mmrotate"]
+ProtocolName = Literal["dota", "mmrotate1x", "mmrotate"]
 
 
 # ---- protocols ------------------------------------------------------------------------------------------------
@@ -71,6 +82,9 @@ class Protocol:
     zero_iou_default: bool = field(default=False, metadata={
         "help": "a detection without candidates in an image with ground truth gets IoU 0 with its first one"})
     dtype: type = field(default=np.float64, metadata={"help": "precision/AP arithmetic (float32 in MMRotate)"})
+    float32_boxes: bool = field(default=False, metadata={
+        "help": "IoUs and the IoU threshold in float32, as MMRotate's box_iou_rotated returns and compares them"})
+    summary: str = field(default="", metadata={"help": "one line for --help"})
 
     def prepare(self, quads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N, 8)`` quads -> (boxes used for IoU as quads, indices kept)."""
@@ -78,25 +92,40 @@ class Protocol:
             return quads, np.arange(len(quads))
         obb = min_area_rects(quads)
         keep = np.flatnonzero((obb[:, 2] >= self.min_side) & (obb[:, 3] >= self.min_side))
-        obb = obb[keep]
-        quads = obb_to_quad(obb)
-        # axis-aligned rectangles exactly (cos(pi/2) is not 0 in floating point)
-        turns = obb[:, 4] / (np.pi / 2)
-        aligned = np.abs(turns - np.round(turns)) < 1e-12
-        if aligned.any():
-            odd = (np.round(turns[aligned]).astype(np.int64) % 2) == 1
-            cx, cy, w, h = (obb[aligned, i] for i in range(4))
-            hx, hy = np.where(odd, h, w) / 2, np.where(odd, w, h) / 2
-            quads[aligned] = np.stack([cx - hx, cy - hy, cx + hx, cy - hy, cx + hx, cy + hy, cx - hx, cy + hy], 1)
-        return quads, keep
+        return rects_to_quads(obb[keep]), keep
+
+    def threshold(self, thr: float) -> float:
+        """The IoU threshold as the reference compares it (a float32 IoU against a float32 threshold)."""
+        return float(np.float32(thr)) if self.float32_boxes else float(thr)
+
+    def qualifies(self, iou: np.ndarray, thr: float) -> np.ndarray:
+        """``iou > thr`` or ``iou >= thr`` (NaN never qualifies)."""
+        t = self.threshold(thr)
+        with np.errstate(invalid="ignore"):
+            return iou > t if self.strict else iou >= t
+
+
+def rects_to_quads(obb: np.ndarray) -> np.ndarray:
+    """``(N, 5)`` rotated rectangles -> ``(N, 8)`` quads; axis-aligned ones exactly (``cos(pi/2)`` is not 0 in
+    floating point)."""
+    quads = obb_to_quad(obb)
+    turns = obb[:, 4] / (np.pi / 2)
+    aligned = np.abs(turns - np.round(turns)) < 1e-12
+    if aligned.any():
+        odd = (np.round(turns[aligned]).astype(np.int64) % 2) == 1
+        cx, cy, w, h = (obb[aligned, i] for i in range(4))
+        hx, hy = np.where(odd, h, w) / 2, np.where(odd, w, h) / 2
+        quads[aligned] = np.stack([cx - hx, cy - hy, cx + hx, cy - hy, cx + hx, cy + hy, cx - hx, cy + hy], 1)
+    return quads
 
 
 def min_area_rects(quads: np.ndarray) -> np.ndarray:
-    """``(N, 8)`` quads -> ``(N, 5)`` minimum-area rectangles ``cx, cy, w, h, theta`` (radians), the way MMRotate's
-    loader gets them: OpenCV's ``minAreaRect`` on float32 points when OpenCV is installed (it decides near-ties
-    between two candidate rectangles - e.g. for triangles - the same way), else
-    :func:`rscovlm.geometry.boxes.quad_to_obb` (the same rectangle except on such ties)."""
-    pts = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
+    """``(N, 8)`` quads -> ``(N, 5)`` minimum-area rectangles ``cx, cy, w, h, theta`` (radians), the way MMRotate
+    gets them (1.x ``qbox2rbox``, 0.x loader): OpenCV's ``minAreaRect`` on float32 points, angle ``a / 180 * pi``,
+    when OpenCV is installed (it decides near-ties between two candidate rectangles - e.g. for triangles - the same
+    way), else :func:`rscovlm.geometry.boxes.quad_to_obb` (the same rectangle except on such ties)."""
+    with np.errstate(over="ignore"):  # beyond float32 range: inf, as in the reference's float32 tensors
+        pts = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
     try:
         import cv2
     except ImportError:
@@ -104,14 +133,21 @@ def min_area_rects(quads: np.ndarray) -> np.ndarray:
     out = np.empty((len(pts), 5))
     for k, p in enumerate(pts):
         (cx, cy), (w, h), a = cv2.minAreaRect(p)
-        out[k] = (cx, cy, w, h, np.deg2rad(a))
+        out[k] = (cx, cy, w, h, a / 180 * np.pi)
     return out
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "dota": Protocol("dota", strict=True, difficult_ignored=True, candidate_margin=1.0),
+    "dota": Protocol("dota", strict=True, difficult_ignored=True, candidate_margin=1.0,
+                     summary="the DOTA devkit's Task1 rules: polygon IoU > thr, difficult objects ignored"),
+    "mmrotate1x": Protocol("mmrotate1x", strict=False, difficult_ignored=False, candidate_margin=0.0,
+                           rotated_rect=True, zero_iou_default=True, dtype=np.float32, float32_boxes=True,
+                           summary="MMRotate 1.x DOTAMetric (the reference RSCoVLM evaluation): min-area "
+                                   "rectangles, IoU >= thr, every object positive, nothing dropped"),
     "mmrotate": Protocol("mmrotate", strict=False, difficult_ignored=False, candidate_margin=0.0, min_side=2.0,
-                         rotated_rect=True, zero_iou_default=True, dtype=np.float32),
+                         rotated_rect=True, zero_iou_default=True, dtype=np.float32, float32_boxes=True,
+                         summary="MMRotate 0.x eval_rbbox_map: as mmrotate1x, but rectangles with a side < 2 px "
+                                 "are dropped (0.x loader)"),
 }
 
 
@@ -176,6 +212,14 @@ class ClassOverlaps:
     def num_pos(self) -> int:
         return int((~self.gt_ignore).sum())
 
+    def subset(self, keep: np.ndarray, scores: np.ndarray | None) -> "ClassOverlaps":
+        """The detections ``keep`` (mask or indices into the kept detections) with new ``scores`` (aligned with
+        them); ground truth unchanged. Pair arrays are left out (AP needs only the best matches)."""
+        keep = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, np.int64)
+        empty = np.zeros(0, np.int64)
+        return ClassOverlaps(self.protocol, self.det_index[keep], scores, self.image[keep], self.ovmax[keep],
+                             self.jmax[keep], self.gt_ignore, empty, empty, np.zeros(0))
+
 
 def _hbb(q: np.ndarray) -> np.ndarray:
     return _hbb_of(q)
@@ -201,6 +245,8 @@ def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dot
     union = poly_areas(d_quads)[pi] + poly_areas(g_quads)[pj] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / union
+    if proto.float32_boxes:  # box_iou_rotated returns float32: its argmax and threshold see float32 values
+        iou = iou.astype(np.float32).astype(np.float64)
     ovmax = np.full(n_det, -np.inf)
     jmax = np.full(n_det, -1, np.int64)
     if len(pi):
@@ -249,24 +295,49 @@ def ranking(ov: "ClassOverlaps", ties: TieOrder = "reference") -> tuple[np.ndarr
     """``(matching order, ranking order)`` of the detections of ``ov`` (see "Ranking and ties" above)."""
     if ties not in TIE_ORDERS:
         raise ValueError(f"unknown tie order {ties!r}; expected one of {TIE_ORDERS}")
-    if ov.scores is None or ties == "stable":
-        order = rank_by_score(ov.scores, ov.num_det)
-        return order, order
     if not ov.protocol.rotated_rect:  # devkit: np.argsort(-confidence) over the class file
-        order = np.argsort(-ov.scores)
+        order = rank_by_score(ov.scores, ov.num_det) if ties == "stable" or ov.scores is None \
+            else np.argsort(-ov.scores)
         return order, order
-    s32 = ov.scores.astype(np.float32)
+    s32 = np.ones(ov.num_det, np.float32) if ov.scores is None else ov.scores.astype(np.float32)
     by_image = np.argsort(ov.image, kind="stable")  # images in order, detections in input order inside
-    bounds = np.flatnonzero(np.r_[True, ov.image[by_image][1:] != ov.image[by_image][:-1], True])
-    match = np.concatenate([by_image[a:b][np.argsort(-s32[by_image[a:b]])] for a, b in zip(bounds[:-1], bounds[1:])]
-                           ) if ov.num_det else by_image
-    return match, by_image[np.argsort(-s32[by_image])]
+    if ties == "stable":  # per image and overall the same stable order: one list serves both
+        order = by_image[np.argsort(-s32[by_image], kind="stable")]
+        return order, order
+    return per_image_order(ov.image, s32, by_image), by_image[np.argsort(-s32[by_image])]
+
+
+def per_image_order(image: np.ndarray, s32: np.ndarray, by_image: np.ndarray) -> np.ndarray:
+    """MMRotate's matching order: images in index order, inside each ``np.argsort(-scores)`` of its detections
+    in input order. Where an image has no equal scores that is the stable order (one vectorized sort); only
+    images with ties get numpy's own argsort, on exactly the array MMRotate sorts."""
+    if len(by_image) == 0:
+        return by_image
+    img = image[by_image]
+    neg = -s32[by_image]
+    srt = np.lexsort((neg, img))  # stable: by image, then score descending, ties in input order
+    match = by_image[srt]
+    same = (img[srt][1:] == img[srt][:-1]) & (neg[srt][1:] == neg[srt][:-1])
+    if same.any():
+        bounds = np.flatnonzero(np.r_[True, img[1:] != img[:-1], True])
+        tied = set(img[srt][1:][same].tolist())
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if int(img[a]) in tied:
+                seg = by_image[a:b]
+                match[a:b] = seg[np.argsort(-s32[seg])]  # the same key, so the image keeps its slots
+    return match
 
 
 def ranked_matches(ov: "ClassOverlaps", iou_thr: float, ties: TieOrder = "reference"
                    ) -> tuple[np.ndarray, np.ndarray]:
     """TP/FP flags of ``ov``'s detections in ranking order (matching done in the matching order)."""
     match, rank = ranking(ov, ties)
+    return matches_in_rank(ov, match, rank, iou_thr)
+
+
+def matches_in_rank(ov: "ClassOverlaps", match: np.ndarray, rank: np.ndarray, iou_thr: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`match_ranked` in ``match`` order, the flags returned in ``rank`` order."""
     tp_m, fp_m = match_ranked(ov, match, iou_thr)
     if match is rank:
         return tp_m, fp_m
@@ -283,8 +354,7 @@ def match_ranked(ov: ClassOverlaps, order: np.ndarray, iou_thr: float) -> tuple[
     take it, ignored when that ground truth is ignored; everything else is FP."""
     ovs = ov.ovmax[order]
     j = ov.jmax[order]
-    with np.errstate(invalid="ignore"):
-        qualified = ovs > iou_thr if ov.protocol.strict else ovs >= iou_thr
+    qualified = ov.protocol.qualifies(ovs, iou_thr)
     ignored = qualified & ov.gt_ignore[np.maximum(j, 0)] if ov.num_gt else np.zeros(len(order), bool)
     cand = np.flatnonzero(qualified & ~ignored)
     tp = np.zeros(len(order), bool)
@@ -356,8 +426,10 @@ class DotaMapResult:
 
 
 def map_from_overlaps(overlaps: dict[str, ClassOverlaps], iou_thr: float = 0.5, ap_mode: str = "11point",
-                      ties: TieOrder = "reference") -> DotaMapResult:
-    """Per-class AP and mAP from precomputed overlaps (scores required)."""
+                      ties: TieOrder = "reference", mean_order: list[str] | None = None) -> DotaMapResult:
+    """Per-class AP and mAP from precomputed overlaps (scores required). ``mean_order``: the class order the
+    mean is summed in (the reference's label order; a float32 mean depends on it in the last bit), classes not
+    in it last; default the order of ``overlaps``."""
     iou_thr = check_iou_thr(iou_thr)
     if ap_mode not in AP_MODES:
         raise ValueError(f"unknown AP mode {ap_mode!r}; expected one of {sorted(AP_MODES)}")
@@ -374,7 +446,9 @@ def map_from_overlaps(overlaps: dict[str, ClassOverlaps], iou_thr: float = 0.5, 
         ntp, nfp = int(tp.sum()), int(fp.sum())
         per_class[c] = ClassAP(ap, ov.num_pos, ov.num_det, ntp, ntp / ov.num_pos, ntp / max(ntp + nfp, 1))
     classes = list(per_class)
-    aps = np.array([per_class[c].ap for c in classes], dtype=proto.dtype if proto else np.float64)
+    rank = {c: i for i, c in enumerate(mean_order or [])}
+    summed = sorted(classes, key=lambda c: rank.get(c, len(rank)))  # stable: the rest keep their order
+    aps = np.array([per_class[c].ap for c in summed], dtype=proto.dtype if proto else np.float64)
     m = float(aps.mean()) if len(aps) else 0.0
     return DotaMapResult(m, classes, per_class, without, proto.name if proto else "dota", iou_thr, ap_mode)
 
@@ -390,7 +464,13 @@ def eval_dota(gt: GroundTruth | str | os.PathLike, dets: Detections | str | os.P
     check_iou_thr(iou_thr)  # before reading the folders
     gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images, categories=categories,
                          unknown_gt_classes=unknown_gt_classes)
-    result = map_from_overlaps(compute_overlaps(gt, dets, protocol), iou_thr, ap_mode, ties)
+    order = list(categories.classes) if isinstance(categories, CategorySet) else None
+    if order is None and isinstance(categories, str):
+        from rscovlm.eval.dota_data import resolve_categories
+
+        vocab = resolve_categories(categories)
+        order = list(vocab.classes) if vocab is not None else None
+    result = map_from_overlaps(compute_overlaps(gt, dets, protocol), iou_thr, ap_mode, ties, mean_order=order)
     result.protocol = get_protocol(protocol).name
     result.skipped_lines = len(gt.skipped) + len(dets.skipped)
     result.dropped_unknown_image = dets.dropped_unknown_image

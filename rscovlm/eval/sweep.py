@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rscovlm.eval.ap_nc import DEFAULT_IOU_SPEC, DEFAULT_SCORE_THRS, ap_nc_table, eval_dota_nc
+from rscovlm.eval.ap_nc import DEFAULT_IOU_SPEC, DEFAULT_SCORE_THRS, ap_nc_table, det_positions, eval_dota_nc
 from rscovlm.eval.dota_map import compute_overlaps, load_pair
 
 
@@ -40,15 +40,19 @@ class SweepCurve:
                 "dropped_unknown_gt_classes": dict(self.dropped_unknown_gt_classes)}
 
 
-def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_THRS, seeds=10,
-                iou_thrs: str = DEFAULT_IOU_SPEC, select: str = "AP_nc50", ap_mode: str = "11point",
-                protocol: str = "dota", skip_invalid: bool = False, unknown_images: str = "error",
-                categories=None, unknown_gt_classes: str = "error") -> SweepCurve:
-    """AP_nc at every threshold on one (val) set, and the best threshold for metric ``select``."""
+def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_THRS, seeds=None,
+                iou_thrs: str = DEFAULT_IOU_SPEC, select: str | None = None, ap_mode: str = "11point",
+                protocol: str = "mmrotate1x", score_mode: str = "random", ties: str = "stable",
+                skip_invalid: bool = False, unknown_images: str = "error", categories=None,
+                unknown_gt_classes: str = "error") -> SweepCurve:
+    """AP_nc at every threshold on one (val) set, and the best threshold for metric ``select`` (default: the
+    first metric of ``iou_thrs``). ``score_mode``/``seeds``/``ties`` as in :func:`rscovlm.eval.ap_nc.ap_nc_table`."""
     gt, dets = load_pair(gt, dets, skip_invalid=skip_invalid, unknown_images=unknown_images, categories=categories,
                          unknown_gt_classes=unknown_gt_classes)
     table = ap_nc_table(compute_overlaps(gt, dets, protocol), score_thrs=thresholds, seeds=seeds,
-                        iou_spec=iou_thrs, ap_mode=ap_mode)
+                        iou_spec=iou_thrs, ap_mode=ap_mode, score_mode=score_mode, ties=ties,
+                        positions=det_positions(dets))
+    select = select or next(iter(table.metrics))
     if select not in table.metrics:
         raise ValueError(f"selection metric {select!r} is not among {sorted(table.metrics)} (from --iou-thrs)")
     mean = {m: table.metric_per_seed(m).mean(axis=1).tolist() for m in table.metrics}
@@ -60,9 +64,10 @@ def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_TH
 
 
 def eval_dota_sweep(val_gt, val_dets: dict, test_gt=None, test_dets: dict | None = None, *,
-                    thresholds=DEFAULT_SCORE_THRS, seeds=10, iou_thrs: str = DEFAULT_IOU_SPEC,
-                    select: str = "AP_nc50", ap_mode: str = "11point", protocol: str = "dota",
-                    skip_invalid: bool = False, unknown_images: str = "error", plot: str | None = None,
+                    thresholds=DEFAULT_SCORE_THRS, seeds=None, iou_thrs: str = DEFAULT_IOU_SPEC,
+                    select: str | None = None, ap_mode: str = "11point", protocol: str = "mmrotate1x",
+                    score_mode: str = "random", ties: str = "stable", skip_invalid: bool = False,
+                    unknown_images: str = "error", plot: str | None = None,
                     categories=None, unknown_gt_classes: str = "error") -> dict:
     """Sweep each detector of ``val_dets`` (``{name: Task1 folder or Detections}``) on ``val_gt``; with
     ``test_gt``/``test_dets`` (same names) apply each best threshold on test. Also ``rscovlm eval
@@ -82,22 +87,25 @@ def eval_dota_sweep(val_gt, val_dets: dict, test_gt=None, test_dets: dict | None
     test_gt_loaded = load_pair(test_gt, next(iter(test_dets.values())), skip_invalid=skip_invalid,
                                unknown_images=unknown_images, **vocab)[0] \
         if test_gt is not None else None
-    out: dict = {"detectors": {}, "select": select, "protocol": protocol, "ap_mode": ap_mode}
+    out: dict = {"detectors": {}, "select": select, "protocol": protocol, "ap_mode": ap_mode,
+                 "score_mode": score_mode, "ties": ties}
     curves = []
     for name, dets in val_dets.items():
         curve = sweep_curve(val_gt_loaded, dets, name=name, thresholds=thresholds, seeds=seeds, iou_thrs=iou_thrs,
-                            select=select, ap_mode=ap_mode, protocol=protocol, skip_invalid=skip_invalid,
-                            unknown_images=unknown_images)
+                            select=select, ap_mode=ap_mode, protocol=protocol, score_mode=score_mode, ties=ties,
+                            skip_invalid=skip_invalid, unknown_images=unknown_images)
+        out["select"] = curve.select
         curves.append(curve)
         entry = {"val": curve.to_dict()}
         if test_gt_loaded is not None:
             entry["test"] = eval_dota_nc(test_gt_loaded, test_dets[name], score_thr=curve.best_threshold,
                                          seeds=seeds, iou_thrs=iou_thrs, ap_mode=ap_mode, protocol=protocol,
-                                         skip_invalid=skip_invalid, unknown_images=unknown_images)
+                                         score_mode=score_mode, ties=ties, skip_invalid=skip_invalid,
+                                         unknown_images=unknown_images)
         out["detectors"][name] = entry
     if plot:
         from rscovlm.viz.plots import plot_threshold_sweep
 
-        plot_threshold_sweep(curves, plot, metric=select)
+        plot_threshold_sweep(curves, plot, metric=out["select"])
         out["plot"] = str(plot)
     return out
