@@ -22,7 +22,7 @@ from rscovlm.cli import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```")
-_SPAN = re.compile(r"`([^`\n]+)`")
+_SPAN = re.compile(r"`([^`]+)`")
 _LAUNCHERS = ("rscovlm ", "torchrun ", "accelerate launch ")
 PLACEHOLDER_VALUES = {"key=value", "KEY=VALUE", "..."}
 
@@ -67,7 +67,8 @@ def documented_commands() -> list[tuple[str, str]]:
         text = path.read_text()
         fenced, prose = _fenced_and_prose(text)
         code_lines = fenced + _indented_blocks(prose)
-        spans = [s for line in prose for s in _SPAN.findall(line)]
+        # a span may wrap onto the next line: read spans from the prose joined into one line
+        spans = _SPAN.findall(" ".join(line.strip() for line in prose))
         for source in code_lines + spans:
             source = source.split(" #", 1)[0].strip()
             for part in source.split("&&"):

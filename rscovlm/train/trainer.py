@@ -80,6 +80,23 @@ def resolve_deepspeed(name: str | None) -> str | None:
     return str(path)
 
 
+def single_process_launch_env() -> None:
+    """Make a DeepSpeed run started without a launcher (``rscovlm train`` on one device) a world of one.
+
+    Without ``RANK`` / ``WORLD_SIZE`` in the environment DeepSpeed falls back to MPI discovery, which fails with
+    ``No module named 'mpi4py'``; torchrun, accelerate and the deepspeed launcher all set these variables, so they
+    are only filled in when none of them is there (one process, rendezvous on a free local port)."""
+    if any(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        return
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": os.environ.get("MASTER_PORT", str(port))})
+
+
 def check_liger(enabled: bool) -> None:
     import importlib.util
 
@@ -122,6 +139,9 @@ def build_training_arguments(cfg: Config, n_processes: int | None = None):
                  else "gradient_checkpointing")
     ckpt = {ckpt_name: checkpointing,
             f"{ckpt_name}_kwargs": {"use_reentrant": False} if checkpointing else None}
+    deepspeed = resolve_deepspeed(t.deepspeed)
+    if deepspeed is not None:
+        single_process_launch_env()
     return TrainingArguments(
         **ckpt,
         output_dir=t.output_dir,
@@ -140,7 +160,7 @@ def build_training_arguments(cfg: Config, n_processes: int | None = None):
         max_steps=t.max_steps,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        deepspeed=resolve_deepspeed(t.deepspeed),
+        deepspeed=deepspeed,
         use_liger_kernel=t.use_liger_kernel,
         logging_steps=t.logging_steps,
         save_strategy="steps",
