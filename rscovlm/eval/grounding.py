@@ -180,10 +180,10 @@ def geoground_hit(text: str, gt_box, plan, rule: str = "official", form: str | N
             return False, 0.0, readable
         v = read.values[0] if readable else (0.0, 0.0, 0.0, 0.0)
         box = Boxes(np.asarray([v], float), "hbb", frame).to_frame(plan.original).data[0]
-        iou = reference_iou(list(box), list(gt_box))
-        return iou > thr, iou, readable
+        iou = reference_iou([float(v) for v in box], list(gt_box))
+        return bool(iou > thr), iou, readable
     if not readable:
         return False, 0.0, False
     box = read.boxes(frame)[:1].to_frame(plan.original).data[0]
-    iou = continuous_iou(list(box), list(gt_box))[0]
-    return iou > thr, iou, True
+    iou = continuous_iou([float(v) for v in box], list(gt_box))[0]
+    return bool(iou > thr), float(iou), True
