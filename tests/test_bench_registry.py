@@ -97,7 +97,8 @@ def make_fake_root(root: Path) -> Path:
         _img(root / "datasets_eval" / folder / "a.png")
         _img(root / "datasets_eval" / folder / "b.png")
     # GeoChat-Bench scene files
-    text = "Classify the image from the following classes. Classes: Airport, Forest, MediumResidential\nAnswer in one word"
+    text = ("Classify the image from the following classes. Classes: Airport, Forest, MediumResidential\n"
+            "Answer in one word")
     _jsonl(root / "GeoChat-Bench/aid.jsonl", [
         {"question_id": "Airport/airport_1", "image": "Airport/airport_1.png", "text": text, "ground_truth": "Airport"},
         {"question_id": "Forest/forest_2", "image": "Forest/forest_2.png", "text": text,
@@ -291,7 +292,8 @@ def test_bad_data_names_file_line_and_field(tmp_path):
     (tmp_path / "metainfo" / "rsvg_test.jsonl").write_text('{"image_id": "a.jpg", "question": "x"}\n')
     with pytest.raises(BenchmarkDataError, match=r"rsvg_test.jsonl:1: missing field 'bbox'"):
         get_benchmark("geoground_rsvg_test").items(tmp_path)
-    (tmp_path / "metainfo" / "rsvg_test.jsonl").write_text('{"image_id": "a.jpg", "question": "x", "bbox": [1, 2, 3, 4]}\n')
+    (tmp_path / "metainfo" / "rsvg_test.jsonl").write_text(
+        '{"image_id": "a.jpg", "question": "x", "bbox": [1, 2, 3, 4]}\n')
     with pytest.raises(BenchmarkDataError, match=r"rsvg_test.jsonl:1: image .*a.jpg does not exist"):
         get_benchmark("geoground_rsvg_test").items(tmp_path)
     with pytest.raises(BenchmarkDataError, match="LRS_VQA_merged.jsonl"):

@@ -74,7 +74,8 @@ def wordnet_dir() -> Path:
         if _is_wordnet(path):
             return path
         if how.startswith("$"):
-            raise WordNetMissing(f"${WORDNET_ENV}={path} is not a WordNet dict folder (needs {', '.join(WORDNET_FILES)})")
+            raise WordNetMissing(f"${WORDNET_ENV}={path} is not a WordNet dict folder (needs "
+                                 f"{', '.join(WORDNET_FILES)})")
     raise WordNetMissing("LRS-VQA scoring needs WordNet 3.0 and none was found (searched "
                          + ", ".join(str(p) for _, p in wordnet_candidates()) + "). Install it: " + INSTALL_HINT)
 

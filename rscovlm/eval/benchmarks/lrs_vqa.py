@@ -11,7 +11,6 @@ from rscovlm.eval.benchmarks import register_benchmark
 from rscovlm.eval.benchmarks.base import (
     AnswersError,
     Benchmark,
-    BenchmarkDataError,
     Item,
     answered,
     field_of,
@@ -118,4 +117,4 @@ class LrsVqaZoom(_LrsVqa):
              "the reference; the runner's zoom chain crops and asks pass 2, whose answer is the line's text")
 
 
-__all__ = ["LrsVqa", "LrsVqaZoom", "read_lrs_vqa_answers", "BenchmarkDataError"]
+__all__ = ["LrsVqa", "LrsVqaZoom", "read_lrs_vqa_answers"]
