@@ -379,6 +379,7 @@ def test_cli_list_and_show_prompt(fake_root, capsys):
     assert main(["eval", "list"]) == 0
     out = capsys.readouterr().out
     assert "lrs_vqa: LRS-VQA, one pass" in out and "<root>/metainfo/avvg_test.jsonl" in out
+    assert 'user:   "find the {object}"' in out and 'user:   "{question} Answer the question using a single' in out
     assert main(["eval", "show-prompt", "--bench", "geoground_avvg_test", "--data-root", str(fake_root),
                  "--item", "2"]) == 0
     shown = json.loads(capsys.readouterr().out)

@@ -96,6 +96,11 @@ def _list(args) -> int:
         print(f"{r['name']}: {r['title']} [{r['task']}]")
         print("  data:    " + r["layout"].replace("\n", "\n           "))
         print(f"  prompt:  {r['prompt']}" + (f" (form {r['form']})" if r["form"] else ""))
+        t = r["prompt_template"]
+        if t is not None:
+            if t["system"] is not None:
+                print("    system: " + json.dumps(t["system"])[:300])
+            print("    user:   " + json.dumps(t["user"]))
         print(f"  pixels:  {r['pixels']}")
         for name, doc in r["rules"].items():
             print(f"  rule {name}{' (default)' if name == r['default_rule'] else ''}: {doc}")

@@ -131,10 +131,30 @@ class Benchmark:
         """Score an answer file in the benchmark's released format (:attr:`answer_format`)."""
         raise NotImplementedError(f"{self.name}: no released answer-file format is supported")
 
+    def prompt_template(self, prompt_set: str | None = None) -> dict | None:
+        """``{"system", "user"}`` templates of the benchmark's prompt (placeholders unfilled), or None when the
+        prompt set has no entry for it."""
+        from rscovlm.protocol.prompt_sets import get_prompt_set
+
+        ps = get_prompt_set(prompt_set)
+        try:
+            entry, alias_form, _ = ps.benchmark(self.prompt)
+        except KeyError:
+            return None
+        form = self.form or alias_form or entry.default_form or next(iter(entry.forms or {"plain": None}))
+        if entry.zoom is not None and form == entry.zoom and ps.zoom is not None:
+            return {"system": ps.zoom.system, "user": ps.zoom.user.replace("{question}", entry.forms["plain"][1])}
+        if entry.task is not None:
+            fp = ps.task(entry.task).get(form, entry.default_kind)
+            return {"system": fp.system, "user": fp.eval}
+        system, user = entry.forms[form]
+        return {"system": system, "user": user}
+
     def describe(self) -> dict:
         """What ``rscovlm eval list`` shows."""
         return {"name": self.name, "title": self.title, "task": self.task, "layout": self.layout,
-                "prompt": self.prompt, "form": self.form, "pixels": self.pixels or self.pixels_note,
+                "prompt": self.prompt, "form": self.form, "prompt_template": self.prompt_template(),
+                "pixels": self.pixels or self.pixels_note,
                 "normalization": self.normalization, "rules": dict(self.rules), "default_rule": self.default_rule,
                 "answer_format": self.answer_format, "notes": self.notes}
 
