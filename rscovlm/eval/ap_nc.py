@@ -51,15 +51,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rscovlm.eval.ap import average_precision
+from rscovlm.eval.names import LMMROTATE_SEEDS, SCORE_MODES
 from rscovlm.eval.dota_map import (
     TIE_ORDERS, ClassOverlaps, check_score_thr, matches_in_rank, ranking,
 )
 
 DEFAULT_SCORE_THRS = np.round(np.arange(0.0, 0.96, 0.05), 2)  # 0.00, 0.05, ..., 0.95
 DEFAULT_IOU_SPEC = "0.5,0.75,0.5:0.95"
-SCORE_MODES = ("random", "ones", "random-per-image")
-#: the seeds of LMMRotate's map_nc_robustness_cal.py ("rnd:42", ...), in its order
-LMMROTATE_SEEDS = (42, 666, 6666, 66666, 666666, 2024, 9968, 0, 1, 123)
 DEFAULT_SEED_COUNT = 10
 
 

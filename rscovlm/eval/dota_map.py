@@ -56,6 +56,7 @@ from typing import Literal
 import numpy as np
 
 from rscovlm.eval.ap import AP_MODES, average_precision
+from rscovlm.eval.names import PROTOCOL_SUMMARIES, TIE_ORDERS
 from rscovlm.eval.dota_data import (
     ClassDets, ClassGT, Detections, GroundTruth, UnknownGtClasses, UnknownImages, load_gt_dir, load_task1_dir,
 )
@@ -139,15 +140,13 @@ def min_area_rects(quads: np.ndarray) -> np.ndarray:
 
 PROTOCOLS: dict[str, Protocol] = {
     "dota": Protocol("dota", strict=True, difficult_ignored=True, candidate_margin=1.0,
-                     summary="the DOTA devkit's Task1 rules: polygon IoU > thr, difficult objects ignored"),
+                     summary=PROTOCOL_SUMMARIES["dota"]),
     "mmrotate1x": Protocol("mmrotate1x", strict=False, difficult_ignored=False, candidate_margin=0.0,
                            rotated_rect=True, zero_iou_default=True, dtype=np.float32, float32_boxes=True,
-                           summary="MMRotate 1.x DOTAMetric (the reference RSCoVLM evaluation): min-area "
-                                   "rectangles, IoU >= thr, every object positive, nothing dropped"),
+                           summary=PROTOCOL_SUMMARIES["mmrotate1x"]),
     "mmrotate": Protocol("mmrotate", strict=False, difficult_ignored=False, candidate_margin=0.0, min_side=2.0,
                          rotated_rect=True, zero_iou_default=True, dtype=np.float32, float32_boxes=True,
-                         summary="MMRotate 0.x eval_rbbox_map: as mmrotate1x, but rectangles with a side < 2 px "
-                                 "are dropped (0.x loader)"),
+                         summary=PROTOCOL_SUMMARIES["mmrotate"]),
 }
 
 
@@ -281,7 +280,6 @@ def compute_overlaps(gt: GroundTruth, dets: Detections, protocol: str | Protocol
 # ---- matching and AP -------------------------------------------------------------------------------------------
 
 TieOrder = Literal["reference", "stable"]
-TIE_ORDERS = ("reference", "stable")
 
 
 def rank_by_score(scores: np.ndarray | None, n: int) -> np.ndarray:
