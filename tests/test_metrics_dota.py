@@ -292,12 +292,13 @@ def test_overlaps_are_reusable_across_thresholds():
         assert map_from_overlaps(ov, thr).mAP == pytest.approx(eval_dota(ds.gt, ds.dets, iou_thr=thr).mAP)
 
 
-def test_same_numbers_without_numba_and_opencv(monkeypatch):
+def test_same_numbers_without_compiled_kernels_numba_and_opencv(monkeypatch):
     import sys
 
     ds = make_detection_set(n_images=4, n_gt=100, n_det=300, seed=14, invalid_rate=0.0)
     ref = {p: eval_dota(ds.gt, ds.dets, protocol=p).to_dict()["per_class"] for p in ("dota", "mmrotate")}
     monkeypatch.setenv("RSCOVLM_NO_NUMBA", "1")
+    monkeypatch.setenv("RSCOVLM_NO_NATIVE", "1")
     monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 -> ImportError: min-area rects from our geometry
     for p in ("dota", "mmrotate"):
         got = eval_dota(ds.gt, ds.dets, protocol=p).to_dict()["per_class"]

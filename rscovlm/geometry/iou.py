@@ -38,9 +38,11 @@ Speed
 Candidate pairs are pre-filtered by the overlap of their enclosing horizontal boxes. Pairs of two strictly
 convex quads (the vast majority: every rotated rectangle) are intersected by clipping one quad with the four
 half-planes of the other (Sutherland-Hodgman), vectorized over all pairs at once; every other pair goes
-through the 16 triangle intersections of the rule above, also vectorized. With numba installed (the
-``fast`` extra) the same two paths run as one compiled loop over the pairs (about 20x faster); set
-``RSCOVLM_NO_NUMBA=1`` to force the numpy code. Both give bitwise identical areas (above).
+through the 16 triangle intersections of the rule above, also vectorized. The same two paths also exist as one
+compiled loop over the pairs, in C (``rscovlm._native``, built at install time when a C compiler is present;
+about 80x faster than numpy, no start-up cost) and in numba (the ``fast`` extra; as fast once loaded, but loading
+it costs ~0.45 s, so it is used only from :data:`NUMBA_MIN_PAIRS` pairs on): :func:`iou_backend` chooses. All
+three give bitwise identical areas (above).
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ import os
 
 import numpy as np
 
-from rscovlm.geometry.boxes import obb_to_quad
+from rscovlm._compiled import native
 from rscovlm.geometry import _iou_numba
+from rscovlm.geometry.boxes import obb_to_quad
 
 __all__ = [
     "hbb_iou", "hbb_overlap_pairs", "poly_areas", "poly_intersection_pairs", "poly_iof", "poly_iou",
@@ -194,6 +197,34 @@ def _rule_inter(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return _sum_columns(tri.reshape(k, 16))
 
 
+#: the numba kernel is loaded only from this many pairs on (unless it is loaded already): loading numba and its
+#: cached kernel costs ~0.45 s, the numpy code ~2.3 us per pair (measured; docs/metrics.md "Speed")
+NUMBA_MIN_PAIRS = 200_000
+BACKENDS = ("native", "numba", "numpy")
+
+
+def iou_backend(n_pairs: int = 0) -> str:
+    """The code that intersects ``n_pairs`` pairs: ``native`` (the compiled kernel, when built), else ``numba``
+    (the ``fast`` extra) for at least :data:`NUMBA_MIN_PAIRS` pairs or once it is loaded, else ``numpy``.
+    ``RSCOVLM_IOU_BACKEND=native|numba|numpy`` forces one (an error if it is not installed);
+    ``RSCOVLM_NO_NATIVE=1`` / ``RSCOVLM_NO_NUMBA=1`` rule one out. All three give bitwise identical results."""
+    forced = os.environ.get("RSCOVLM_IOU_BACKEND")
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"RSCOVLM_IOU_BACKEND={forced!r}: expected one of {BACKENDS}")
+        if forced == "native" and native() is None:
+            raise RuntimeError("RSCOVLM_IOU_BACKEND=native: the compiled kernels are not built (rscovlm._native)")
+        if forced == "numba" and not _iou_numba.available():
+            raise RuntimeError("RSCOVLM_IOU_BACKEND=numba: numba is not installed (pip install 'rscovlm[fast]')")
+        return forced
+    if native() is not None:
+        return "native"
+    if not os.environ.get("RSCOVLM_NO_NUMBA") and _iou_numba.available() and (
+            n_pairs >= NUMBA_MIN_PAIRS or _iou_numba.loaded()):
+        return "numba"
+    return "numpy"
+
+
 def poly_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection areas (the devkit rule, see module docstring) of aligned quads ``a[k]``, ``b[k]``.
 
@@ -202,7 +233,12 @@ def poly_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = _as_quads(b, "b")
     if len(a) != len(b):
         raise ValueError(f"aligned pairs need the same length, got {len(a)} and {len(b)}")
-    if _iou_numba.available() and not os.environ.get("RSCOVLM_NO_NUMBA"):
+    backend = iou_backend(len(a))
+    if backend == "native":
+        out = np.empty(len(a))
+        native().poly_inter_pairs(np.ascontiguousarray(a), np.ascontiguousarray(b), _ZERO_REL, out)
+        return out
+    if backend == "numba":
         return _iou_numba.intersection_pairs(a, b, _ZERO_REL)
     return _numpy_intersection_pairs(a, b)
 

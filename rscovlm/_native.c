@@ -1,0 +1,720 @@
+/* rscovlm._native: optional compiled kernels, built at install time when a C compiler is present.
+
+Every function here has a numpy twin in the package and gives bitwise the same results (tests compare the two):
+
+  poly_inter_pairs   rscovlm.geometry.iou: intersection areas of aligned quad pairs under the DOTA devkit rule
+                     (same floating-point operations in the same order as the numpy and numba paths)
+  parse_task1        rscovlm.data.dota_io: one Task1_{class}.txt file -> image ids, scores, quads
+  parse_labeltxt     rscovlm.data.dota_io: labelTxt files -> quads, class indices, difficult flags
+  ap_sweep_random    rscovlm.eval.ap_nc: AP_nc of one class for every score threshold (11-point / area AP)
+
+Parsers accept only what is certainly well formed (printable ASCII, LF or CRLF line ends, plain decimal numbers)
+and return None for anything else; the caller then reads the file with the careful per-line reader, which names
+the bad line. Numbers are converted exactly (correctly rounded, as float() does): the usual fast path for at most
+19 significant digits and a power of ten up to 1e22 (one correctly rounded IEEE operation on exact operands),
+otherwise Python's own PyOS_string_to_double.
+
+Build flags matter: the arithmetic must not be contracted into fused multiply-adds (-ffp-contract=off, set in
+setup.py) and no fast-math. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NATIVE_API 1 /* bumped whenever a signature or a result changes: the loader refuses a stale build */
+
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#define EXACT_DOUBLE_OPS 0 /* x87 extended precision: the fast number path would round twice */
+#else
+#define EXACT_DOUBLE_OPS 1
+#endif
+
+/* ---- buffers ------------------------------------------------------------------------------------------------ */
+
+static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int writable, const char *name)
+{
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    if (view->itemsize != itemsize || view->len % itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: expected items of %zd bytes, got %zd", name, itemsize, view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- polygon intersection (the devkit rule; see rscovlm/geometry/iou.py) ------------------------------------ */
+
+static int clip(const double *px, const double *py, int n, double ax, double ay, double bx, double by,
+                double *ox, double *oy)
+{
+    double ex = bx - ax, ey = by - ay;
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int j = i + 1 < n ? i + 1 : 0;
+        double di = ex * (py[i] - ay) - ey * (px[i] - ax);
+        double dj = ex * (py[j] - ay) - ey * (px[j] - ax);
+        if (di >= 0) {
+            ox[m] = px[i];
+            oy[m] = py[i];
+            m++;
+        }
+        if ((di >= 0) != (dj >= 0)) {
+            double t = di / (di - dj);
+            ox[m] = px[i] + t * (px[j] - px[i]);
+            oy[m] = py[i] + t * (py[j] - py[i]);
+            m++;
+        }
+    }
+    return m;
+}
+
+static double ring_area(const double *px, const double *py, int n)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++) {
+        int j = i + 1 < n ? i + 1 : 0;
+        s += px[i] * py[j] - px[j] * py[i];
+    }
+    return 0.5 * s;
+}
+
+static int negative(const double *q)
+{
+    double s = 0.0;
+    for (int i = 0; i < 4; i++) {
+        int j = (i + 1) % 4;
+        s = s + (q[2 * i] * q[2 * j + 1] - q[2 * i + 1] * q[2 * j]);
+    }
+    return s < 0;
+}
+
+static void reverse4(double *x, double *y)
+{
+    double t = x[1];
+    x[1] = x[3];
+    x[3] = t;
+    t = y[1];
+    y[1] = y[3];
+    y[3] = t;
+}
+
+static int strictly_convex(const double *x, const double *y)
+{
+    for (int i = 0; i < 4; i++) {
+        int j = (i + 1) % 4, k = (i + 2) % 4;
+        if ((x[j] - x[i]) * (y[k] - y[j]) - (y[j] - y[i]) * (x[k] - x[j]) <= 0)
+            return 0;
+    }
+    return 1;
+}
+
+static double pyfmin(double a, double b) { return b < a ? b : a; } /* Python's min(a, b) */
+static double pyfmax(double a, double b) { return b > a ? b : a; }
+
+static double pair_intersection(const double *a, const double *b, double zero_rel)
+{
+    double px[4], py[4], qx[4], qy[4], ux[32], uy[32], vx[32], vy[32];
+    double x0 = a[0], y0 = a[1];
+    for (int i = 0; i < 4; i++) {
+        x0 = pyfmin(pyfmin(x0, a[2 * i]), b[2 * i]);
+        y0 = pyfmin(pyfmin(y0, a[2 * i + 1]), b[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        px[i] = a[2 * i] - x0;
+        py[i] = a[2 * i + 1] - y0;
+        qx[i] = b[2 * i] - x0;
+        qy[i] = b[2 * i + 1] - y0;
+    }
+    double ext = 0.0;
+    for (int i = 0; i < 4; i++)
+        ext = pyfmax(pyfmax(pyfmax(pyfmax(ext, px[i]), py[i]), qx[i]), qy[i]);
+    double tol = zero_rel * (ext * ext);
+    if (negative(a))
+        reverse4(px, py);
+    if (negative(b))
+        reverse4(qx, qy);
+    if (strictly_convex(px, py) && strictly_convex(qx, qy)) {
+        int n = 4;
+        for (int i = 0; i < 4; i++) {
+            ux[i] = px[i];
+            uy[i] = py[i];
+        }
+        for (int j = 0; j < 4; j++) {
+            int jn = (j + 1) % 4;
+            n = clip(ux, uy, n, qx[j], qy[j], qx[jn], qy[jn], vx, vy);
+            for (int i = 0; i < n; i++) {
+                ux[i] = vx[i];
+                uy[i] = vy[i];
+            }
+            if (n == 0)
+                break;
+        }
+        double area = n > 2 ? fabs(ring_area(ux, uy, n)) : 0.0;
+        return area > tol ? area : 0.0;
+    }
+    double total = 0.0;
+    for (int i = 0; i < 4; i++) {
+        int inn = (i + 1) % 4;
+        double ax = px[i], ay = py[i], bx = px[inn], by = py[inn];
+        double c1 = ax * by - ay * bx;
+        if (c1 == 0)
+            continue;
+        if (c1 < 0) {
+            double t;
+            t = ax; ax = bx; bx = t;
+            t = ay; ay = by; by = t;
+        }
+        for (int j = 0; j < 4; j++) {
+            int jn = (j + 1) % 4;
+            double cx = qx[j], cy = qy[j], dx = qx[jn], dy = qy[jn];
+            double c2 = cx * dy - cy * dx;
+            if (c2 == 0)
+                continue;
+            if (c2 < 0) {
+                double t;
+                t = cx; cx = dx; dx = t;
+                t = cy; cy = dy; dy = t;
+            }
+            ux[0] = 0.0; uy[0] = 0.0;
+            ux[1] = ax; uy[1] = ay;
+            ux[2] = bx; uy[2] = by;
+            int n = clip(ux, uy, 3, 0.0, 0.0, cx, cy, vx, vy);
+            n = clip(vx, vy, n, cx, cy, dx, dy, ux, uy);
+            n = clip(ux, uy, n, dx, dy, 0.0, 0.0, vx, vy);
+            double area = n > 2 ? fabs(ring_area(vx, vy, n)) : 0.0;
+            total += (c1 > 0) == (c2 > 0) ? area : -area;
+        }
+    }
+    return fabs(total) > tol ? total : 0.0;
+}
+
+static PyObject *poly_inter_pairs(PyObject *self, PyObject *args)
+{
+    PyObject *ao, *bo, *oo;
+    double zero_rel;
+    if (!PyArg_ParseTuple(args, "OOdO", &ao, &bo, &zero_rel, &oo))
+        return NULL;
+    Py_buffer a, b, out;
+    if (get_buffer(ao, &a, 8, 0, "a") < 0)
+        return NULL;
+    if (get_buffer(bo, &b, 8, 0, "b") < 0) {
+        PyBuffer_Release(&a);
+        return NULL;
+    }
+    if (get_buffer(oo, &out, 8, 1, "out") < 0) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    Py_ssize_t k = out.len / 8;
+    if (a.len != k * 64 || b.len != k * 64) {
+        PyErr_SetString(PyExc_ValueError, "a and b need 8 values per output");
+    } else {
+        const double *pa = a.buf, *pb = b.buf;
+        double *po = out.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < k; r++)
+            po[r] = pair_intersection(pa + 8 * r, pb + 8 * r, zero_rel);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&out);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ---- text: bytes, tokens, numbers ------------------------------------------------------------------------- */
+
+/* byte classes: 0 = printable (a token byte), 1 = blank (space, tab), 2 = LF, 3 = CR, 4 = odd (any other byte:
+   control, \v, \f, DEL, non-ASCII - str.split()/splitlines() could see other tokens or lines than we do) */
+static unsigned char byte_class[256];
+
+static void init_byte_class(void)
+{
+    for (int c = 0; c < 256; c++)
+        byte_class[c] = (c > 32 && c < 127) ? 0 : 4;
+    byte_class[' '] = 1;
+    byte_class['\t'] = 1;
+    byte_class['\n'] = 2;
+    byte_class['\r'] = 3;
+}
+
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* A plain decimal number ([+-]digits[.digits][(e|E)[+-]digits], at least one digit) -> 1 and its correctly
+   rounded value (what float() gives); 0 for anything else or a value that is not finite. */
+static int parse_number(const char *s, Py_ssize_t len, double *out)
+{
+    const char *p = s, *end = s + len;
+    int neg = 0, any = 0, exact = 1, nd = 0;
+    uint64_t w = 0;
+    long e10 = 0;
+    if (p < end && (*p == '+' || *p == '-')) {
+        neg = *p == '-';
+        p++;
+    }
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        int d = *p - '0';
+        any = 1;
+        if (w == 0 && d == 0)
+            continue;
+        if (nd < 19) {
+            w = w * 10 + (uint64_t)d;
+            nd++;
+        } else {
+            exact = 0;
+        }
+    }
+    if (p < end && *p == '.') {
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
+            int d = *p - '0';
+            any = 1;
+            if (w == 0 && d == 0) {
+                e10--;
+            } else if (nd < 19) {
+                w = w * 10 + (uint64_t)d;
+                nd++;
+                e10--;
+            } else {
+                exact = 0;
+            }
+        }
+    }
+    if (!any)
+        return 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        int eneg = 0;
+        long ev = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            eneg = *p == '-';
+            p++;
+        }
+        if (p >= end || *p < '0' || *p > '9')
+            return 0;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            if (ev < 100000)
+                ev = ev * 10 + (*p - '0');
+        e10 += eneg ? -ev : ev;
+    }
+    if (p != end)
+        return 0;
+    if (w == 0 && exact) {
+        *out = neg ? -0.0 : 0.0;
+        return 1;
+    }
+    if (EXACT_DOUBLE_OPS && exact && w <= ((uint64_t)1 << 53) && e10 >= -22 && e10 <= 22) {
+        double v = (double)w;
+        v = e10 < 0 ? v / POW10[-e10] : v * POW10[e10];
+        *out = neg ? -v : v;
+        return 1;
+    }
+    char small[64];
+    char *buf = len < (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)len + 1);
+    if (buf == NULL)
+        return 0;
+    memcpy(buf, s, (size_t)len);
+    buf[len] = 0;
+    char *stop = NULL;
+    double v = PyOS_string_to_double(buf, &stop, NULL);
+    int ok = !(v == -1.0 && PyErr_Occurred()) && stop == buf + len && isfinite(v);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    if (buf != small)
+        PyMem_Free(buf);
+    if (!ok)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+/* Split one line [p, end) (no LF inside; a CR only right before the LF, which the caller checked) into at most
+   max_tok tokens; returns the number of tokens (max_tok + 1 when there are more). */
+static int split_line(const char *p, const char *end, const char **tok, Py_ssize_t *tlen, int max_tok)
+{
+    int n = 0;
+    while (p < end) {
+        while (p < end && byte_class[(unsigned char)*p] != 0)
+            p++;
+        if (p >= end)
+            break;
+        const char *q = p;
+        while (q < end && byte_class[(unsigned char)*q] == 0)
+            q++;
+        if (n >= max_tok)
+            return max_tok + 1;
+        tok[n] = p;
+        tlen[n] = q - p;
+        n++;
+        p = q;
+    }
+    return n;
+}
+
+/* A buffer the fast readers can take: printable ASCII, blanks, LF, and CR only right before an LF. */
+static int plain_text(const char *s, Py_ssize_t len)
+{
+    for (Py_ssize_t i = 0; i < len; i++) {
+        unsigned char c = byte_class[(unsigned char)s[i]];
+        if (c == 4)
+            return 0;
+        if (c == 3 && (i + 1 >= len || s[i + 1] != '\n'))
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- a small hash table of byte strings (image ids, class names) -> first-seen index ---------------------- */
+
+typedef struct {
+    const char *s;
+    Py_ssize_t len;
+    Py_ssize_t index;
+} Slot;
+
+typedef struct {
+    Slot *slots;
+    Py_ssize_t cap, count;
+} Table;
+
+static uint64_t hash_bytes(const char *s, Py_ssize_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int table_init(Table *t)
+{
+    t->cap = 1024;
+    t->count = 0;
+    t->slots = PyMem_Calloc((size_t)t->cap, sizeof(Slot));
+    return t->slots ? 0 : -1;
+}
+
+static void table_free(Table *t) { PyMem_Free(t->slots); }
+
+/* index of s, inserting it (next index) when new; -1 on memory error */
+static Py_ssize_t table_get(Table *t, const char *s, Py_ssize_t len)
+{
+    if (2 * (t->count + 1) > t->cap) {
+        Table bigger = {PyMem_Calloc((size_t)t->cap * 2, sizeof(Slot)), t->cap * 2, t->count};
+        if (bigger.slots == NULL)
+            return -1;
+        for (Py_ssize_t i = 0; i < t->cap; i++) {
+            if (t->slots[i].s == NULL)
+                continue;
+            uint64_t h = hash_bytes(t->slots[i].s, t->slots[i].len) & (uint64_t)(bigger.cap - 1);
+            while (bigger.slots[h].s != NULL)
+                h = (h + 1) & (uint64_t)(bigger.cap - 1);
+            bigger.slots[h] = t->slots[i];
+        }
+        PyMem_Free(t->slots);
+        *t = bigger;
+    }
+    uint64_t h = hash_bytes(s, len) & (uint64_t)(t->cap - 1);
+    while (t->slots[h].s != NULL) {
+        if (t->slots[h].len == len && memcmp(t->slots[h].s, s, (size_t)len) == 0)
+            return t->slots[h].index;
+        h = (h + 1) & (uint64_t)(t->cap - 1);
+    }
+    t->slots[h].s = s;
+    t->slots[h].len = len;
+    t->slots[h].index = t->count;
+    return t->count++;
+}
+
+/* the keys in index order, as a list of str */
+static PyObject *table_keys(Table *t)
+{
+    PyObject *list = PyList_New(t->count);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < t->cap; i++) {
+        if (t->slots[i].s == NULL)
+            continue;
+        PyObject *u = PyUnicode_DecodeASCII(t->slots[i].s, t->slots[i].len, NULL);
+        if (u == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, t->slots[i].index, u);
+    }
+    return list;
+}
+
+/* ---- Task1 ---------------------------------------------------------------------------------------------- */
+
+/* parse_task1(data, values, inverse) -> (n, ids) or None.
+   data: the file's bytes (byte-order mark removed); every non-blank line must be `image_id score x1 y1 ... x4 y4`.
+   values: writable float64 buffer of at least 9 * lines; inverse: writable int64 buffer of at least lines.
+   Writes each detection's 9 numbers and the index of its image id in ids (ids in order of first appearance). */
+static PyObject *parse_task1(PyObject *self, PyObject *args)
+{
+    PyObject *datao, *valueso, *invo;
+    if (!PyArg_ParseTuple(args, "OOO", &datao, &valueso, &invo))
+        return NULL;
+    Py_buffer data, values, inv;
+    if (get_buffer(datao, &data, 1, 0, "data") < 0)
+        return NULL;
+    if (get_buffer(valueso, &values, 8, 1, "values") < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (get_buffer(invo, &inv, 8, 1, "inverse") < 0) {
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&values);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Table ids;
+    if (table_init(&ids) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const char *s = data.buf, *end = s + data.len;
+    double *vals = values.buf;
+    int64_t *index = inv.buf;
+    Py_ssize_t cap = inv.len / 8, n = 0;
+    int ok = plain_text(s, data.len);
+    while (ok && s < end) {
+        const char *eol = memchr(s, '\n', (size_t)(end - s));
+        const char *line_end = eol ? eol : end;
+        const char *tok[11];
+        Py_ssize_t tlen[11];
+        int nt = split_line(s, line_end, tok, tlen, 10);
+        if (nt != 0) {
+            if (nt != 10 || n >= cap || (n + 1) * 9 * 8 > values.len) {
+                ok = 0;
+                break;
+            }
+            for (int f = 1; f < 10 && ok; f++)
+                ok = parse_number(tok[f], tlen[f], vals + 9 * n + f - 1);
+            if (!ok)
+                break;
+            Py_ssize_t id = table_get(&ids, tok[0], tlen[0]);
+            if (id < 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            index[n++] = id;
+        }
+        s = eol ? eol + 1 : end;
+    }
+    if (!ok) {
+        result = Py_None;
+        Py_INCREF(result);
+    } else {
+        PyObject *keys = table_keys(&ids);
+        if (keys != NULL) {
+            result = Py_BuildValue("nN", n, keys);
+        }
+    }
+done:
+    if (ids.slots)
+        table_free(&ids);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&inv);
+    return result;
+}
+
+/* ---- labelTxt ------------------------------------------------------------------------------------------- */
+
+static int ascii_lower_equals(const char *s, Py_ssize_t len, const char *word)
+{
+    Py_ssize_t wl = (Py_ssize_t)strlen(word);
+    if (len != wl)
+        return 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != word[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* parse_labeltxt(files, quads, image, difficult, label) -> (n, class_names, headers) or None.
+   files: list of bytes (one labelTxt file each, byte-order mark removed). Object lines `x1 y1 ... x4 y4 class
+   [difficult]` (difficult 0, 1 or 2; absent = 0); lines of 1-8 fields must be headers `imagesource:...` or
+   `gsd:...` (key case-insensitive), returned as (file index, key lower-cased, value stripped) for the caller to
+   check. Output buffers (at least one row per line): quads float64 x 8, image int64 (file index), difficult
+   int64, label int64 (index into class_names, in order of first appearance). */
+static PyObject *parse_labeltxt(PyObject *self, PyObject *args)
+{
+    PyObject *files, *qo, *io, *doo, *lo;
+    if (!PyArg_ParseTuple(args, "O!OOOO", &PyList_Type, &files, &qo, &io, &doo, &lo))
+        return NULL;
+    Py_buffer qb, ib, db, lb;
+    if (get_buffer(qo, &qb, 8, 1, "quads") < 0)
+        return NULL;
+    if (get_buffer(io, &ib, 8, 1, "image") < 0) {
+        PyBuffer_Release(&qb);
+        return NULL;
+    }
+    if (get_buffer(doo, &db, 8, 1, "difficult") < 0) {
+        PyBuffer_Release(&qb);
+        PyBuffer_Release(&ib);
+        return NULL;
+    }
+    if (get_buffer(lo, &lb, 8, 1, "label") < 0) {
+        PyBuffer_Release(&qb);
+        PyBuffer_Release(&ib);
+        PyBuffer_Release(&db);
+        return NULL;
+    }
+    PyObject *result = NULL, *headers = PyList_New(0);
+    Table classes;
+    classes.slots = NULL;
+    if (headers == NULL)
+        goto done;
+    if (table_init(&classes) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    double *quads = qb.buf;
+    int64_t *image = ib.buf, *diff = db.buf, *label = lb.buf;
+    Py_ssize_t cap = ib.len / 8, n = 0, nfiles = PyList_GET_SIZE(files);
+    if (qb.len < cap * 64 || db.len < cap * 8 || lb.len < cap * 8) {
+        PyErr_SetString(PyExc_ValueError, "output buffers of different lengths");
+        goto done;
+    }
+    int ok = 1;
+    for (Py_ssize_t f = 0; f < nfiles && ok; f++) {
+        PyObject *item = PyList_GET_ITEM(files, f);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "files must be a list of bytes");
+            goto done;
+        }
+        const char *s = PyBytes_AS_STRING(item), *end = s + PyBytes_GET_SIZE(item);
+        if (!plain_text(s, end - s)) {
+            ok = 0;
+            break;
+        }
+        while (s < end) {
+            const char *eol = memchr(s, '\n', (size_t)(end - s));
+            const char *line_end = eol ? eol : end;
+            const char *tok[11];
+            Py_ssize_t tlen[11];
+            int nt = split_line(s, line_end, tok, tlen, 10);
+            if (nt >= 9 && nt <= 10) {
+                if (n >= cap) {
+                    ok = 0;
+                    break;
+                }
+                for (int k = 0; k < 8 && ok; k++)
+                    ok = parse_number(tok[k], tlen[k], quads + 8 * n + k);
+                if (!ok)
+                    break;
+                int64_t d = 0;
+                if (nt == 10) {
+                    if (tlen[9] != 1 || tok[9][0] < '0' || tok[9][0] > '2') {
+                        ok = 0;
+                        break;
+                    }
+                    d = tok[9][0] - '0';
+                }
+                Py_ssize_t c = table_get(&classes, tok[8], tlen[8]);
+                if (c < 0) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                image[n] = f;
+                diff[n] = d;
+                label[n] = c;
+                n++;
+            } else if (nt > 0 && nt < 9) {
+                /* a header line: the stripped text, key before the first ':' */
+                const char *a = tok[0], *b = tok[nt - 1] + tlen[nt - 1];
+                const char *colon = memchr(a, ':', (size_t)(b - a));
+                if (colon == NULL) {
+                    ok = 0;
+                    break;
+                }
+                const char *k0 = a, *k1 = colon;
+                while (k1 > k0 && byte_class[(unsigned char)k1[-1]] != 0)
+                    k1--;
+                const char *key = ascii_lower_equals(k0, k1 - k0, "imagesource") ? "imagesource"
+                                  : ascii_lower_equals(k0, k1 - k0, "gsd")       ? "gsd"
+                                                                                   : NULL;
+                if (key == NULL) {
+                    ok = 0;
+                    break;
+                }
+                const char *v0 = colon + 1;
+                while (v0 < b && byte_class[(unsigned char)*v0] != 0)
+                    v0++;
+                PyObject *entry = Py_BuildValue("(nsN)", f, key, PyUnicode_DecodeASCII(v0, b - v0, NULL));
+                if (entry == NULL || PyList_Append(headers, entry) < 0) {
+                    Py_XDECREF(entry);
+                    goto done;
+                }
+                Py_DECREF(entry);
+            } else if (nt > 10) {
+                ok = 0;
+                break;
+            }
+            s = eol ? eol + 1 : end;
+        }
+    }
+    if (!ok) {
+        result = Py_None;
+        Py_INCREF(result);
+    } else {
+        PyObject *names = table_keys(&classes);
+        if (names != NULL) {
+            result = Py_BuildValue("nNO", n, names, headers);
+        }
+    }
+done:
+    Py_XDECREF(headers);
+    if (classes.slots)
+        table_free(&classes);
+    PyBuffer_Release(&qb);
+    PyBuffer_Release(&ib);
+    PyBuffer_Release(&db);
+    PyBuffer_Release(&lb);
+    return result;
+}
+
+/* ---- module ----------------------------------------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"poly_inter_pairs", poly_inter_pairs, METH_VARARGS,
+     "poly_inter_pairs(a, b, zero_rel, out): intersection areas of aligned (K, 8) float64 quads into out (K,)"},
+    {"parse_task1", parse_task1, METH_VARARGS,
+     "parse_task1(data, values, inverse) -> (n, ids) or None (see rscovlm.data.dota_io)"},
+    {"parse_labeltxt", parse_labeltxt, METH_VARARGS,
+     "parse_labeltxt(files, quads, image, difficult, label) -> (n, class_names, headers) or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "rscovlm._native",
+                                       "Optional compiled kernels of rscovlm (see rscovlm/_native.c).", -1,
+                                       methods};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    init_byte_class();
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "API", NATIVE_API) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
