@@ -195,6 +195,8 @@ static double pair_intersection(const double *a, const double *b, double zero_re
     return fabs(total) > tol ? total : 0.0;
 }
 
+#define ZERO_REL 9.094947017729282e-13 /* 2**-40, rscovlm.geometry.iou._ZERO_REL */
+
 static PyObject *poly_inter_pairs(PyObject *self, PyObject *args)
 {
     PyObject *ao, *bo, *oo;
@@ -230,6 +232,202 @@ static PyObject *poly_inter_pairs(PyObject *self, PyObject *args)
     if (PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* ---- one class's candidate pairs, IoUs and best matches (rscovlm.eval.dota_map.class_overlaps) ---------- */
+
+static double shoelace_abs(const double *q) /* twice the signed area, the devkit's order (poly_areas) */
+{
+    double s = 0.0;
+    for (int i = 0; i < 4; i++) {
+        int j = (i + 1) % 4;
+        s = s + (q[2 * i] * q[2 * j + 1] - q[2 * i + 1] * q[2 * j]);
+    }
+    return s;
+}
+
+/* numpy.minimum / numpy.maximum: NaN when either is NaN */
+static double npmin(double a, double b) { return (isnan(a) || isnan(b)) ? NAN : (b < a ? b : a); }
+static double npmax(double a, double b) { return (isnan(a) || isnan(b)) ? NAN : (b > a ? b : a); }
+
+static void hbb_of(const double *q, double *h)
+{
+    h[0] = npmin(npmin(q[0], q[2]), npmin(q[4], q[6]));
+    h[1] = npmin(npmin(q[1], q[3]), npmin(q[5], q[7]));
+    h[2] = npmax(npmax(q[0], q[2]), npmax(q[4], q[6]));
+    h[3] = npmax(npmax(q[1], q[3]), npmax(q[5], q[7]));
+}
+
+typedef struct {
+    int64_t *det, *gt;
+    double *iou;
+    Py_ssize_t n, cap;
+} Pairs;
+
+static int pairs_push(Pairs *p, int64_t i, int64_t j, double v)
+{
+    if (p->n == p->cap) {
+        Py_ssize_t cap = p->cap ? 2 * p->cap : 4096;
+        int64_t *d = PyMem_Realloc(p->det, (size_t)cap * 8), *g;
+        if (d == NULL)
+            return -1;
+        p->det = d;
+        g = PyMem_Realloc(p->gt, (size_t)cap * 8);
+        if (g == NULL)
+            return -1;
+        p->gt = g;
+        double *v2 = PyMem_Realloc(p->iou, (size_t)cap * 8);
+        if (v2 == NULL)
+            return -1;
+        p->iou = v2;
+        p->cap = cap;
+    }
+    p->det[p->n] = i;
+    p->gt[p->n] = j;
+    p->iou[p->n] = v;
+    p->n++;
+    return 0;
+}
+
+static PyObject *as_bytearray(const void *data, Py_ssize_t size)
+{
+    return PyByteArray_FromStringAndSize(size ? data : "", size);
+}
+
+/* class_overlaps(d_quads, d_image, g_quads, g_image, margin, float32)
+   -> (pair_det, pair_gt, pair_iou, ovmax, jmax) as bytearrays (int64, int64, float64, float64, int64).
+   Candidates: same image and enclosing boxes with min(x2) - max(x1) > -margin and the same in y, in (det, gt)
+   index order. IoU = inter / (area_d + area_g - inter) (inter 0 unless the boxes overlap positively; IEEE
+   division: 0/0 = NaN), rounded to float32 when asked. Best match per detection: highest IoU, NaN counted as
+   -inf, first ground truth on ties; ovmax NaN when any candidate IoU is NaN; -inf / -1 without candidates. */
+static PyObject *class_overlaps(PyObject *self, PyObject *args)
+{
+    PyObject *dqo, *dio, *gqo, *gio;
+    double margin;
+    int f32;
+    if (!PyArg_ParseTuple(args, "OOOOdp", &dqo, &dio, &gqo, &gio, &margin, &f32))
+        return NULL;
+    Py_buffer dq, di, gq, gi;
+    int got = 0;
+    if (get_buffer(dqo, &dq, 8, 0, "d_quads") < 0)
+        return NULL;
+    got = 1;
+    if (get_buffer(dio, &di, 8, 0, "d_image") < 0)
+        goto release;
+    got = 2;
+    if (get_buffer(gqo, &gq, 8, 0, "g_quads") < 0)
+        goto release;
+    got = 3;
+    if (get_buffer(gio, &gi, 8, 0, "g_image") < 0)
+        goto release;
+    got = 4;
+    PyObject *result = NULL;
+    Py_ssize_t n = di.len / 8, m = gi.len / 8;
+    if (dq.len != n * 64 || gq.len != m * 64) {
+        PyErr_SetString(PyExc_ValueError, "quads need 8 values per image index");
+        goto release;
+    }
+    const double *dquad = dq.buf, *gquad = gq.buf;
+    const int64_t *dimg = di.buf, *gimg = gi.buf;
+    double *dh = PyMem_Malloc((size_t)(n + 1) * 4 * 8), *gh = PyMem_Malloc((size_t)(m + 1) * 4 * 8);
+    double *da = PyMem_Malloc((size_t)(n + 1) * 8), *ga = PyMem_Malloc((size_t)(m + 1) * 8);
+    double *ovmax = PyMem_Malloc((size_t)(n + 1) * 8);
+    int64_t *jmax = PyMem_Malloc((size_t)(n + 1) * 8);
+    int64_t max_img = -1;
+    for (Py_ssize_t j = 0; j < m; j++)
+        max_img = gimg[j] > max_img ? gimg[j] : max_img;
+    int64_t *start = PyMem_Calloc((size_t)(max_img + 2), 8), *order = PyMem_Malloc((size_t)(m + 1) * 8);
+    Pairs pairs = {NULL, NULL, NULL, 0, 0};
+    if (!dh || !gh || !da || !ga || !ovmax || !jmax || !start || !order) {
+        PyErr_NoMemory();
+        goto cleanup;
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        if (gimg[j] < 0) {
+            PyErr_SetString(PyExc_ValueError, "negative image index");
+            goto cleanup;
+        }
+        hbb_of(gquad + 8 * j, gh + 4 * j);
+        ga[j] = fabs(shoelace_abs(gquad + 8 * j) / 2.0);
+        start[gimg[j] + 1]++;
+    }
+    for (int64_t g = 0; g <= max_img; g++)
+        start[g + 1] += start[g];
+    {
+        int64_t *fill = PyMem_Malloc((size_t)(max_img + 2) * 8);
+        if (fill == NULL) {
+            PyErr_NoMemory();
+            goto cleanup;
+        }
+        memcpy(fill, start, (size_t)(max_img + 2) * 8);
+        for (Py_ssize_t j = 0; j < m; j++)
+            order[fill[gimg[j]]++] = j; /* ground truths of each image, index order */
+        PyMem_Free(fill);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double *q = dquad + 8 * i;
+        double *h = dh + 4 * i;
+        hbb_of(q, h);
+        da[i] = fabs(shoelace_abs(q) / 2.0);
+        ovmax[i] = -INFINITY;
+        jmax[i] = -1;
+        int64_t img = dimg[i];
+        if (img < 0 || img > max_img)
+            continue;
+        int has_nan = 0, any = 0;
+        double best = 0.0;
+        for (int64_t k = start[img]; k < start[img + 1]; k++) {
+            int64_t j = order[k];
+            const double *hg = gh + 4 * j;
+            double x1 = npmax(h[0], hg[0]), x2 = npmin(h[2], hg[2]), y1 = npmax(h[1], hg[1]), y2 = npmin(h[3], hg[3]);
+            if (!(x2 - x1 > -margin && y2 - y1 > -margin))
+                continue;
+            double inter = 0.0;
+            if (x2 > x1 && y2 > y1)
+                inter = pair_intersection(q, gquad + 8 * j, ZERO_REL);
+            double iou = inter / (da[i] + ga[j] - inter);
+            if (f32)
+                iou = (double)(float)iou;
+            if (pairs_push(&pairs, i, j, iou) < 0) {
+                PyErr_NoMemory();
+                goto cleanup;
+            }
+            double key = isnan(iou) ? -INFINITY : iou;
+            has_nan |= isnan(iou) != 0;
+            if (!any || key > best) {
+                best = key;
+                jmax[i] = j;
+            }
+            any = 1;
+        }
+        if (any)
+            ovmax[i] = has_nan ? NAN : best;
+    }
+    result = Py_BuildValue("NNNNN", as_bytearray(pairs.det, pairs.n * 8), as_bytearray(pairs.gt, pairs.n * 8),
+                           as_bytearray(pairs.iou, pairs.n * 8), as_bytearray(ovmax, n * 8),
+                           as_bytearray(jmax, n * 8));
+cleanup:
+    PyMem_Free(dh);
+    PyMem_Free(gh);
+    PyMem_Free(da);
+    PyMem_Free(ga);
+    PyMem_Free(ovmax);
+    PyMem_Free(jmax);
+    PyMem_Free(start);
+    PyMem_Free(order);
+    PyMem_Free(pairs.det);
+    PyMem_Free(pairs.gt);
+    PyMem_Free(pairs.iou);
+release:
+    if (got >= 1)
+        PyBuffer_Release(&dq);
+    if (got >= 2)
+        PyBuffer_Release(&di);
+    if (got >= 3)
+        PyBuffer_Release(&gq);
+    if (got >= 4)
+        PyBuffer_Release(&gi);
+    return got == 4 ? result : NULL;
 }
 
 /* ---- text: bytes, tokens, numbers ------------------------------------------------------------------------- */
@@ -456,16 +654,17 @@ static PyObject *table_keys(Table *t)
 
 /* ---- Task1 ---------------------------------------------------------------------------------------------- */
 
-/* parse_task1(data, values, inverse) -> (n, ids) or None.
+/* parse_task1(data, values, inverse, line_no) -> (n, ids) or None.
    data: the file's bytes (byte-order mark removed); every non-blank line must be `image_id score x1 y1 ... x4 y4`.
-   values: writable float64 buffer of at least 9 * lines; inverse: writable int64 buffer of at least lines.
-   Writes each detection's 9 numbers and the index of its image id in ids (ids in order of first appearance). */
+   values: writable float64 buffer of at least 9 * lines; inverse, line_no: writable int64 buffers of at least
+   lines. Writes each detection's 9 numbers, the index of its image id in ids (ids in order of first appearance)
+   and its 1-based line number. */
 static PyObject *parse_task1(PyObject *self, PyObject *args)
 {
-    PyObject *datao, *valueso, *invo;
-    if (!PyArg_ParseTuple(args, "OOO", &datao, &valueso, &invo))
+    PyObject *datao, *valueso, *invo, *lineo;
+    if (!PyArg_ParseTuple(args, "OOOO", &datao, &valueso, &invo, &lineo))
         return NULL;
-    Py_buffer data, values, inv;
+    Py_buffer data, values, inv, lines;
     if (get_buffer(datao, &data, 1, 0, "data") < 0)
         return NULL;
     if (get_buffer(valueso, &values, 8, 1, "values") < 0) {
@@ -477,6 +676,12 @@ static PyObject *parse_task1(PyObject *self, PyObject *args)
         PyBuffer_Release(&values);
         return NULL;
     }
+    if (get_buffer(lineo, &lines, 8, 1, "line_no") < 0) {
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&inv);
+        return NULL;
+    }
     PyObject *result = NULL;
     Table ids;
     if (table_init(&ids) < 0) {
@@ -485,10 +690,11 @@ static PyObject *parse_task1(PyObject *self, PyObject *args)
     }
     const char *s = data.buf, *end = s + data.len;
     double *vals = values.buf;
-    int64_t *index = inv.buf;
-    Py_ssize_t cap = inv.len / 8, n = 0;
+    int64_t *index = inv.buf, *line_no = lines.buf, line = 0;
+    Py_ssize_t cap = inv.len / 8 < lines.len / 8 ? inv.len / 8 : lines.len / 8, n = 0;
     int ok = plain_text(s, data.len);
     while (ok && s < end) {
+        line++;
         const char *eol = memchr(s, '\n', (size_t)(end - s));
         const char *line_end = eol ? eol : end;
         const char *tok[11];
@@ -508,7 +714,8 @@ static PyObject *parse_task1(PyObject *self, PyObject *args)
                 PyErr_NoMemory();
                 goto done;
             }
-            index[n++] = id;
+            index[n] = id;
+            line_no[n++] = line;
         }
         s = eol ? eol + 1 : end;
     }
@@ -527,6 +734,7 @@ done:
     PyBuffer_Release(&data);
     PyBuffer_Release(&values);
     PyBuffer_Release(&inv);
+    PyBuffer_Release(&lines);
     return result;
 }
 
@@ -695,8 +903,11 @@ done:
 static PyMethodDef methods[] = {
     {"poly_inter_pairs", poly_inter_pairs, METH_VARARGS,
      "poly_inter_pairs(a, b, zero_rel, out): intersection areas of aligned (K, 8) float64 quads into out (K,)"},
+    {"class_overlaps", class_overlaps, METH_VARARGS,
+     "class_overlaps(d_quads, d_image, g_quads, g_image, margin, float32) -> (pair_det, pair_gt, pair_iou, ovmax, "
+     "jmax) as bytearrays (see rscovlm.eval.dota_map.class_overlaps)"},
     {"parse_task1", parse_task1, METH_VARARGS,
-     "parse_task1(data, values, inverse) -> (n, ids) or None (see rscovlm.data.dota_io)"},
+     "parse_task1(data, values, inverse, line_no) -> (n, ids) or None (see rscovlm.data.dota_io)"},
     {"parse_labeltxt", parse_labeltxt, METH_VARARGS,
      "parse_labeltxt(files, quads, image, difficult, label) -> (n, class_names, headers) or None"},
     {NULL, NULL, 0, NULL},

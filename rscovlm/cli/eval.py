@@ -179,12 +179,9 @@ def _write_json(path: str | None, result: dict) -> None:
 
 
 def _run(fn, *args, **kwargs):
-    from rscovlm.data.dota_io import DotaFormatError
-    from rscovlm.eval.responses import ResponseFormatError
-
     try:
         return fn(*args, **kwargs)
-    except (DotaFormatError, ResponseFormatError, FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # DotaFormatError, ResponseFormatError: ValueErrors naming file:line
         raise CliError(str(err)) from err
 
 

@@ -56,6 +56,7 @@ from typing import Literal
 import numpy as np
 
 from rscovlm.eval.ap import AP_MODES, average_precision
+from rscovlm._compiled import native
 from rscovlm.eval.names import PROTOCOL_SUMMARIES, TIE_ORDERS
 from rscovlm.eval.dota_data import (
     ClassDets, ClassGT, Detections, GroundTruth, UnknownGtClasses, UnknownImages, load_gt_dir, load_task1_dir,
@@ -232,6 +233,30 @@ def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dot
     g_image, d_image = gt.image[g_keep], dets.image[d_keep]
     n_det = len(d_keep)
     gt_ignore = (gt.difficult[g_keep] > 0) if proto.difficult_ignored else np.zeros(len(g_keep), bool)
+    mod = native()
+    if mod is not None:  # the same computation compiled (rscovlm/_native.c), bitwise equal
+        pi, pj, iou, ovmax, jmax = (np.frombuffer(b, t) for b, t in zip(
+            mod.class_overlaps(np.ascontiguousarray(d_quads, np.float64), np.ascontiguousarray(d_image, np.int64),
+                               np.ascontiguousarray(g_quads, np.float64), np.ascontiguousarray(g_image, np.int64),
+                               float(proto.candidate_margin), bool(proto.float32_boxes)),
+            (np.int64, np.int64, np.float64, np.float64, np.int64)))
+    else:
+        pi, pj, iou, ovmax, jmax = _pairs_and_best(proto, d_quads, d_image, g_quads, g_image)
+    if proto.zero_iou_default and len(g_keep) and n_det:
+        first_gt = np.full(int(max(g_image.max(), d_image.max())) + 1, -1, np.int64)
+        first_gt[g_image[::-1]] = np.arange(len(g_image))[::-1]  # lowest GT index of each image
+        fg = first_gt[d_image]
+        none = (fg >= 0) & ~(ovmax > 0)
+        ovmax[none] = 0.0
+        jmax[none] = fg[none]
+    scores = None if dets.scores is None else dets.scores[d_keep]
+    return ClassOverlaps(proto, d_keep, scores, d_image, ovmax, jmax, gt_ignore, pi, pj, iou)
+
+
+def _pairs_and_best(proto: Protocol, d_quads: np.ndarray, d_image: np.ndarray, g_quads: np.ndarray,
+                    g_image: np.ndarray):
+    """Candidate pairs, their IoUs and each detection's best match (the numpy path of :func:`class_overlaps`)."""
+    n_det = len(d_quads)
     d_hbb, g_hbb = _hbb(d_quads), _hbb(g_quads)
     pi, pj = hbb_overlap_pairs(d_hbb, g_hbb, margin=proto.candidate_margin, groups_a=d_image, groups_b=g_image)
     inter = np.zeros(len(pi))
@@ -258,15 +283,7 @@ def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dot
         has_nan = np.zeros(n_det, bool)
         has_nan[pi[np.isnan(iou)]] = True
         ovmax[has_nan] = np.nan
-    if proto.zero_iou_default and len(g_keep) and n_det:
-        first_gt = np.full(int(max(g_image.max(), d_image.max())) + 1, -1, np.int64)
-        first_gt[g_image[::-1]] = np.arange(len(g_image))[::-1]  # lowest GT index of each image
-        fg = first_gt[d_image]
-        none = (fg >= 0) & ~(ovmax > 0)
-        ovmax[none] = 0.0
-        jmax[none] = fg[none]
-    scores = None if dets.scores is None else dets.scores[d_keep]
-    return ClassOverlaps(proto, d_keep, scores, d_image, ovmax, jmax, gt_ignore, pi, pj, iou)
+    return pi, pj, iou, ovmax, jmax
 
 
 def compute_overlaps(gt: GroundTruth, dets: Detections, protocol: str | Protocol = "dota",

@@ -286,17 +286,20 @@ def hbb_overlap_pairs(hbb_a: np.ndarray, hbb_b: np.ndarray, margin: float = 0.0,
                       groups_b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All index pairs ``(i, j)`` with ``min(x2) - max(x1) > -margin`` and the same for y (strict), i.e. boxes
     whose overlap is positive (``margin=0``), or that come closer than ``margin`` (the devkit's ``+1`` pre-filter
-    is ``margin=1``). With ``groups_a``/``groups_b`` (e.g. image indices) only pairs of the same group count.
+    is ``margin=1``; the test is computed on the coordinates as given, as the devkit computes it). With
+    ``groups_a``/``groups_b`` (e.g. image indices) only pairs of the same group count.
 
-    Sort-and-sweep on x, so the cost follows the number of x-overlapping pairs, not ``N * M``. Pairs come out
-    sorted by ``i``, then ``j``."""
+    Sort-and-sweep on x (groups laid side by side), so the cost follows the number of x-overlapping pairs, not
+    ``N * M``. Pairs come out sorted by ``i``, then ``j``."""
     hbb_a = np.asarray(hbb_a, dtype=np.float64).reshape(-1, 4)
     hbb_b = np.asarray(hbb_b, dtype=np.float64).reshape(-1, 4)
     if len(hbb_a) == 0 or len(hbb_b) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     xa1, xa2 = hbb_a[:, 0].copy(), hbb_a[:, 2].copy()
     xb1, xb2 = hbb_b[:, 0].copy(), hbb_b[:, 2].copy()
-    if groups_a is not None or groups_b is not None:
+    grouped = groups_a is not None or groups_b is not None
+    slack = 0.0
+    if grouped:
         ga = np.zeros(len(hbb_a), np.int64) if groups_a is None else np.asarray(groups_a, np.int64)
         gb = np.zeros(len(hbb_b), np.int64) if groups_b is None else np.asarray(groups_b, np.int64)
         lo = min(xa1.min(), xb1.min())
@@ -305,11 +308,13 @@ def hbb_overlap_pairs(hbb_a: np.ndarray, hbb_b: np.ndarray, margin: float = 0.0,
         xa2 += ga * stride - lo
         xb1 += gb * stride - lo
         xb2 += gb * stride - lo
+        # the shift rounds: widen the sweep so that it keeps every pair the exact test below accepts
+        slack = 1e-9 * max(float(np.abs(xa2).max()), float(np.abs(xb2).max()), 1.0)
     order = np.argsort(xb1, kind="stable")
     sx1 = xb1[order]
     max_w = float(np.max(xb2 - xb1))
-    start = np.searchsorted(sx1, xa1 - margin - max_w, side="left")
-    stop = np.searchsorted(sx1, xa2 + margin, side="left")
+    start = np.searchsorted(sx1, xa1 - margin - max_w - slack, side="left")
+    stop = np.searchsorted(sx1, xa2 + margin + slack, side="left")
     counts = np.maximum(stop - start, 0)
     out_i, out_j = [], []
     bounds = np.concatenate([[0], np.cumsum(counts)])
@@ -324,8 +329,10 @@ def hbb_overlap_pairs(hbb_a: np.ndarray, hbb_b: np.ndarray, margin: float = 0.0,
             ii = np.repeat(np.arange(i0, i1), cnt)
             offs = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
             jj = order[np.repeat(start[i0:i1], cnt) + offs]
-            ok = (np.minimum(xa2[ii], xb2[jj]) - np.maximum(xa1[ii], xb1[jj]) > -margin) & (
+            ok = (np.minimum(hbb_a[ii, 2], hbb_b[jj, 2]) - np.maximum(hbb_a[ii, 0], hbb_b[jj, 0]) > -margin) & (
                 np.minimum(hbb_a[ii, 3], hbb_b[jj, 3]) - np.maximum(hbb_a[ii, 1], hbb_b[jj, 1]) > -margin)
+            if grouped:
+                ok &= ga[ii] == gb[jj]
             ii, jj = ii[ok], jj[ok]
             srt = np.lexsort((jj, ii))
             out_i.append(ii[srt])
