@@ -430,6 +430,247 @@ release:
     return got == 4 ? result : NULL;
 }
 
+/* ---- AP_nc of one class over score thresholds (rscovlm.eval.ap_nc.ap_nc_grid) -------------------------- */
+
+/* numpy's pairwise summation of a contiguous float64 row (np.sum along the last axis) */
+static double pairwise_sum(const double *a, Py_ssize_t n)
+{
+    if (n < 8) {
+        double res = 0.;
+        for (Py_ssize_t i = 0; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        Py_ssize_t i;
+        for (int j = 0; j < 8; j++)
+            r[j] = a[j];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++)
+                r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    Py_ssize_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+}
+
+/* ap_nc_curves(level, gt, qualified, ignored_gt, first_kept, eleven_m, num_gt, num_pos, area, float32, out)
+   Detections in ranking (random) order: level (int64, dense score level), gt (int64, best ground truth),
+   qualified (bool: best IoU passes the IoU threshold), ignored_gt (bool: that ground truth is ignored).
+   For each score threshold t (first_kept[t]: lowest level kept) the detections with level >= first_kept[t] are
+   matched greedily (a qualified detection is a TP when no earlier qualified one of its ground truth is kept,
+   ignored when its ground truth is ignored, else an FP) and AP is written to out[t] exactly as
+   rscovlm.eval.ap.average_precision computes it from the cumulative counts over all detections:
+   11-point (eleven_m[j]: the least TP count whose recall reaches the j-th threshold) or area (numpy's pairwise
+   sum of recall steps times the precision envelope), precision in float32 when asked. */
+static PyObject *ap_nc_curves(PyObject *self, PyObject *args)
+{
+    PyObject *lo, *go, *qo, *io, *fo, *eo, *oo;
+    Py_ssize_t num_gt, num_pos;
+    int area, f32;
+    if (!PyArg_ParseTuple(args, "OOOOOOnnppO", &lo, &go, &qo, &io, &fo, &eo, &num_gt, &num_pos, &area, &f32, &oo))
+        return NULL;
+    Py_buffer b[7];
+    PyObject *objs[7] = {lo, go, qo, io, fo, eo, oo};
+    const Py_ssize_t sizes[7] = {8, 8, 1, 1, 8, 8, 8};
+    const char *names[7] = {"level", "gt", "qualified", "ignored_gt", "first_kept", "eleven_m", "out"};
+    int got = 0;
+    for (; got < 7; got++)
+        if (get_buffer(objs[got], &b[got], sizes[got], got == 6, names[got]) < 0)
+            break;
+    PyObject *result = NULL;
+    int64_t *maxlev = NULL, *blk = NULL;
+    unsigned char *code = NULL;
+    int64_t *kc = NULL, *tpc = NULL, *fpc = NULL;
+    double *rec = NULL, *prec = NULL, *term = NULL, *ptab = NULL;
+    if (got < 7)
+        goto release;
+    Py_ssize_t n = b[0].len / 8, T = b[4].len / 8;
+    if (b[1].len != n * 8 || b[2].len != n || b[3].len != n || b[5].len != 11 * 8 || b[6].len != T * 8 ||
+        num_pos <= 0) {
+        PyErr_SetString(PyExc_ValueError, "ap_nc_curves: inconsistent arguments");
+        goto release;
+    }
+    const int64_t *lv = b[0].buf, *jm = b[1].buf, *fk = b[4].buf, *em = b[5].buf;
+    const unsigned char *q = b[2].buf, *ig = b[3].buf;
+    double *out = b[6].buf;
+    maxlev = PyMem_Malloc((size_t)(num_gt + 1) * 8);
+    blk = PyMem_Malloc((size_t)(n + 1) * 8);
+    code = PyMem_Malloc((size_t)(n + 1));
+    if (area) {
+        rec = PyMem_Malloc((size_t)(n + 1) * 8);
+        prec = PyMem_Malloc((size_t)(n + 1) * 8);
+        term = PyMem_Malloc((size_t)(n + 1) * 8);
+    }
+    if (!maxlev || !blk || !code || (area && (!rec || !prec || !term))) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    /* blockers: the highest level among earlier candidates of the same ground truth (-1: none) */
+    for (Py_ssize_t j = 0; j < num_gt; j++)
+        maxlev[j] = -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        blk[k] = -1;
+        if (q[k] && !ig[k]) {
+            if (jm[k] < 0 || jm[k] >= num_gt) {
+                PyErr_SetString(PyExc_ValueError, "ap_nc_curves: ground-truth index out of range");
+                goto release;
+            }
+            blk[k] = maxlev[jm[k]];
+            if (lv[k] > maxlev[jm[k]])
+                maxlev[jm[k]] = lv[k];
+        }
+    }
+    const double npos = (double)num_pos;
+    /* per detection: 0 = FP whenever kept, 1 = ignored, 2 = TP while its blocker is dropped (else FP) */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        code[k] = q[k] ? (ig[k] ? 1 : 2) : 0;
+        if (code[k] != 2)
+            blk[k] = INT64_MAX;
+    }
+    if (!area) {
+        /* one pass over the ranking for all thresholds (first_kept non-decreasing): detection k is kept for
+           t < kc[level] and a TP for t >= kc[blocker] among those; its precision is recorded at each TP */
+        for (Py_ssize_t t = 1; t < T; t++)
+            if (fk[t] < fk[t - 1]) {
+                PyErr_SetString(PyExc_ValueError, "ap_nc_curves: first_kept must be non-decreasing");
+                goto release;
+            }
+        int64_t max_level = 0;
+        for (Py_ssize_t k = 0; k < n; k++)
+            if (lv[k] < 0) {
+                PyErr_SetString(PyExc_ValueError, "ap_nc_curves: negative level");
+                goto release;
+            } else if (lv[k] > max_level) {
+                max_level = lv[k];
+            }
+        kc = PyMem_Malloc((size_t)(max_level + 1) * 8);
+        tpc = PyMem_Calloc((size_t)T + 1, 8);
+        fpc = PyMem_Calloc((size_t)T + 1, 8);
+        ptab = PyMem_Malloc(((size_t)T + 1) * ((size_t)num_pos + 1) * 8);
+        if (!kc || !tpc || !fpc || !ptab) {
+            PyErr_NoMemory();
+            goto release;
+        }
+        for (int64_t l = 0, t = 0; l <= max_level; l++) {
+            while (t < T && fk[t] <= l)
+                t++;
+            kc[l] = t;
+        }
+        for (Py_ssize_t k = 0; k < n; k++) {
+            int64_t tk = kc[lv[k]], ub = tk;
+            if (code[k] == 1)
+                continue;
+            if (code[k] == 2)
+                ub = blk[k] < 0 ? 0 : kc[blk[k]];
+            int64_t fp_end = ub < tk ? ub : tk;
+            for (int64_t t = 0; t < fp_end; t++)
+                fpc[t]++;
+            for (int64_t t = ub; t < tk; t++) {
+                int64_t tp = ++tpc[t];
+                if (tp > num_pos) {
+                    PyErr_SetString(PyExc_ValueError, "ap_nc_curves: more TPs than positives");
+                    goto release;
+                }
+                double pr;
+                if (f32) {
+                    float t32 = (float)tp, s32 = t32 + (float)fpc[t];
+                    pr = (double)(t32 / (s32 > FLT_EPSILON ? s32 : FLT_EPSILON));
+                } else {
+                    double s64 = (double)tp + (double)fpc[t];
+                    pr = (double)tp / (s64 > DBL_EPSILON ? s64 : DBL_EPSILON);
+                }
+                ptab[t * (num_pos + 1) + tp] = pr;
+            }
+        }
+        for (Py_ssize_t t = 0; t < T; t++) {
+            /* p[j]: the best precision at a TP whose count reaches eleven_m[j] (0 when none does) */
+            const double *ptp = ptab + t * (num_pos + 1);
+            int64_t tp = tpc[t];
+            double p[11], best = 0.0;
+            int j = 10;
+            for (; j >= 0 && (em[j] > 1 ? em[j] : 1) > tp; j--)
+                p[j] = 0.0;
+            for (int64_t m = tp; m >= 1 && j >= 0; m--) {
+                if (ptp[m] > best)
+                    best = ptp[m];
+                for (; j >= 0 && (em[j] > 1 ? em[j] : 1) == m; j--)
+                    p[j] = best;
+            }
+            if (f32) {
+                float ap = 0.0f;
+                for (j = 0; j < 11; j++)
+                    ap += (float)p[j];
+                ap /= 11.0f;
+                out[t] = (double)ap;
+            } else {
+                double ap = 0.0;
+                for (j = 0; j < 11; j++)
+                    ap = ap + p[j] / 11.0;
+                out[t] = ap;
+            }
+        }
+    }
+    for (Py_ssize_t t = 0; area && t < T; t++) {
+        int64_t f = fk[t], tp = 0, fp = 0;
+        if (t > 0 && fk[t - 1] == f) { /* same detections kept: same curve */
+            out[t] = out[t - 1];
+            continue;
+        }
+        {
+            if (n == 0) {
+                out[t] = 0.0;
+                continue;
+            }
+            for (Py_ssize_t k = 0; k < n; k++) {
+                if (lv[k] >= f) {
+                    if (blk[k] < f)
+                        tp++;
+                    else
+                        fp += code[k] != 1;
+                }
+                rec[k] = (double)tp / npos;
+                if (f32) {
+                    float t32 = (float)tp, s32 = t32 + (float)fp;
+                    prec[k] = (double)(t32 / (s32 > FLT_EPSILON ? s32 : FLT_EPSILON));
+                } else {
+                    double s64 = (double)tp + (double)fp;
+                    prec[k] = (double)tp / (s64 > DBL_EPSILON ? s64 : DBL_EPSILON);
+                }
+            }
+            double env = prec[n - 1];
+            for (Py_ssize_t k = n - 1; k >= 0; k--) {
+                if (prec[k] > env)
+                    env = prec[k];
+                term[k] = (rec[k] - (k ? rec[k - 1] : 0.0)) * env;
+            }
+            double ap = pairwise_sum(term, n);
+            out[t] = f32 ? (double)(float)ap : ap;
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+release:
+    PyMem_Free(maxlev);
+    PyMem_Free(blk);
+    PyMem_Free(code);
+    PyMem_Free(kc);
+    PyMem_Free(tpc);
+    PyMem_Free(fpc);
+    PyMem_Free(ptab);
+    PyMem_Free(rec);
+    PyMem_Free(prec);
+    PyMem_Free(term);
+    for (int i = 0; i < got; i++)
+        PyBuffer_Release(&b[i]);
+    return result;
+}
+
 /* ---- text: bytes, tokens, numbers ------------------------------------------------------------------------- */
 
 /* byte classes: 0 = printable (a token byte), 1 = blank (space, tab), 2 = LF, 3 = CR, 4 = odd (any other byte:
@@ -906,6 +1147,9 @@ static PyMethodDef methods[] = {
     {"class_overlaps", class_overlaps, METH_VARARGS,
      "class_overlaps(d_quads, d_image, g_quads, g_image, margin, float32) -> (pair_det, pair_gt, pair_iou, ovmax, "
      "jmax) as bytearrays (see rscovlm.eval.dota_map.class_overlaps)"},
+    {"ap_nc_curves", ap_nc_curves, METH_VARARGS,
+     "ap_nc_curves(level, gt, qualified, ignored_gt, first_kept, eleven_m, num_gt, num_pos, area, float32, out): "
+     "AP of one class and ranking for every score threshold (see rscovlm.eval.ap_nc)"},
     {"parse_task1", parse_task1, METH_VARARGS,
      "parse_task1(data, values, inverse, line_no) -> (n, ids) or None (see rscovlm.data.dota_io)"},
     {"parse_labeltxt", parse_labeltxt, METH_VARARGS,

@@ -50,7 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rscovlm.eval.ap import average_precision
+from rscovlm._compiled import native
+from rscovlm.eval.ap import ELEVEN_POINTS, average_precision
 from rscovlm.eval.names import LMMROTATE_SEEDS, SCORE_MODES
 from rscovlm.eval.dota_map import (
     TIE_ORDERS, ClassOverlaps, check_score_thr, matches_in_rank, ranking,
@@ -192,31 +193,92 @@ def _blockers(cand: np.ndarray, j: np.ndarray, level: np.ndarray, n_levels: int)
 
 def ap_nc_grid(ov: ClassOverlaps, cls: str, seeds, iou_thrs, score_thrs, ap_mode: str = "11point") -> np.ndarray:
     """AP of one class for every (score threshold, seed, IoU threshold) -> ``(T, S, I)``. The class must have
-    positives."""
+    positives. One random ranking per seed serves every IoU and score threshold; the AP of all score thresholds
+    comes from one pass over it (:func:`ap_nc_curves`)."""
     score_thrs = np.asarray(score_thrs, dtype=np.float64)
     n = ov.num_det
     out = np.zeros((len(score_thrs), len(seeds), len(iou_thrs)), dtype=np.float64)
     if n == 0:
         return out
     level, first_kept = _levels(ov.scores, n, score_thrs)
-    n_levels = int(level.max()) + 1
     ignore = ov.gt_ignore[np.maximum(ov.jmax, 0)] if ov.num_gt else np.zeros(n, bool)
-    dtype = ov.protocol.dtype
-    kept = level[None, :] >= first_kept[:, None]  # (T, n) in input order
     for s, seed in enumerate(seeds):
         perm = np.argsort(-class_uniform_scores(cls, seed, n), kind="stable")
         lv, jm, ovs, ign_all = level[perm], ov.jmax[perm], ov.ovmax[perm], ignore[perm]
-        kept_p = kept[:, perm]
         for i, thr in enumerate(iou_thrs):
-            q = ov.protocol.qualifies(ovs, thr)
-            ign = q & ign_all
-            cand = q & ~ign
-            blk = _blockers(cand, jm, lv, n_levels)
-            tp = kept_p & cand[None, :] & (blk[None, :] < first_kept[:, None])
-            fp = kept_p & ~ign[None, :] & ~tp
-            out[:, s, i] = average_precision(np.cumsum(tp, axis=1), np.cumsum(fp, axis=1), ov.num_pos, ap_mode,
-                                             dtype)
+            out[:, s, i] = ap_nc_curves(lv, jm, ov.protocol.qualifies(ovs, thr), ign_all, first_kept, ov.num_gt,
+                                        ov.num_pos, ap_mode, ov.protocol.dtype)
     return out
+
+
+def eleven_point_counts(num_pos: int) -> np.ndarray:
+    """For each 11-point threshold, the least TP count whose recall ``tp / num_pos`` (float64, as computed for
+    the curve) reaches it."""
+    rec = np.arange(num_pos + 1) / float(num_pos)
+    return np.searchsorted(rec, ELEVEN_POINTS, side="left").astype(np.int64)
+
+
+def ap_nc_curves(level: np.ndarray, gt: np.ndarray, qualified: np.ndarray, ignored_gt: np.ndarray,
+                 first_kept: np.ndarray, num_gt: int, num_pos: int, ap_mode: str = "11point",
+                 dtype=np.float64) -> np.ndarray:
+    """AP for every score threshold ``t`` of detections given in ranking order: ``level`` (dense score level;
+    kept at ``t`` when ``level >= first_kept[t]``), ``gt`` (best ground truth), ``qualified`` (its IoU passes),
+    ``ignored_gt`` (that ground truth is ignored). Greedy matching: a qualified detection is a TP at ``t`` when it
+    is kept and every earlier qualified detection of its ground truth is not (their highest level, its
+    "blocker", is below ``first_kept[t]``), ignored when its ground truth is, else an FP. Same numbers as
+    :func:`rscovlm.eval.ap.average_precision` of the cumulative counts; compiled when built
+    (:mod:`rscovlm._compiled`), numpy otherwise."""
+    first_kept = np.asarray(first_kept, np.int64)
+    mod = native()
+    if mod is not None:
+        order = np.argsort(first_kept, kind="stable")  # the kernel takes thresholds by increasing kept level
+        out = np.empty(len(first_kept))
+        mod.ap_nc_curves(np.ascontiguousarray(level, np.int64), np.ascontiguousarray(gt, np.int64),
+                         np.ascontiguousarray(qualified, bool), np.ascontiguousarray(ignored_gt, bool),
+                         np.ascontiguousarray(first_kept[order]), eleven_point_counts(num_pos), int(num_gt),
+                         int(num_pos), ap_mode == "area", dtype == np.float32, out)
+        result = np.empty_like(out)
+        result[order] = out
+        return result
+    ign = qualified & ignored_gt
+    cand = qualified & ~ign
+    n_levels = int(level.max(initial=0)) + 1
+    blk = _blockers(cand, gt, level, n_levels)
+    kept = level[None, :] >= first_kept[:, None]
+    tp = kept & cand[None, :] & (blk[None, :] < first_kept[:, None])
+    fp = kept & ~ign[None, :] & ~tp
+    if ap_mode == "11point":
+        return _eleven_point_at_tps(tp, fp, num_pos, dtype)
+    return average_precision(np.cumsum(tp, axis=1), np.cumsum(fp, axis=1), num_pos, ap_mode, dtype)
+
+
+def _eleven_point_at_tps(tp: np.ndarray, fp: np.ndarray, num_pos: int, dtype) -> np.ndarray:
+    """11-point AP of ``(T, n)`` TP/FP flags from the TP points alone: recall rises only at a TP and the precision
+    there is the largest until the next one, so the best precision at recall ``>= r`` is the largest over the TPs
+    from the first one reaching ``r`` on (same values as :func:`rscovlm.eval.ap.average_precision`)."""
+    t_rows = tp.shape[0]
+    rows, cols = np.nonzero(tp)
+    m = np.cumsum(tp, axis=1)[rows, cols]  # the TP's count: its column in the per-row table below
+    f = np.cumsum(fp, axis=1)[rows, cols]
+    if dtype == np.float32:
+        m32 = m.astype(np.float32)
+        prec = m32 / np.maximum(m32 + f.astype(np.float32), np.finfo(np.float32).eps)
+    else:
+        mf = m.astype(np.float64)
+        prec = mf / np.maximum(mf + f, np.finfo(np.float64).eps)
+    table = np.zeros((t_rows, num_pos + 1), dtype=prec.dtype)
+    table[rows, m - 1] = prec
+    best = np.maximum.accumulate(table[:, ::-1], axis=1)[:, ::-1]  # best precision from the k-th TP on
+    ap = np.zeros(t_rows, dtype=dtype)
+    for m_t in eleven_point_counts(num_pos):
+        p = best[:, max(int(m_t), 1) - 1].astype(dtype)
+        if dtype == np.float32:
+            ap += p
+        else:
+            ap = ap + p / 11.0
+    if dtype == np.float32:
+        ap /= np.float32(11)
+    return ap
 
 
 def image_positions(overlaps: dict[str, ClassOverlaps], positions: dict[str, np.ndarray] | None = None
