@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rscovlm._compiled import native
-from rscovlm.eval.ap import ELEVEN_POINTS, average_precision
+from rscovlm.eval.ap import average_precision_of_flags, eleven_point_counts
 from rscovlm.eval.names import LMMROTATE_SEEDS, SCORE_MODES
 from rscovlm.eval.dota_map import (
     TIE_ORDERS, ClassOverlaps, check_score_thr, matches_in_rank, ranking,
@@ -211,13 +211,6 @@ def ap_nc_grid(ov: ClassOverlaps, cls: str, seeds, iou_thrs, score_thrs, ap_mode
     return out
 
 
-def eleven_point_counts(num_pos: int) -> np.ndarray:
-    """For each 11-point threshold, the least TP count whose recall ``tp / num_pos`` (float64, as computed for
-    the curve) reaches it."""
-    rec = np.arange(num_pos + 1) / float(num_pos)
-    return np.searchsorted(rec, ELEVEN_POINTS, side="left").astype(np.int64)
-
-
 def ap_nc_curves(level: np.ndarray, gt: np.ndarray, qualified: np.ndarray, ignored_gt: np.ndarray,
                  first_kept: np.ndarray, num_gt: int, num_pos: int, ap_mode: str = "11point",
                  dtype=np.float64) -> np.ndarray:
@@ -247,38 +240,7 @@ def ap_nc_curves(level: np.ndarray, gt: np.ndarray, qualified: np.ndarray, ignor
     kept = level[None, :] >= first_kept[:, None]
     tp = kept & cand[None, :] & (blk[None, :] < first_kept[:, None])
     fp = kept & ~ign[None, :] & ~tp
-    if ap_mode == "11point":
-        return _eleven_point_at_tps(tp, fp, num_pos, dtype)
-    return average_precision(np.cumsum(tp, axis=1), np.cumsum(fp, axis=1), num_pos, ap_mode, dtype)
-
-
-def _eleven_point_at_tps(tp: np.ndarray, fp: np.ndarray, num_pos: int, dtype) -> np.ndarray:
-    """11-point AP of ``(T, n)`` TP/FP flags from the TP points alone: recall rises only at a TP and the precision
-    there is the largest until the next one, so the best precision at recall ``>= r`` is the largest over the TPs
-    from the first one reaching ``r`` on (same values as :func:`rscovlm.eval.ap.average_precision`)."""
-    t_rows = tp.shape[0]
-    rows, cols = np.nonzero(tp)
-    m = np.cumsum(tp, axis=1)[rows, cols]  # the TP's count: its column in the per-row table below
-    f = np.cumsum(fp, axis=1)[rows, cols]
-    if dtype == np.float32:
-        m32 = m.astype(np.float32)
-        prec = m32 / np.maximum(m32 + f.astype(np.float32), np.finfo(np.float32).eps)
-    else:
-        mf = m.astype(np.float64)
-        prec = mf / np.maximum(mf + f, np.finfo(np.float64).eps)
-    table = np.zeros((t_rows, num_pos + 1), dtype=prec.dtype)
-    table[rows, m - 1] = prec
-    best = np.maximum.accumulate(table[:, ::-1], axis=1)[:, ::-1]  # best precision from the k-th TP on
-    ap = np.zeros(t_rows, dtype=dtype)
-    for m_t in eleven_point_counts(num_pos):
-        p = best[:, max(int(m_t), 1) - 1].astype(dtype)
-        if dtype == np.float32:
-            ap += p
-        else:
-            ap = ap + p / 11.0
-    if dtype == np.float32:
-        ap /= np.float32(11)
-    return ap
+    return average_precision_of_flags(tp, fp, num_pos, ap_mode, dtype)
 
 
 def image_positions(overlaps: dict[str, ClassOverlaps], positions: dict[str, np.ndarray] | None = None
@@ -357,9 +319,9 @@ def scored_grid(overlaps: dict[str, ClassOverlaps], classes: list[str], *, score
                 sub = ov.subset(k, scores.astype(np.float64))
                 match, rank_order = ranking(sub, ties)
                 flags = [matches_in_rank(sub, match, rank_order, thr) for thr in iou_thrs]
-                tp = np.cumsum(np.stack([f[0] for f in flags]), axis=1)
-                fp = np.cumsum(np.stack([f[1] for f in flags]), axis=1)
-                out[ti, si, :, ci] = average_precision(tp, fp, ov.num_pos, ap_mode, ov.protocol.dtype)
+                out[ti, si, :, ci] = average_precision_of_flags(np.stack([f[0] for f in flags]),
+                                                                np.stack([f[1] for f in flags]), ov.num_pos,
+                                                                ap_mode, ov.protocol.dtype)
     return out
 
 

@@ -55,7 +55,7 @@ from typing import Literal
 
 import numpy as np
 
-from rscovlm.eval.ap import AP_MODES, average_precision
+from rscovlm.eval.ap import AP_MODES, average_precision_of_flags
 from rscovlm._compiled import native
 from rscovlm.eval.names import PROTOCOL_SUMMARIES, TIE_ORDERS
 from rscovlm.eval.dota_data import (
@@ -382,7 +382,7 @@ def match_ranked(ov: ClassOverlaps, order: np.ndarray, iou_thr: float) -> tuple[
 
 def ap_from_matches(tp: np.ndarray, fp: np.ndarray, num_pos: int, mode: str, dtype) -> float:
     """AP of boolean TP/FP flags in ranking order (``num_pos`` positives)."""
-    return float(average_precision(np.cumsum(tp), np.cumsum(fp), num_pos, mode, dtype)[0])
+    return float(average_precision_of_flags(tp, fp, num_pos, mode, dtype)[0])
 
 
 @dataclass
