@@ -758,6 +758,32 @@ static int parse_number(const char *s, Py_ssize_t len, double *out)
         *out = neg ? -v : v;
         return 1;
     }
+#ifdef __SIZEOF_INT128__
+    /* up to 19 digits over a power of ten (17-digit scores such as repr() writes): the quotient rounded twice is
+       the correctly rounded value or next to it; keep it when exact integer arithmetic proves it within half an
+       ulp of w / 10^k (no tie), else ask Python */
+    if (EXACT_DOUBLE_OPS && exact && e10 < 0 && e10 >= -22) {
+        int k = (int)-e10, e2;
+        double v = (double)w / POW10[k];
+        double mant = frexp(v, &e2); /* v = mant * 2^e2, mant in [0.5, 1) */
+        int s2 = 53 - e2;           /* v = M / 2^s2 with M = mant * 2^53 */
+        int wbits = 64 - __builtin_clzll(w);
+        if (v > 0 && s2 > 0 && s2 + wbits <= 127) {
+            unsigned __int128 lhs = (unsigned __int128)w << s2;
+            unsigned __int128 M = (unsigned __int128)(uint64_t)ldexp(mant, 53);
+            unsigned __int128 p10 = 1;
+            for (int i = 0; i < k; i++)
+                p10 *= 10;
+            unsigned __int128 rhs = M * p10, diff = lhs > rhs ? lhs - rhs : rhs - lhs;
+            /* below a power of two the next value down is half an ulp away: a quarter ulp is the bound there */
+            int below_binade = lhs < rhs && M == ((unsigned __int128)1 << 52);
+            if (diff < p10 && (below_binade ? 4 * diff < p10 : 2 * diff < p10)) {
+                *out = neg ? -v : v;
+                return 1;
+            }
+        }
+    }
+#endif
     char small[64];
     char *buf = len < (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)len + 1);
     if (buf == NULL)

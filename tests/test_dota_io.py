@@ -294,3 +294,32 @@ def test_labeltxt_bytes_reader_matches_the_careful_reader(reader, tmp_path):
     for bad in (b"1 2 3 4 5 6 7 8 plane 01\n", b"gsd:abc\n", b"1 2 3 4 5 6 7 8 plane 0 x\n", b"tag:1\n",
                 b"1 2 3 4 5 6 7 8\n", "1 2 3 4 5 6 7 8 \u00e9t\u00e9 0\n".encode()):
         assert dota_io.parse_labeltxt_bytes([b"1 2 3 4 5 6 7 8 plane 0\n", bad]) is None, bad
+
+
+def test_task1_bytes_reader_rounds_hard_decimals_exactly(reader):
+    """15-19 significant digits over powers of ten up to 1e-22 (the compiled reader's 128-bit check of the twice
+    rounded quotient), values next to powers of two and decimal midpoints between two doubles: float()'s bits."""
+    from decimal import Decimal, getcontext
+
+    from rscovlm.data.dota_io import parse_task1_bytes
+
+    rng = np.random.default_rng(1)
+    strs = []
+    for digits in range(15, 20):
+        for k in range(1, 23):
+            for w in rng.integers(10 ** (digits - 1), 10 ** digits - 1, 60, dtype=np.uint64):
+                t = str(int(w))
+                strs.append(t[:-k] + "." + t[-k:] if k < len(t) else "0." + "0" * (k - len(t)) + t)
+    getcontext().prec = 60
+    for e in range(-60, 70, 3):
+        for d in range(-3, 4):
+            x = 2.0 ** -e
+            for _ in range(abs(d)):
+                x = float(np.nextafter(x, 0 if d < 0 else np.inf))
+            mid = (Decimal(x) + Decimal(float(np.nextafter(x, np.inf)))) / 2
+            strs += [repr(x), f"{x:.17e}", f"{x:.19f}", format(mid, ".19e"), format(mid, ".25e")]
+    text = "".join(f"P {s} 0 0 0 0 0 0 0 0\n" for s in strs).encode()
+    got = parse_task1_bytes(text)
+    assert got is not None
+    want = np.array([float(s) for s in strs])
+    assert np.array_equal(got[2].view(np.int64), want.view(np.int64))
