@@ -7,7 +7,8 @@ Task1 folders (scale ``s = 1`` is DOTA-v1.0-val-sized: 458 images, 28.5k objects
 
 Timed, each as a whole process (interpreter start, imports, reading, computing, printing; the median of
 ``--repeat`` runs after one warm-up run, so files are in the page cache and bytecode is compiled, as on a user's
-second run):
+second run; the median CPU time, user + system, is printed beside it: on a busy machine it stays close to what an
+idle one measures):
 
 * ``rscovlm eval dota`` (devkit protocol), with the compiled kernels and without them (``RSCOVLM_NO_NATIVE=1``,
   the numpy path, numba from its crossover on); ``rscovlm eval dota --protocol mmrotate1x``;
@@ -54,13 +55,26 @@ def _env(**extra) -> dict:
     return env
 
 
+CPU_TIMES: dict[float, float] = {}  # wall time of a run -> its CPU time (user + system)
+MAX_RSS: dict[float, float] = {}  # wall time of a run -> its peak resident memory (MiB)
+
+
 def _run(cmd: list[str], env: dict, cwd: Path | None = None) -> tuple[float, str]:
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    dt = time.perf_counter() - t
-    if proc.returncode not in (0, 2) or (proc.returncode == 2 and "--help" not in cmd):
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return dt, proc.stdout
+    """Wall time and stdout of one run; its CPU time (user + system) and peak RSS go to CPU_TIMES / MAX_RSS."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        dt = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    CPU_TIMES[dt] = usage.ru_utime + usage.ru_stime
+    MAX_RSS[dt] = usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-2000:]}")
+    return dt, stdout
 
 
 def _median(cmd: list[str], env: dict, repeat: int, cwd: Path | None = None) -> tuple[float, list[float], str]:
@@ -95,8 +109,14 @@ def _clear_bytecode() -> int:
     return n
 
 
+def _cpu(times: list[float]) -> float:
+    return statistics.median(CPU_TIMES[x] for x in times)
+
+
 def _fmt(t: float, times: list[float]) -> str:
-    return f"{t:6.3f} s  (runs: {', '.join(f'{x:.3f}' for x in times)})"
+    cpu = statistics.median(CPU_TIMES[x] for x in times)
+    rss = max(MAX_RSS[x] for x in times)
+    return f"{t:6.3f} s  (CPU {cpu:.3f} s, peak RSS {rss:.0f} MiB; runs: {', '.join(f'{x:.3f}' for x in times)})"
 
 
 def bench_scale(scale: int, root: Path, args, py: list[str]) -> dict:
@@ -113,43 +133,57 @@ def bench_scale(scale: int, root: Path, args, py: list[str]) -> dict:
     json_out = root / f"x{scale}" / "ours.json"
     t, times, _ = _median(ours + ["--json", str(json_out)], _env(), args.repeat)
     res["eval_dota"] = t
+    res["eval_dota_cpu"] = _cpu(times)
     print(f"ours   rscovlm eval dota (devkit protocol)            {_fmt(t, times)}")
     t, times, _ = _median(ours, _env(RSCOVLM_NO_NATIVE="1"), args.repeat)
     res["eval_dota_numpy"] = t
+    res["eval_dota_numpy_cpu"] = _cpu(times)
     print(f"ours   same without the compiled kernels (numpy/numba) {_fmt(t, times)}")
     t, times, _ = _median(ours + ["--protocol", "mmrotate1x"], _env(), args.repeat)
     res["eval_dota_mmrotate1x"] = t
+    res["eval_dota_mmrotate1x_cpu"] = _cpu(times)
     print(f"ours   rscovlm eval dota --protocol mmrotate1x          {_fmt(t, times)}")
     sweep = py + ["eval", "dota-sweep", "--val-gt", str(gt_dir), "--val-det", str(det_dir)]
     if scale in args.sweep_scales:
         t, times, _ = _median(sweep, _env(), args.repeat)
         res["sweep"] = t
+        res["sweep_cpu"] = _cpu(times)
         print(f"ours   rscovlm eval dota-sweep (20 x 10 x 10, mmrotate1x) {_fmt(t, times)}")
+        for mode in args.modes:
+            t, times, _ = _median(sweep + ["--score-mode", mode], _env(), args.repeat)
+            res[f"sweep_{mode}"], res[f"sweep_{mode}_cpu"] = t, _cpu(times)
+            print(f"ours   same, --score-mode {mode:<29} {_fmt(t, times)}")
         if args.numpy_sweep:
             t, times, _ = _median(sweep, _env(RSCOVLM_NO_NATIVE="1"), 1)
             res["sweep_numpy"] = t
+            res["sweep_numpy_cpu"] = _cpu(times)
             print(f"ours   same without the compiled kernels               {_fmt(t, times)}")
     if args.first_run:
         for label, extra in (("", {}), (" without the compiled kernels", {"RSCOVLM_NO_NATIVE": "1"})):
             _clear_bytecode()
             t, _ = _run(ours, _env(**extra))
-            res["first_run" + ("_numpy" if extra else "")] = t
-            print(f"ours   first run after install{label}: {t:.3f} s (bytecode and kernel caches cleared)")
+            key = "first_run" + ("_numpy" if extra else "")
+            res[key], res[key + "_cpu"] = t, CPU_TIMES[t]
+            print(f"ours   first run after install{label}: {t:.3f} s (CPU {CPU_TIMES[t]:.3f} s; bytecode and "
+                  "kernel caches cleared)")
         _run(ours, _env())  # leave compiled bytecode behind
     if args.devkit:
         script = _devkit_script(args.devkit.resolve(), gt_dir, det_dir, imageset, root / f"x{scale}" / "devkit.py")
         env = _env(PYTHONPATH=str(args.devkit.resolve()))
         t, times, out = _median([sys.executable, str(script)], env, args.dk_repeat, cwd=args.devkit.resolve())
         res["devkit"] = t
+        res["devkit_cpu"] = _cpu(times)
         dk = _devkit_aps(out)
         mine = json.loads(json_out.read_text())["per_class"]
         diff = max(abs(dk[c] - mine[c]["ap"]) for c in dk)
         print(f"devkit dota_evaluation_task1.py                          {_fmt(t, times)}  "
               f"({len(dk)} classes, max |AP diff| vs ours {diff:.1e})")
         for key, label in (("eval_dota", "eval dota"), ("eval_dota_numpy", "eval dota without compiled kernels")):
-            print(f"ratio  {label}: {res['devkit'] / res[key]:.1f}x faster than the devkit")
+            print(f"ratio  {label}: {res['devkit'] / res[key]:.1f}x faster than the devkit "
+                  f"(CPU time: {res['devkit_cpu'] / res[key + '_cpu']:.1f}x)")
         if "sweep" in res:
-            print(f"ratio  full sweep / one devkit mAP: {res['sweep'] / res['devkit']:.2f}")
+            print(f"ratio  full sweep / one devkit mAP: {res['sweep'] / res['devkit']:.2f} "
+                  f"(CPU time: {res['sweep_cpu'] / res['devkit_cpu']:.2f})")
     return res
 
 
@@ -162,6 +196,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dk-repeat", type=int, default=3, help="timed runs of the devkit")
     ap.add_argument("--first-run", action="store_true", help="also time a first run (clears rscovlm/**/__pycache__)")
     ap.add_argument("--numpy-sweep", action="store_true", help="also time the sweep without the compiled kernels")
+    ap.add_argument("--modes", nargs="*", default=[], choices=["ones", "random-per-image"],
+                    help="also time the sweep under these score modes (the default one is random)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the generated sets here (default: temp)")
     args = ap.parse_args(argv)
     tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
