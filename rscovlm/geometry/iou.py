@@ -40,8 +40,8 @@ convex quads (the vast majority: every rotated rectangle) are intersected by cli
 half-planes of the other (Sutherland-Hodgman), vectorized over all pairs at once; every other pair goes
 through the 16 triangle intersections of the rule above, also vectorized. The same two paths also exist as one
 compiled loop over the pairs, in C (``rscovlm._native``, built at install time when a C compiler is present;
-about 80x faster than numpy, no start-up cost) and in numba (the ``fast`` extra; as fast once loaded, but loading
-it costs ~0.45 s, so it is used only from :data:`NUMBA_MIN_PAIRS` pairs on): :func:`iou_backend` chooses. All
+about 30x faster than numpy, nothing to load) and in numba (the ``fast`` extra; as fast once loaded, but loading
+it costs ~0.27 s, so it is used only from :data:`NUMBA_MIN_PAIRS` pairs on): :func:`iou_backend` chooses. All
 three give bitwise identical areas (above).
 """
 
@@ -197,9 +197,10 @@ def _rule_inter(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return _sum_columns(tri.reshape(k, 16))
 
 
-#: the numba kernel is loaded only from this many pairs on (unless it is loaded already): loading numba and its
-#: cached kernel costs ~0.45 s, the numpy code ~2.3 us per pair (measured; docs/metrics.md "Speed")
-NUMBA_MIN_PAIRS = 200_000
+#: without the compiled kernel, numba is loaded only from this many pairs on (or once loaded): importing numba and
+#: loading its cached kernel cost 0.27 s of CPU, then 0.11 us per pair against numpy's 4.0 us, so the two break
+#: even at ~65k pairs, about one DOTA-val mAP (measured; docs/metrics.md "Speed")
+NUMBA_MIN_PAIRS = 65_000
 BACKENDS = ("native", "numba", "numpy")
 
 
