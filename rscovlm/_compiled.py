@@ -15,7 +15,7 @@ import os
 import warnings
 from types import ModuleType
 
-API = 1  # NATIVE_API of rscovlm/_native.c that this code expects
+API = 2  # NATIVE_API of rscovlm/_native.c that this code expects
 
 _loaded: list = []  # [module or None], filled on first use
 

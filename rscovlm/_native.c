@@ -26,7 +26,7 @@ setup.py) and no fast-math. */
 #include <stdlib.h>
 #include <string.h>
 
-#define NATIVE_API 1 /* bumped whenever a signature or a result changes: the loader refuses a stale build */
+#define NATIVE_API 2 /* bumped whenever a signature or a result changes: the loader refuses a stale build */
 
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
 #define EXACT_DOUBLE_OPS 0 /* x87 extended precision: the fast number path would round twice */
@@ -690,11 +690,12 @@ static void init_byte_class(void)
 static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
                                  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
-/* A plain decimal number ([+-]digits[.digits][(e|E)[+-]digits], at least one digit) -> 1 and its correctly
-   rounded value (what float() gives); 0 for anything else or a value that is not finite. */
-static int parse_number(const char *s, Py_ssize_t len, double *out)
+/* A plain decimal number ([+-]digits[.digits][(e|E)[+-]digits], at least one digit) starting at *pp and ending
+   at a blank (space, tab), a CR or `end` -> 1, its correctly rounded value (what float() gives) in *out and *pp
+   moved past it; 0 for anything else or a value that is not finite. */
+static int parse_number_at(const char **pp, const char *end, double *out)
 {
-    const char *p = s, *end = s + len;
+    const char *s = *pp, *p = s;
     int neg = 0, any = 0, exact = 1, nd = 0;
     uint64_t w = 0;
     long e10 = 0;
@@ -746,8 +747,10 @@ static int parse_number(const char *s, Py_ssize_t len, double *out)
                 ev = ev * 10 + (*p - '0');
         e10 += eneg ? -ev : ev;
     }
-    if (p != end)
+    if (p < end && *p != ' ' && *p != '\t' && *p != '\r')
         return 0;
+    *pp = p;
+    Py_ssize_t len = p - s;
     if (w == 0 && exact) {
         *out = neg ? -0.0 : 0.0;
         return 1;
@@ -801,6 +804,13 @@ static int parse_number(const char *s, Py_ssize_t len, double *out)
         return 0;
     *out = v;
     return 1;
+}
+
+/* parse_number_at on exactly the token [s, s + len) */
+static int parse_number(const char *s, Py_ssize_t len, double *out)
+{
+    const char *p = s;
+    return parse_number_at(&p, s + len, out) && p == s + len;
 }
 
 /* Split one line [p, end) (no LF inside; a CR only right before the LF, which the caller checked) into at most
@@ -921,87 +931,93 @@ static PyObject *table_keys(Table *t)
 
 /* ---- Task1 ---------------------------------------------------------------------------------------------- */
 
-/* parse_task1(data, values, inverse, line_no) -> (n, ids) or None.
-   data: the file's bytes (byte-order mark removed); every non-blank line must be `image_id score x1 y1 ... x4 y4`.
-   values: writable float64 buffer of at least 9 * lines; inverse, line_no: writable int64 buffers of at least
-   lines. Writes each detection's 9 numbers, the index of its image id in ids (ids in order of first appearance)
-   and its 1-based line number. */
+/* parse_task1(data) -> (n, ids, values, inverse, line_no) or None.
+   data: the file's bytes (byte-order mark removed); every non-blank line must be `image_id score x1 y1 ... x4 y4`
+   (printable ASCII, blanks between fields, LF or CRLF line ends). Returns bytearrays: values (n x 9 float64), the
+   index of each detection's image id in ids (int64; ids in order of first appearance) and its 1-based line
+   number (int64). One pass over the bytes: tokens are cut and numbers converted as they are met. */
 static PyObject *parse_task1(PyObject *self, PyObject *args)
 {
-    PyObject *datao, *valueso, *invo, *lineo;
-    if (!PyArg_ParseTuple(args, "OOOO", &datao, &valueso, &invo, &lineo))
+    PyObject *datao;
+    if (!PyArg_ParseTuple(args, "O", &datao))
         return NULL;
-    Py_buffer data, values, inv, lines;
+    Py_buffer data;
     if (get_buffer(datao, &data, 1, 0, "data") < 0)
         return NULL;
-    if (get_buffer(valueso, &values, 8, 1, "values") < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    if (get_buffer(invo, &inv, 8, 1, "inverse") < 0) {
-        PyBuffer_Release(&data);
-        PyBuffer_Release(&values);
-        return NULL;
-    }
-    if (get_buffer(lineo, &lines, 8, 1, "line_no") < 0) {
-        PyBuffer_Release(&data);
-        PyBuffer_Release(&values);
-        PyBuffer_Release(&inv);
-        return NULL;
-    }
-    PyObject *result = NULL;
+    PyObject *result = NULL, *vals_b = NULL, *inv_b = NULL, *lines_b = NULL;
     Table ids;
-    if (table_init(&ids) < 0) {
-        PyErr_NoMemory();
+    ids.slots = NULL;
+    const char *s = data.buf, *end = s + data.len;
+    Py_ssize_t cap = 1;
+    for (const char *q = s; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
+        cap++;
+    vals_b = PyByteArray_FromStringAndSize(NULL, cap * 72);
+    inv_b = PyByteArray_FromStringAndSize(NULL, cap * 8);
+    lines_b = PyByteArray_FromStringAndSize(NULL, cap * 8);
+    if (!vals_b || !inv_b || !lines_b || table_init(&ids) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
         goto done;
     }
-    const char *s = data.buf, *end = s + data.len;
-    double *vals = values.buf;
-    int64_t *index = inv.buf, *line_no = lines.buf, line = 0;
-    Py_ssize_t cap = inv.len / 8 < lines.len / 8 ? inv.len / 8 : lines.len / 8, n = 0;
-    int ok = plain_text(s, data.len);
-    while (ok && s < end) {
-        line++;
+    double *vals = (double *)PyByteArray_AS_STRING(vals_b);
+    int64_t *index = (int64_t *)PyByteArray_AS_STRING(inv_b), *line_no = (int64_t *)PyByteArray_AS_STRING(lines_b);
+    Py_ssize_t n = 0;
+    int64_t line = 0;
+    int ok = 1;
+    while (s < end) {
         const char *eol = memchr(s, '\n', (size_t)(end - s));
-        const char *line_end = eol ? eol : end;
-        const char *tok[11];
-        Py_ssize_t tlen[11];
-        int nt = split_line(s, line_end, tok, tlen, 10);
-        if (nt != 0) {
-            if (nt != 10 || n >= cap || (n + 1) * 9 * 8 > values.len) {
-                ok = 0;
-                break;
+        const char *le = eol ? eol : end;
+        if (eol && le > s && le[-1] == '\r')
+            le--; /* CRLF; any other CR stops the scan below */
+        line++;
+        const char *p = s;
+        while (p < le && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p < le) {
+            const char *id = p;
+            while (p < le && byte_class[(unsigned char)*p] == 0)
+                p++;
+            Py_ssize_t idlen = p - id;
+            double *row = vals + 9 * n;
+            for (int f = 0; f < 9 && ok; f++) {
+                const char *q = p;
+                while (p < le && (*p == ' ' || *p == '\t'))
+                    p++;
+                ok = p > q && p < le && parse_number_at(&p, le, row + f);
             }
-            for (int f = 1; f < 10 && ok; f++)
-                ok = parse_number(tok[f], tlen[f], vals + 9 * n + f - 1);
-            if (!ok)
+            while (ok && p < le && (*p == ' ' || *p == '\t'))
+                p++;
+            if (!ok || p != le)
                 break;
-            Py_ssize_t id = table_get(&ids, tok[0], tlen[0]);
-            if (id < 0) {
+            Py_ssize_t k = table_get(&ids, id, idlen);
+            if (k < 0) {
                 PyErr_NoMemory();
                 goto done;
             }
-            index[n] = id;
+            index[n] = k;
             line_no[n++] = line;
         }
         s = eol ? eol + 1 : end;
     }
-    if (!ok) {
+    if (s < end || !ok) {
         result = Py_None;
         Py_INCREF(result);
-    } else {
-        PyObject *keys = table_keys(&ids);
-        if (keys != NULL) {
-            result = Py_BuildValue("nN", n, keys);
-        }
+        goto done;
     }
+    PyObject *keys = table_keys(&ids);
+    if (keys == NULL || PyByteArray_Resize(vals_b, n * 72) < 0 || PyByteArray_Resize(inv_b, n * 8) < 0 ||
+        PyByteArray_Resize(lines_b, n * 8) < 0) {
+        Py_XDECREF(keys);
+        goto done;
+    }
+    result = Py_BuildValue("nNOOO", n, keys, vals_b, inv_b, lines_b);
 done:
+    Py_XDECREF(vals_b);
+    Py_XDECREF(inv_b);
+    Py_XDECREF(lines_b);
     if (ids.slots)
         table_free(&ids);
     PyBuffer_Release(&data);
-    PyBuffer_Release(&values);
-    PyBuffer_Release(&inv);
-    PyBuffer_Release(&lines);
     return result;
 }
 
@@ -1177,7 +1193,7 @@ static PyMethodDef methods[] = {
      "ap_nc_curves(level, gt, qualified, ignored_gt, first_kept, eleven_m, num_gt, num_pos, area, float32, out): "
      "AP of one class and ranking for every score threshold (see rscovlm.eval.ap_nc)"},
     {"parse_task1", parse_task1, METH_VARARGS,
-     "parse_task1(data, values, inverse, line_no) -> (n, ids) or None (see rscovlm.data.dota_io)"},
+     "parse_task1(data) -> (n, ids, values, inverse, line_no) or None (see rscovlm.data.dota_io)"},
     {"parse_labeltxt", parse_labeltxt, METH_VARARGS,
      "parse_labeltxt(files, quads, image, difficult, label) -> (n, class_names, headers) or None"},
     {NULL, NULL, 0, NULL},

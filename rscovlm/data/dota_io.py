@@ -193,16 +193,13 @@ def parse_task1_bytes(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray, np
     raw = _without_bom(raw)
     mod = native()
     if mod is not None:
-        cap = raw.count(b"\n") + 1
-        values = np.empty((cap, 9))
-        inverse = np.empty(cap, np.int64)
-        line_no = np.empty(cap, np.int64)
-        got = mod.parse_task1(raw, values, inverse, line_no)
+        got = mod.parse_task1(raw)
         if got is None:
             return None
-        n, ids = got
-        ids, inv = _sorted_ids(ids, inverse[:n])
-        return ids, inv, values[:n, 0].copy(), np.ascontiguousarray(values[:n, 1:]), line_no[:n].copy()
+        n, ids, values, inverse, line_no = got
+        values = np.frombuffer(values, np.float64).reshape(n, 9)
+        ids, inv = _sorted_ids(ids, np.frombuffer(inverse, np.int64))
+        return ids, inv, values[:, 0].copy(), np.ascontiguousarray(values[:, 1:]), np.frombuffer(line_no, np.int64)
     return _task1_numpy(raw)
 
 
