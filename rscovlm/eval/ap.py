@@ -19,6 +19,7 @@ All functions take ``(T, n)`` arrays (``T`` independent curves, e.g. score thres
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -89,11 +90,14 @@ def average_precision(tp_cum, fp_cum, num_pos: int, mode: str = "11point", dtype
     return AP_MODES[mode](rec, prec, dtype)
 
 
+@functools.lru_cache(maxsize=256)
 def eleven_point_counts(num_pos: int) -> np.ndarray:
     """For each 11-point threshold, the least TP count whose recall ``tp / num_pos`` (float64, as computed for
-    the curve) reaches it."""
+    the curve) reaches it (read-only; cached)."""
     rec = np.arange(num_pos + 1) / float(num_pos)
-    return np.searchsorted(rec, ELEVEN_POINTS, side="left").astype(np.int64)
+    out = np.searchsorted(rec, ELEVEN_POINTS, side="left").astype(np.int64)
+    out.flags.writeable = False
+    return out
 
 
 def average_precision_of_flags(tp, fp, num_pos: int, mode: str = "11point", dtype=np.float64) -> np.ndarray:
