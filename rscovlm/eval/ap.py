@@ -115,9 +115,10 @@ def _eleven_point_at_tps(tp: np.ndarray, fp: np.ndarray, num_pos: int, dtype) ->
     there is the largest until the next one, so the best precision at recall ``>= r`` is the largest over the TPs
     from the first one reaching ``r`` on (same values as :func:`rscovlm.eval.ap.average_precision`)."""
     t_rows = tp.shape[0]
-    rows, cols = np.nonzero(tp)
-    m = np.cumsum(tp, axis=1)[rows, cols]  # the TP's count: its column in the per-row table below
-    f = np.cumsum(fp, axis=1)[rows, cols]
+    rows, cols = np.nonzero(tp)  # row-major: each row's TPs in ranking order
+    row_start = np.searchsorted(rows, np.arange(t_rows))
+    m = np.arange(1, len(rows) + 1) - row_start[rows]  # the TP's count: its column in the per-row table below
+    f = np.cumsum(fp, axis=1, dtype=np.int32)[rows, cols]  # FPs up to it
     if dtype == np.float32:
         m32 = m.astype(np.float32)
         prec = m32 / np.maximum(m32 + f.astype(np.float32), np.finfo(np.float32).eps)
