@@ -7,9 +7,11 @@ import sys
 
 from rscovlm.cli import CliError, add_group
 
+HELP = "data curation: convert, validate, mixture statistics, previews"
+
 
 def register(sub) -> None:
-    group = add_group(sub, "data", "data curation: convert, validate, mixture statistics, previews")
+    group = add_group(sub, "data", HELP)
 
     p = group.add_parser("convert", help="convert one source to unified records (+ OUT.report.json)",
                          description="Convert one source dataset to unified records (conversations as jsonl, "

@@ -10,10 +10,12 @@ import sys
 
 from rscovlm.cli import CliError, library_output_to_stderr
 
+HELP = "fine-tune a Qwen-VL model on conversations (paper recipe by default)"
+
 
 def register(sub) -> None:
     parser = sub.add_parser(
-        "train", help="fine-tune a Qwen-VL model on conversations (paper recipe by default)",
+        "train", help=HELP,
         description="Fine-tune a Qwen-VL model. Settings come from --config (YAML with model / data / train "
                     "sections) and key=value overrides, e.g. train.learning_rate=1e-5 data.paths=[a.jsonl]. "
                     "Unknown keys and out-of-range values are errors. Before any weights load, a model path that "
