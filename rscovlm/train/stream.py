@@ -112,8 +112,9 @@ class TrainStream:
     """Per-rank micro-batches of ``encoded`` (an :class:`~rscovlm.model.collator.EncodedDataset`) for a run of
     ``total_batches`` micro-batches (None: ``epochs`` epochs, planned up front). See the module docstring.
 
-    ``gather(obj) -> list`` exchanges a picklable object between ranks (``torch.distributed.all_gather_object``;
-    None on one process). ``progress`` = show a progress bar while counting tokens (rank 0)."""
+    ``gather(obj) -> list`` exchanges a picklable object between ranks (``torch.distributed.all_gather_object``):
+    each rank counts the tokens of a share of the samples. Without it this process counts them all (one process;
+    or a look at another rank's stream). The dropped counts are this rank's share with ``gather``, all without. ``progress`` = show a progress bar while counting tokens (rank 0)."""
 
     def __init__(self, encoded, collator: Callable, *, batch_size: int, seed: int, shuffle: bool = True,
                  packing: bool = False, max_length: int = 6144, buffer: int = 64, rank: int = 0,
@@ -196,7 +197,9 @@ class TrainStream:
         rank's dropped samples by reason."""
         from rscovlm.model.collator import SampleDropped
 
-        share = np.arange(self.rank, len(order), self.world_size)
+        # with an exchange each rank counts its share; without one (a single process) this process counts all
+        step = self.world_size if self.gather is not None else 1
+        share = np.arange(self.rank if self.gather is not None else 0, len(order), step)
         keys = [self.key(epoch, order[i]) for i in share]
         found = _count_lengths(self.encoded, keys, self.num_workers,
                                desc=f"counting tokens of epoch {epoch}" if self.progress else None)
@@ -210,9 +213,10 @@ class TrainStream:
                 values.append(-1)
             else:
                 values.append(value)
-        parts = self.gather((self.rank, values)) if self.gather is not None else [(self.rank, values)]
+        if self.gather is None:
+            return np.asarray(values, dtype=np.int64), dropped
         lengths = np.empty(len(order), dtype=np.int64)
-        for rank, part in parts:
+        for rank, part in self.gather((self.rank, values)):
             lengths[np.arange(rank, len(order), self.world_size)] = part
         return lengths, dropped
 
@@ -236,14 +240,16 @@ class TrainStream:
     def advance(self, epoch: int, batch: int) -> None:
         """Record that micro-batch ``batch`` of ``epoch`` was trained on (the state moves past it)."""
         self.epoch, self.batch = epoch, batch + 1
-        if self.batch >= len(self.plan(epoch).batches):
+        if self.batch >= len(self.plan(epoch).batches):  # the next epoch starts (planned when it is read)
             self.epoch, self.batch = epoch + 1, 0
 
     def state_dict(self) -> dict:
-        """What a checkpoint stores: the position and what must match on resume."""
+        """What a checkpoint stores: the position and what must match on resume (the digest of the epoch's rows
+        when that epoch is planned already; at an epoch's end the next one is not planned just for this)."""
+        plan = self._plans.get(self.epoch)
         return {"format": 1, "epoch": self.epoch, "batch": self.batch, "world_size": self.world_size,
                 "batch_size": self.batch_size, "packing": self.packing, "max_length": self.max_length,
-                "buffer": self.buffer, "seed": self.seed, "rows_sha256": self.plan(self.epoch).digest()}
+                "buffer": self.buffer, "seed": self.seed, "rows_sha256": plan.digest() if plan else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` (:meth:`state_dict` of the interrupted run); raises
