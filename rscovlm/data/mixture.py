@@ -1005,7 +1005,7 @@ def _register_training_source() -> None:
         return MixtureDataset(Mixture(training_mixture_config(cfg, family)))
 
 
-def training_mixture_config(cfg, family=None) -> MixtureConfig:
+def training_mixture_config(cfg, family=None, prompt_set: str | None = None) -> MixtureConfig:
     """The mixture of a training config's data section ``cfg`` (:class:`rscovlm.train.config.DataConfig`):
     ``data.paths`` = [the mixture YAML]; ``data.data_root`` replaces the YAML's ``data_root``; ``data.options``
     may override the YAML's ``seed`` / ``epoch_size`` / ``rate_seed`` and any builder option. The builder takes
@@ -1013,7 +1013,7 @@ def training_mixture_config(cfg, family=None) -> MixtureConfig:
     of the targets (``load_images``). ``family`` (the :class:`~rscovlm.model.families.ModelFamily` of the
     checkpoint being trained, passed by the trainer) sets the builder's ``family``, i.e. the side factor and the
     box frame of the targets; a ``family`` option in the YAML's ``builder`` or in ``data.options`` that names
-    another family is an error."""
+    another family is an error. ``prompt_set`` replaces the prompt set of the builder and of every unit."""
     if len(cfg.paths) != 1:
         raise ValueError(f"data.source 'mixture' takes one mixture YAML in data.paths, got {cfg.paths}")
     path = Path(cfg.paths[0])
@@ -1023,6 +1023,8 @@ def training_mixture_config(cfg, family=None) -> MixtureConfig:
         raise MixtureError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(raw, dict):
         raise MixtureError(f"{path}: mixture file not found or empty")
+    if prompt_set is not None:
+        raw = override_prompt_set(raw, prompt_set)
     options = dict(cfg.options)
     for key in ("seed", "epoch_size", "rate_seed"):
         if key in options:
@@ -1035,6 +1037,85 @@ def training_mixture_config(cfg, family=None) -> MixtureConfig:
         builder["family"] = family.name
     raw["builder"] = builder
     return MixtureConfig.from_dict(raw, base=path.parent, where=str(path), data_root=getattr(cfg, "data_root", None))
+
+
+def is_training_config(raw: Any) -> bool:
+    """Whether a YAML document is a training config (model / data / train sections) rather than a mixture."""
+    return isinstance(raw, dict) and "units" not in raw and "data" in raw and set(raw) <= {"model", "data", "train"}
+
+
+def mixture_for_stats(path: str | os.PathLike, prompt_set: str | None = None, data_root=None, model=None,
+                      max_length: int | None = None):
+    """What ``rscovlm data mix-stats`` reads: ``(mixture, token counter, settings)`` of a mixture YAML or of a
+    training config that uses one (its data root, pixel bounds, max_length and model). The counter is exact when a
+    processor loads offline (``model``, else the training config's model), else
+    :class:`rscovlm.data.tokens.ApproxTokenCounter`; ``settings`` = ``{"max_length", "global_batch", "note"}``."""
+    from rscovlm.data.tokens import ApproxTokenCounter
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MixtureError(f"{path}: no such file") from None
+    except yaml.YAMLError as err:
+        raise MixtureError(f"{path}: not valid YAML ({err})") from None
+    settings: dict[str, Any] = {"global_batch": None, "note": ""}
+    family = None
+    if is_training_config(raw):
+        from rscovlm.train.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(path)
+        except ConfigError as err:
+            raise MixtureError(str(err)) from None
+        if cfg.data.source != "mixture":
+            raise MixtureError(f"{path}: data.source is {cfg.data.source!r}; mix-stats reads mixtures")
+        if data_root is not None:
+            cfg.data.data_root = str(data_root)
+        model = model or cfg.model.model_name_or_path
+        min_pixels, max_pixels = cfg.data.min_pixels, cfg.data.max_pixels
+        max_length = max_length or cfg.data.max_length
+        settings["global_batch"] = cfg.train.global_batch_size if cfg.train.packing else None
+        processor, family, why = _offline_processor(model, min_pixels, max_pixels)
+        mixture = Mixture(training_mixture_config(cfg.data, family, prompt_set))
+    else:
+        mixture = Mixture.from_yaml(path, prompt_set, data_root)
+        build = BuildConfig.from_dict(mixture.config.builder)
+        min_pixels, max_pixels = build.min_pixels, build.max_pixels
+        max_length = max_length or 6144
+        processor, family, why = _offline_processor(model, min_pixels, max_pixels) if model else (None, None, "")
+    settings["max_length"] = max_length
+    if processor is not None:
+        from rscovlm.data.tokens import exact_counter
+        from rscovlm.model.collator import ConversationEncoder
+        from rscovlm.resolution import ResolutionPolicy
+
+        policy = ResolutionPolicy(min_pixels, max_pixels, family.factor)
+        counter = exact_counter(ConversationEncoder(processor, policy=policy, max_length=max_length))
+        settings["note"] = f"tokenizer of {model}"
+    else:
+        counter = ApproxTokenCounter(min_pixels, max_pixels, max_length)
+        settings["note"] = why
+    return mixture, counter, settings
+
+
+def _offline_processor(model: str | None, min_pixels: int, max_pixels: int):
+    """``(processor, family, why not)`` of ``model`` from local files only (a folder, or the hub cache)."""
+    if not model:
+        return None, None, "no model given"
+    try:
+        from transformers import AutoConfig
+
+        from rscovlm.model.families import family_for
+        from rscovlm.model.loading import load_processor, local_model_problem
+
+        problem = local_model_problem(model)
+        if problem is not None:
+            raise OSError(problem)
+        family = family_for(AutoConfig.from_pretrained(model, local_files_only=True))
+        return load_processor(model, min_pixels, max_pixels, local_files_only=True), family, ""
+    except (OSError, ValueError, KeyError, ImportError) as err:
+        return None, None, f"model {model} not available offline ({type(err).__name__})"
 
 
 def _check_family(family, forced, where: str) -> None:

@@ -13,6 +13,8 @@ YAML layout::
 
 Overrides are ``section.key=value`` (or ``key=value`` when the key name is unique across sections); values are
 parsed as YAML scalars/lists and checked against the field type. Unknown keys are errors that name the key.
+``${config_dir}`` in a string of the file stands for the file's folder (``data.paths:
+[${config_dir}/mixtures/rscovlm.yaml]`` works from any current directory).
 """
 
 from __future__ import annotations
@@ -336,10 +338,23 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{p}: invalid YAML: {err}") from err
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping with model / data / train sections")
+        raw = _expand_config_dir(raw, p.resolve().parent)
     try:
         return build_config(raw, overrides, source=str(path or "overrides"))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+
+
+def _expand_config_dir(value: Any, folder: Path) -> Any:
+    """``value`` with ``${config_dir}`` in every string replaced by ``folder`` (the config file's folder), so a
+    config can name files beside it whatever the current directory."""
+    if isinstance(value, str):
+        return value.replace("${config_dir}", str(folder))
+    if isinstance(value, list):
+        return [_expand_config_dir(v, folder) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand_config_dir(v, folder) for k, v in value.items()}
+    return value
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
