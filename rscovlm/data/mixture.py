@@ -337,12 +337,12 @@ def parse_rate(value: Any, where: str = "rate") -> tuple[str, float]:
 
 def _data_root(declared: Any, override: str | os.PathLike | None, base, where: str) -> Path | None:
     if override is not None:
-        return Path(override).absolute()
+        return Path(os.path.abspath(override))
     if declared is None:
         return None
     if not isinstance(declared, str) or not declared:
         raise MixtureError(f"{where}: data_root: expected a folder path, got {declared!r}")
-    return Path(base, declared) if not os.path.isabs(declared) else Path(declared)
+    return Path(os.path.normpath(Path(base, declared))) if not os.path.isabs(declared) else Path(declared)
 
 
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
@@ -360,7 +360,7 @@ def _resolve(value: str | list[str], root: Path | None, base, where: str) -> str
             raise MixtureError(f"{where}: {value!r} uses ${{data_root}} but the mixture sets no data_root (give "
                                "data_root in the YAML, --data-root, or data.data_root in a training config)")
     value = _VARIABLE.sub(lambda m: str(root), value)
-    return str(Path(base, value)) if not os.path.isabs(value) else value
+    return os.path.normpath(Path(base, value)) if not os.path.isabs(value) else os.path.normpath(value)
 
 
 def override_prompt_set(raw: Any, prompt_set: str) -> Any:

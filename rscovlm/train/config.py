@@ -128,8 +128,9 @@ class TrainConfig:
     )
     record_samples: bool = field(
         default=False,
-        metadata={"help": "write the sample keys and ids of every batch to <output_dir>/rscovlm_samples.jsonl "
-                          "(one line per micro-batch and rank: step, epoch, batch, rows of sample ids)"},
+        metadata={"help": "write the samples of every batch to <output_dir>/rscovlm_samples.jsonl (one line per "
+                          "micro-batch: step, rank, epoch, batch, rows of sample ids and of dataset keys; one file "
+                          "per rank when distributed)"},
     )
     seed: int = field(default=42, metadata={"help": "seed of weights init, shuffling and augmentation"})
     dataloader_num_workers: int = field(default=2, metadata={"help": "sample-building worker processes"})

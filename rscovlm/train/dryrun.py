@@ -88,14 +88,17 @@ def dry_run(cfg: Config, samples: int = 4, world_size: int | None = None) -> dic
     from rscovlm.resolution import ResolutionPolicy
     from rscovlm.train.sources import dataset_prompt_sets, source_uses_family
     from rscovlm.train.stream import pack_rows
-    from rscovlm.train.trainer import _load_error, build_data, check_model, check_pixels, check_transformers_names
+    from rscovlm.train.trainer import (
+        _load_error, build_data, check_data_files, check_model, check_pixels, check_transformers_names,
+    )
 
     world_size = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     report: dict[str, Any] = {"config": config_to_dict(cfg), "world_size": world_size}
     check_transformers_names(cfg.train)
     accumulation = gradient_accumulation_steps(cfg.train.global_batch_size, world_size,
                                                cfg.train.per_device_batch_size)
-    # model: its config and processor, no weights
+    # the data's files first (they need no model), then the model: its config and processor, no weights
+    check_data_files(cfg)
     check_model(cfg)
     name = cfg.model.model_name_or_path
     try:

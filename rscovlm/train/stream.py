@@ -114,7 +114,8 @@ class TrainStream:
 
     ``gather(obj) -> list`` exchanges a picklable object between ranks (``torch.distributed.all_gather_object``):
     each rank counts the tokens of a share of the samples. Without it this process counts them all (one process;
-    or a look at another rank's stream). The dropped counts are this rank's share with ``gather``, all without. ``progress`` = show a progress bar while counting tokens (rank 0)."""
+    or a look at another rank's stream). The dropped counts are this rank's share with ``gather``, all without.
+    ``progress`` = show a progress bar while counting tokens (rank 0)."""
 
     def __init__(self, encoded, collator: Callable, *, batch_size: int, seed: int, shuffle: bool = True,
                  packing: bool = False, max_length: int = 6144, buffer: int = 64, rank: int = 0,
@@ -331,7 +332,8 @@ class _BatchItems:
             items = [self.encoded[row[0]] for row in rows]
             ids = [[item.pop("sample_id")] for item in items]
             out = self.collator(items)
-        out["rscovlm_stream"] = {"epoch": epoch, "batch": batch, "ids": ids}
+        keys = [[list(k) if isinstance(k, tuple) else k for k in row] for row in rows]
+        out["rscovlm_stream"] = {"epoch": epoch, "batch": batch, "ids": ids, "keys": keys}
         return out
 
 

@@ -333,7 +333,8 @@ def _trainer_class():
                 path = samples_record_path(self.args.output_dir, self.args.process_index, self.args.world_size)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 line = {"step": self.state.global_step + 1, "rank": self.args.process_index,
-                        "epoch": where["epoch"], "batch": where["batch"], "rows": where["ids"]}
+                        "epoch": where["epoch"], "batch": where["batch"], "rows": where["ids"],
+                        "keys": where["keys"]}
                 with open(path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(line) + "\n")
 
@@ -466,6 +467,23 @@ def _load_error(name: str, err: Exception) -> ConfigError:
                        "tiny --out runs/tiny`, then `rscovlm train --config configs/tiny_cpu.yaml data.paths=[...]`")
 
 
+def check_data_files(cfg: Config) -> None:
+    """A mixture source's YAML and the files and image folders of its units, before anything else is read (the
+    model's config included): every missing one is listed with its unit and the path expected."""
+    if cfg.data.source != "mixture":
+        return
+    from rscovlm.data.mixture import MixtureError, missing_data, training_mixture_config
+
+    try:
+        config = training_mixture_config(cfg.data)
+    except (MixtureError, ValueError) as err:
+        raise ConfigError(f"data (mixture): {err}") from err
+    missing = missing_data(config.units)
+    if missing:
+        raise ConfigError(f"data (mixture): {len(missing)} missing file(s) or folder(s) of the mixture's units (data "
+                          f"root {config.data_root or 'not set'}):\n  " + "\n  ".join(missing))
+
+
 def check_pixels(cfg: Config, family) -> None:
     """``data.max_pixels`` must hold one merged patch of the family (``factor`` x ``factor`` pixels); smaller bounds
     cannot be met and would silently be exceeded."""
@@ -542,6 +560,7 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
     if console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
     check_model(cfg)  # a local path that is not there fails at once
+    check_data_files(cfg)
     args = build_training_arguments(cfg)
     # before the weights: a bad data file or image should fail in seconds, not after loading 7B weights
     image_check = None
