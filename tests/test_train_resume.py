@@ -74,7 +74,8 @@ def _mixture(folder: Path, epoch_size: int) -> Path:
                                                 for i in range(1, 5)],
                                      "categories": [{"id": 1, "name": "plane"}], "annotations": anns})
     path = folder / "mix.yaml"
-    path.write_text(yaml.safe_dump({"seed": 5, "epoch_size": epoch_size, "builder": {"random_resize_prob": 0.5}, "units": [
+    path.write_text(yaml.safe_dump({"seed": 5, "epoch_size": epoch_size, "builder": {"random_resize_prob": 0.5},
+                                    "units": [
         {"name": "conv", "path": "conv.jsonl", "type": "conversation", "images": ".", "weight": 2},
         {"name": "det", "path": "det.json", "type": "detection", "images": ".", "weight": 1,
          "box_kinds": ["hbb", "quad"]}]}))
