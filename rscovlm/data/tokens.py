@@ -150,8 +150,8 @@ def format_tokens(estimate: dict, max_length: int, global_batch: int | None = No
                      f"{100 * u['dropped']:>7.1f}% {u['tokens']:>14,.0f} {100 * u['tokens'] / total:>6.2f}%")
     rows = estimate["total"] / max_length
     lines.append(f"total: {estimate['total']:,.0f} tokens per epoch = {rows:,.0f} full rows of {max_length} tokens "
-                 "(train.packing: true fills rows to ~97%)")
+                 "(train.packing: true fills rows to ~95%, benchmarks/bench_packing.py)")
     if global_batch:
         lines.append(f"optimizer steps per epoch with packing at a global batch of {global_batch} rows: "
-                     f"~{math.ceil(rows / 0.97 / global_batch):,d}")
+                     f"~{math.ceil(rows / 0.95 / global_batch):,d}")
     return "\n".join(lines)
