@@ -6,6 +6,9 @@ label masks (:mod:`rscovlm.model.collator`) and run :class:`RSCoVLMTrainer`, whi
 
 * AdamW parameter groups with their own learning rates for the vision tower and the merger (weight decay off
   for biases and norm weights, as in the stock Trainer);
+* its own data stream (:mod:`rscovlm.train.stream`): a per-rank order of padded or packed micro-batches whose
+  position is stored in every checkpoint (``rscovlm_data_state.json``), so a resumed run trains on exactly the
+  samples an uninterrupted one does; packed rows get per-sample position ids (attention stays in each sample);
 * counts of the samples the collator had to drop (``dropped_<reason>`` in the logs and the summary);
 * atomic checkpoints: each is written under ``incomplete-checkpoints/`` and renamed into place once every process
   has written its part (:mod:`rscovlm.train.checkpoints`); ``resume_from_checkpoint=latest`` is the latest
