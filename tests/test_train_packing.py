@@ -252,3 +252,29 @@ def test_stream_state_resumes_at_the_next_batch_and_refuses_another_plan(process
         make(max_length=80).load_state_dict(state)
     with pytest.raises(ValueError, match="rows of epoch .* differ"):
         make(seed=2).load_state_dict({k: v for k, v in state.items() if k != "seed"})
+
+
+def test_trainer_trains_packed_rows_and_counts_the_samples_packing_drops(tiny_model_dir, tmp_path):
+    """`train.packing: true` end to end: rows of several samples within max_length, every kept sample once per
+    epoch, a sample whose image would be cut dropped and counted once per epoch, steps from the planned epochs."""
+    import json
+
+    from rscovlm.train.config import build_config
+    from rscovlm.train.trainer import train
+
+    items = [{"messages": _conv(_image(56 * (1 + i % 3), 56, i) if i % 4 else None, f"question {i}",
+                                " ".join(["answer"] * (1 + i % 5))), "meta": {"id": f"s{i}"}} for i in range(14)]
+    items.append({"messages": _conv(_image(448, 448, 99), "too big", "x"), "meta": {"id": "big"}})  # 256 pads
+    cfg = build_config({}, [
+        f"model.model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path}", "dataloader_num_workers=0",
+        "deepspeed=none", "packing=true", "data.max_length=200", "data.min_pixels=3136", "global_batch_size=2",
+        "per_device_batch_size=1", "num_train_epochs=2", "record_samples=true", "logging_steps=1",
+        "save_steps=1000", "lr_scheduler_type=constant", "warmup_ratio=0.0"])
+    result = train(cfg, dataset=items)
+    assert result.dropped == {"image_cut": 2, "no_target": 0}
+    lines = [json.loads(line) for line in (tmp_path / "rscovlm_samples.jsonl").read_text().splitlines()]
+    for epoch in (0, 1):
+        ids = [i for line in lines if line["epoch"] == epoch for row in line["rows"] for i in row]
+        assert sorted(ids) == sorted(f"s{i}" for i in range(14))
+    assert max(len(row) for line in lines for row in line["rows"]) > 2
+    assert result.global_step == -(-len(lines) // 2) and all(np.isfinite(result.losses))

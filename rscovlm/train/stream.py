@@ -133,13 +133,14 @@ class TrainStream:
         self.conversations = getattr(encoded, "conversations", encoded)
         self.keyed = callable(getattr(self.conversations, "build", None)) and hasattr(self.conversations, "mixture")
         self._plans: dict[int, EpochPlan] = {}
+        self._counts: dict[int, int] = {}  # micro-batches per epoch, kept when a plan is let go
         self.epoch, self.batch = 0, 0  # the next micro-batch to train on
         self.dropped: Counter = Counter()  # samples dropped by the plans made so far (this rank's share)
         if total_batches is None:
             if epochs is None or epochs <= 0:
                 raise ValueError("give epochs > 0 or total_batches")
             full = math.floor(epochs)
-            counts = [len(self.plan(e).batches) for e in range(math.ceil(epochs))]
+            counts = [self.batches_in(e) for e in range(math.ceil(epochs))]
             total = sum(counts[:full])
             if epochs > full:
                 total += math.ceil((epochs - full) * counts[full])
@@ -166,10 +167,18 @@ class TrainStream:
         plan = self._plans.get(epoch)
         if plan is None:
             plan = self._plans[epoch] = self._make_plan(epoch)
-            self.dropped.update(plan.dropped)
+            if epoch not in self._counts:  # counted once per epoch, however often it is planned
+                self.dropped.update(plan.dropped)
+            self._counts[epoch] = len(plan.batches)
             for old in [e for e in self._plans if e < epoch - 1]:
                 del self._plans[old]
         return plan
+
+    def batches_in(self, epoch: int) -> int:
+        """This rank's micro-batches in ``epoch`` (planned once, remembered after the plan is let go)."""
+        if epoch not in self._counts:
+            self.plan(epoch)
+        return self._counts[epoch]
 
     def _make_plan(self, epoch: int) -> EpochPlan:
         order = self.epoch_order(epoch)
@@ -226,7 +235,7 @@ class TrainStream:
         """``(epoch, batch)`` of the ``consumed``-th micro-batch of the run (0-based)."""
         epoch, left = 0, consumed
         while True:
-            n = len(self.plan(epoch).batches)
+            n = self.batches_in(epoch)
             if n == 0:
                 raise ValueError(f"epoch {epoch} holds no batch for rank {self.rank}")
             if left < n:
@@ -236,12 +245,12 @@ class TrainStream:
 
     def consumed_batches(self) -> int:
         """Micro-batches of the run before the current position."""
-        return sum(len(self.plan(e).batches) for e in range(self.epoch)) + self.batch
+        return sum(self.batches_in(e) for e in range(self.epoch)) + self.batch
 
     def advance(self, epoch: int, batch: int) -> None:
         """Record that micro-batch ``batch`` of ``epoch`` was trained on (the state moves past it)."""
         self.epoch, self.batch = epoch, batch + 1
-        if self.batch >= len(self.plan(epoch).batches):  # the next epoch starts (planned when it is read)
+        if self.batch >= self.batches_in(epoch):  # the next epoch starts (planned when it is read)
             self.epoch, self.batch = epoch + 1, 0
 
     def state_dict(self) -> dict:

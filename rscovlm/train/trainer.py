@@ -232,7 +232,6 @@ def _trainer_class():
                 max_length=o.get("max_length", 6144), buffer=o.get("buffer", 64), rank=args.process_index,
                 world_size=args.world_size, num_workers=args.dataloader_num_workers, epochs=epochs,
                 total_batches=total, gather=gather, progress=args.process_index == 0)
-            self.dropped.update(self.stream.dropped)
             if self.stream_resume is not None:
                 self.stream.load_state_dict(self.stream_resume)
             if total is None:
@@ -346,7 +345,8 @@ def _trainer_class():
             import torch
             import torch.distributed as dist
 
-            counts = torch.tensor([self.dropped.get(r, 0) for r in DROP_REASONS], dtype=torch.long)
+            dropped = self.dropped + (self.stream.dropped if self.stream is not None else Counter())
+            counts = torch.tensor([dropped.get(r, 0) for r in DROP_REASONS], dtype=torch.long)
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
                 counts = counts.to(self.args.device)
                 dist.all_reduce(counts)
