@@ -351,7 +351,7 @@ class ReadOptions:
     max_decode_megapixels: float = field(default=64.0, metadata={
         "help": "images with more pixels are read by windows (never decoded whole: bounded memory); smaller "
                 "ones are decoded whole with Pillow"})
-    band_megabytes: float = field(default=64.0, metadata={
+    band_megabytes: float = field(default=32.0, metadata={
         "help": "memory of one band of rows when a windowed image is downsampled or scanned"})
     stats_pixels: int = field(default=1_000_000, metadata={
         "help": "about this many pixels (a regular grid of the stored image) give the stretch statistics"})
@@ -533,7 +533,11 @@ class _Rasterio:
         rasterio = require("rasterio", "geo", "reading GeoTIFF and multi-band images")
         check_complete(path)  # GDAL reads the missing tiles of a cut TIFF as zeros
         self.path = path
-        with warnings.catch_warnings():
+        self._rasterio = rasterio
+        # GDAL's block cache defaults to 5% of RAM and keeps every tile it decoded: bound it, or a scan of a huge
+        # file keeps the whole image in memory after all
+        self._cache_mb = max(8, int(options.band_megabytes // 2))
+        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=self._cache_mb):
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             try:
                 self._src = rasterio.open(path)
@@ -574,12 +578,13 @@ class _Rasterio:
 
         window = Window(x0, y0, x1 - x0, y1 - y0)
         try:
-            data = self._src.read(self.indexes, window=window)
-            mask = None
-            if self.has_mask:
-                mask = self._src.read_masks(self.indexes[0], window=window) > 0
-                for i in self.indexes[1:]:
-                    mask &= self._src.read_masks(i, window=window) > 0
+            with self._rasterio.Env(GDAL_CACHEMAX=self._cache_mb):
+                data = self._src.read(self.indexes, window=window)
+                mask = None
+                if self.has_mask:
+                    mask = self._src.read_masks(self.indexes[0], window=window) > 0
+                    for i in self.indexes[1:]:
+                        mask &= self._src.read_masks(i, window=window) > 0
         except RasterioError as err:
             raise ImageReadError(self.path, f"damaged image data ({err})") from None
         return data.transpose(1, 2, 0), mask
