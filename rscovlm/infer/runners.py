@@ -6,6 +6,7 @@ the released checkpoints were trained and evaluated with; :meth:`rscovlm.protoco
 ==========  ======================  =========================================================================
 task        benchmark entry         query fields -> prompt; what the result holds
 ==========  ======================  =========================================================================
+chat        (none)                  ``text`` sent as it is after the image; ``answer``
 classify    ``scene_cls``           ``classes`` (names) -> ``Classify the image within one of the given
                                     classes:a,b,c.``; ``answer``
 vqa         ``geochat_vqa``         ``text`` (question) -> ``{question} Answer the question using a single
@@ -39,10 +40,10 @@ import numpy as np
 
 from rscovlm.infer.backends import Generation
 
-TASKS = ("classify", "vqa", "caption", "ground", "detect", "zoom-vqa")
+TASKS = ("chat", "classify", "vqa", "caption", "ground", "detect", "zoom-vqa")
 DEFAULT_BENCHMARKS = {"classify": "scene_cls", "vqa": "geochat_vqa", "caption": "rs_caption",
                       "ground": "geoground", "detect": "dense_det", "zoom-vqa": "lrsvqa"}
-BACKEND_TASK = {"classify": "classification", "vqa": "vqa", "caption": "caption", "ground": "grounding",
+BACKEND_TASK = {"chat": "chat", "classify": "classification", "vqa": "vqa", "caption": "caption", "ground": "grounding",
                 "detect": "detection", "zoom-vqa": "zoom"}
 _THINK = re.compile(r"^\s*<think>(.*?)</think>", re.S)
 
@@ -180,6 +181,8 @@ class Runner:
 
     def conversation(self, task: str, query: Query) -> list[dict]:
         """The conversation of one query (everything but zoom-vqa's)."""
+        if task == "chat":
+            return [{"role": "user", "content": [self.image_part(query.image), {"type": "text", "text": query.text}]}]
         ps, bench = self.prompt_set, self.config.benchmarks[task]
         if task == "classify":
             if not query.classes:
@@ -223,7 +226,7 @@ class Runner:
         model_size = gen.image_sizes[0] if gen.image_sizes else None
         out = Result(query.id, task, image_name(query.image), gen.text, gen, size, model_size)
         original = Frame.original(*size)
-        if task in ("classify", "vqa", "caption"):
+        if task in ("chat", "classify", "vqa", "caption"):
             out.answer = strip_think(gen.text)
         elif task == "ground":
             boxes, unparsed = parse_grounding(strip_think(gen.text), "hbb",
