@@ -125,14 +125,16 @@ class ZoomReport:
 
 
 class ZoomChain:
-    """The chain on ``backend`` (any registered backend) with ``config``."""
+    """The chain on ``backend`` (any registered backend) with ``config``; files are opened with
+    ``read_options`` (:class:`rscovlm.imageio.ReadOptions`)."""
 
-    def __init__(self, backend, config: ZoomConfig | None = None):
+    def __init__(self, backend, config: ZoomConfig | None = None, read_options=None):
         from rscovlm.model.families import family_for
         from rscovlm.protocol.prompt_sets import get_prompt_set
         from rscovlm.resolution import ResolutionPolicy
 
         self.backend = backend
+        self.read_options = read_options
         self.config = c = config or ZoomConfig()
         self.prompt_set = get_prompt_set(c.prompt_set)
         self.family = family_for(c.family)
@@ -157,9 +159,8 @@ class ZoomChain:
         x0, x1 = sorted((x0, x1))
         y0, y1 = sorted((y0, y1))
         rx0, ry0, rx1, ry1 = view.region
-        sx, sy = (rx1 - rx0) / frame.width, (ry1 - ry0) / frame.height
-        x0, x1 = rx0 + x0 * sx, rx0 + x1 * sx
-        y0, y1 = ry0 + y0 * sy, ry0 + y1 * sy
+        x0, x1 = (rx0 + v * (rx1 - rx0) / frame.width for v in (x0, x1))  # multiply first: exact for integers
+        y0, y1 = (ry0 + v * (ry1 - ry0) / frame.height for v in (y0, y1))
         m = self.config.margin
         x0, x1 = x0 - m * (x1 - x0), x1 + m * (x1 - x0)
         y0, y1 = y0 - m * (y1 - y0), y1 + m * (y1 - y0)
@@ -228,7 +229,7 @@ class ZoomChain:
                 if isinstance(q.image, (str, bytes)) or hasattr(q.image, "__fspath__"):
                     key = str(q.image)
                     if key not in sources:
-                        sources[key] = ImageSource(q.image)
+                        sources[key] = ImageSource(q.image, self.read_options)
                     src = sources[key]
                     size = src.size
                     whole_size = self.whole_policy.plan(*size).model_size
