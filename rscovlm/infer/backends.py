@@ -79,8 +79,9 @@ class Generation:
     ``image_sizes``: the model size ``(width, height)`` of each image of the request, in pixels (the vision grid
     is ``height / patch`` x ``width / patch``); ``visual_tokens``: image placeholder tokens in the prompt (None:
     the engine did not say). With log-probs asked: ``token_logprobs`` (natural log, one per generated token, the
-    end token included) and ``tokens`` (the text each token adds to ``text``; empty for special tokens), so that
-    ``"".join(tokens) == text``; None when not asked or not available."""
+    end token included), ``tokens`` (the text each token adds to ``text``; empty for special tokens), so that
+    ``"".join(tokens) == text``, and ``token_ids`` (the generated ids, where the engine gives them); None when not
+    asked or not available."""
 
     text: str
     finish_reason: str | None
@@ -90,6 +91,7 @@ class Generation:
     visual_tokens: int | None = None
     token_logprobs: tuple[float, ...] | None = None
     tokens: tuple[str, ...] | None = None
+    token_ids: tuple[int, ...] | None = None
 
     @property
     def truncated(self) -> bool:
@@ -345,12 +347,12 @@ class TransformersBackend:
                 conv_sizes = tuple(sizes[row])
                 visual = sum(tokens_per_image[image_index:image_index + len(conv_sizes)])
                 image_index += len(conv_sizes)
-                token_lp = toks = None
+                token_lp = toks = ids = None
                 if lps is not None:
-                    ids = new_tokens[row, :n].tolist()
+                    ids = tuple(new_tokens[row, :n].tolist())
                     token_lp = tuple(float(v) for v in lps[row, :n].tolist())
-                    toks = token_texts(tokenizer, ids, text)
-                results.append(Generation(text, reason, limit, n, conv_sizes, visual, token_lp, toks))
+                    toks = token_texts(tokenizer, list(ids), text)
+                results.append(Generation(text, reason, limit, n, conv_sizes, visual, token_lp, toks, ids))
             if progress is not None:
                 progress.update(len(batch))
         return results

@@ -208,8 +208,11 @@ class Runner:
         if task == "zoom-vqa":
             from rscovlm.infer.zoom import ZoomChain, ZoomConfig
 
+            budget = {k: v for k, v in (("min_pixels", self.config.min_pixels),
+                                        ("max_pixels", self.config.max_pixels)) if v is not None}
             cfg = self.zoom_config or ZoomConfig(prompt_set=self.config.prompt_set, family=self.config.family,
-                                                 benchmark=self.config.benchmarks["zoom-vqa"])
+                                                 benchmark=self.config.benchmarks["zoom-vqa"],
+                                                 max_new_tokens=self.config.max_new_tokens, **budget)
             return ZoomChain(self.backend, cfg).run(queries, progress=progress)
         conversations = [self.conversation(task, q) for q in queries]
         logprobs = task == "detect" and self.config.confidence

@@ -139,7 +139,8 @@ class VLLMBackend:
             if self.image_token_id is not None and out.prompt_token_ids is not None:
                 visual = sum(1 for t in out.prompt_token_ids if t == self.image_token_id)
             reason = "length" if o.finish_reason == "length" else ("stop" if o.finish_reason else None)
-            results.append(Generation(o.text, reason, limit, len(ids), tuple(conv_sizes), visual, token_lp, toks))
+            results.append(Generation(o.text, reason, limit, len(ids), tuple(conv_sizes), visual, token_lp, toks,
+                                      tuple(ids)))
         if progress is not None:
             progress.update(len(results))
         return results
