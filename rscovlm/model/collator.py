@@ -131,17 +131,12 @@ def conversation_messages(sample: Any) -> list[dict]:
 
 
 def _open_image(value):
-    """An RGB image from a PIL image or a file (:func:`rscovlm.imageio.open_rgb`: a missing, truncated or damaged
-    file raises :class:`~rscovlm.imageio.ImageReadError` naming it)."""
-    from PIL import Image
+    """An RGB image from a PIL image or a file, through the one reader (:func:`rscovlm.imageio.as_rgb`: EXIF
+    orientation, modes, 16-bit data; a missing, truncated or damaged file raises
+    :class:`~rscovlm.imageio.ImageReadError` naming it)."""
+    from rscovlm.imageio import as_rgb
 
-    from rscovlm.imageio import open_rgb
-
-    if isinstance(value, Image.Image):
-        return value.convert("RGB") if value.mode != "RGB" else value
-    if isinstance(value, (str, Path)):
-        return open_rgb(value)
-    raise TypeError(f"an image must be a path or a PIL image, got {type(value).__name__}")
+    return as_rgb(value)
 
 
 class ConversationEncoder:
