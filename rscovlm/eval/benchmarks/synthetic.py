@@ -37,6 +37,10 @@ class Synthetic(Benchmark):
             setattr(bench, key, value)
         return bench
 
+    def items(self, root, limit=None) -> list[Item]:
+        Path(root).mkdir(parents=True, exist_ok=True)  # nothing to download: the root only receives the scenes
+        return super().items(root, limit)
+
     def load(self, root: Path) -> list[Item]:
         from rscovlm.demo import DemoConfig, build_samples
 
