@@ -115,7 +115,9 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
             raise DemoError(f"--size {cfg.size}: scene {i} has room for {len(scene.labels)} of {n_objects} "
                             f"{display_name(cat)} objects after 20 draws; use a larger --size")
         name = f"scene_{i:03d}.png"
-        Image.fromarray(scene.render()).save(image_dir / name)
+        tmp = image_dir / f".{name}.{os.getpid()}.tmp"  # whole files only: shards of a run may render at once
+        Image.fromarray(scene.render()).save(tmp, format="PNG")
+        os.replace(tmp, image_dir / name)
         objects = scene.objects
         quads = objects.boxes.data
         scene_name, plural = SCENE_OF[cat]
