@@ -10,8 +10,8 @@
 2. builds the offline tiny Qwen2.5-VL (:mod:`rscovlm.model.tiny`) unless a checkpoint is given, and trains it on the
    samples with the normal trainer (:func:`rscovlm.train.trainer.train`);
 3. answers every prompt with greedy decoding, parses the answers (:mod:`rscovlm.protocol`), maps boxes back to the
-   original image frame and scores them: accuracy (classification, VQA), Acc@0.5 (grounding), AP_nc and mF1
-   (detection);
+   original image frame and scores them: accuracy (classification, VQA), Acc@0.5 (grounding), AP_nc, mAP50 with
+   per-object confidence from the token log-probs, and mF1 (detection);
 4. writes ``report.json``, ``responses.jsonl`` and overlay PNGs (ground truth | prediction) under ``--out``.
 
 Scores are reported twice: on the scenes trained on (the tiny model memorizes them: this checks that every stage
@@ -158,24 +158,29 @@ def _plan(sample: DemoSample):
     return ResizePlan.from_dict(sample.conversation["meta"]["plans"][0])
 
 
-def generate_answers(model, processor, samples: list[DemoSample], max_new_tokens: int, progress=None) -> list[str]:
-    """Greedy answers to the user turn of every sample, through the inference backend (same resize, same chat
-    template as training)."""
+def generate_answers(model, processor, samples: list[DemoSample], max_new_tokens: int, progress=None) -> list:
+    """Greedy answers (:class:`rscovlm.infer.Generation`, with token log-probs) to the user turn of every
+    sample, through the inference backend (same resize, same chat template as training)."""
     from rscovlm.infer.backends import GenerationConfig, TransformersBackend
 
-    backend = TransformersBackend(model, processor, GenerationConfig(max_new_tokens=max_new_tokens, batch_size=4))
-    return backend.generate([s.conversation["messages"][:-1] for s in samples], progress=progress)
+    backend = TransformersBackend(model, processor, GenerationConfig(max_new_tokens=max_new_tokens, batch_size=4,
+                                                                     logprobs=True))
+    return backend.generate_results([s.conversation["messages"][:-1] for s in samples], progress=progress)
 
 
-def score(samples: list[DemoSample], answers: list[str], family) -> tuple[dict, dict]:
+def score(samples: list[DemoSample], answers: list[str], family, generations: list | None = None) -> tuple[dict, dict]:
     """Metrics per task and the parsed predictions (original frame) per sample index. Answer coordinates are
     read in the box frame of the model ``family`` (:class:`rscovlm.model.families.ModelFamily`: pixels of the
     resized input for Qwen2.5-VL, a 0-1000 grid for Qwen2-VL / Qwen3-VL) and mapped to the original image.
-    ``report["all"]["exact"]`` is the share of answers identical to their target text (whitespace-stripped)."""
+    ``report["all"]["exact"]`` is the share of answers identical to their target text (whitespace-stripped).
+
+    Detection is scored twice: AP_nc (random scores, the paper's confidence-free protocol) and, when
+    ``generations`` carry token log-probs, ordinary mAP50 with each object's confidence as its score
+    (:mod:`rscovlm.infer.confidence`: exp of the mean log-prob of the tokens that wrote the object)."""
     from rscovlm.eval.answers import answer_accuracy
     from rscovlm.eval.ap_nc import ap_nc_table
     from rscovlm.eval.dota_data import ClassDets, ClassGT, Detections, GroundTruth
-    from rscovlm.eval.dota_map import compute_overlaps
+    from rscovlm.eval.dota_map import compute_overlaps, map_from_overlaps
     from rscovlm.eval.f1 import f1_from_overlaps
     from rscovlm.eval.grounding import grounding_accuracy
     from rscovlm.geometry.boxes import Boxes
@@ -205,30 +210,45 @@ def score(samples: list[DemoSample], answers: list[str], family) -> tuple[dict, 
     idx = [k for k, s in enumerate(samples) if s.task == "detection"]
     cats = get_category_set("dota-v1.0")
     image_ids = [f"scene_{samples[k].scene:03d}" for k in idx]
+    from rscovlm.infer.confidence import detections_with_confidence
+
     gt_rows: dict[str, tuple[list, list]] = {}
-    det_rows: dict[str, tuple[list, list]] = {}
+    det_rows: dict[str, tuple[list, list, list]] = {}
     unparsed = fragments = 0
     for j, k in enumerate(idx):
         for lab, q in zip(samples[k].gt_labels, samples[k].gt_quads):
             gt_rows.setdefault(lab, ([], []))[0].append(q)
             gt_rows[lab][1].append(j)
         result, quads = read_response(answers[k], _plan(samples[k]), family, cats)
+        gen = generations[k] if generations is not None else None
+        conf = detections_with_confidence(answers[k], gen.tokens, gen.token_logprobs,
+                                          frame=family.box_frame_for(*_plan(samples[k]).model_size),
+                                          categories=cats)[1] if gen is not None else np.full(len(quads), np.nan)
         unparsed += len(result.unparsed) + len(result.unknown_labels)
         fragments += result.n_fragments
-        parsed[k] = {"labels": list(result.objects.labels), "quads": quads.tolist()}
-        for lab, q in zip(result.objects.labels, quads):
-            det_rows.setdefault(lab, ([], []))[0].append(q)
+        parsed[k] = {"labels": list(result.objects.labels), "quads": quads.tolist(),
+                     "scores": [None if np.isnan(c) else round(float(c), 6) for c in conf]}
+        for lab, q, c in zip(result.objects.labels, quads, conf):
+            det_rows.setdefault(lab, ([], [], []))[0].append(q)
             det_rows[lab][1].append(j)
+            det_rows[lab][2].append(c)
     gt = GroundTruth(image_ids, {c: ClassGT(np.array(q, float).reshape(-1, 8), np.array(im, np.int64),
                                             np.zeros(len(im), np.int64)) for c, (q, im) in gt_rows.items()})
     dets = Detections({c: ClassDets(np.array(q, float).reshape(-1, 8), np.array(im, np.int64), None)
-                       for c, (q, im) in det_rows.items()})
+                       for c, (q, im, _) in det_rows.items()})
     overlaps = compute_overlaps(gt, dets)
     table = ap_nc_table(overlaps, seeds=10).summary(0)["metrics"]
     f1 = f1_from_overlaps(overlaps, iou_thr=0.5)
+    all_scores = [c for _, _, cs in det_rows.values() for c in cs]
+    unscored = int(sum(np.isnan(c) for c in all_scores))
+    map50 = None
+    if generations is not None and not unscored:
+        scored = Detections({c: ClassDets(np.array(q, float).reshape(-1, 8), np.array(im, np.int64),
+                                          np.array(cs, float)) for c, (q, im, cs) in det_rows.items()})
+        map50 = map_from_overlaps(compute_overlaps(gt, scored), iou_thr=0.5).mAP
     report["detection"] = {"AP_nc50": table["AP_nc50"]["mean"], "AP_nc50_std": table["AP_nc50"]["std"],
                            "AP_nc75": table["AP_nc75"]["mean"], "AP_nc50:95": table["AP_nc50:95"]["mean"],
-                           "mF1": f1["mF1"], "n_images": len(idx),
+                           "mAP50": map50, "unscored": unscored, "mF1": f1["mF1"], "n_images": len(idx),
                            "unparsed_fraction": unparsed / fragments if fragments else 0.0}
     exact = [a.strip() == s.answer.strip() for s, a in zip(samples, answers)]
     report["all"] = {"exact": sum(exact) / len(exact) if exact else 0.0, "n": len(exact)}
@@ -259,19 +279,24 @@ def write_overlays(samples: list[DemoSample], parsed: dict, image_dir: Path, out
 
 _ROWS = (("classification", "accuracy", "accuracy"), ("vqa", "accuracy", "accuracy"),
          ("grounding", "Acc@0.5", "acc@0.5"), ("detection", "AP_nc50", "AP_nc50"),
-         ("detection", "AP_nc50:95", "AP_nc50:95"), ("detection", "mF1", "mF1"), ("all tasks", "exact", "exact"))
+         ("detection", "AP_nc50:95", "AP_nc50:95"), ("detection", "mAP50", "mAP50"), ("detection", "mF1", "mF1"),
+         ("all tasks", "exact", "exact"))
 
 
 def format_report(report: dict) -> str:
     """The score table: one column per split (``train`` = the scenes trained on, ``holdout`` = unseen ones); the
     last row is the share of answers identical to their target text (a model that memorised its training scenes
-    scores 100 % there, while AP_nc50:95 can stay below 100 % since targets are integer pixels)."""
+    scores 100 % there, while AP_nc50:95 can stay below 100 % since targets are integer pixels). mAP50 ranks the
+    detections by their per-object confidence (token log-probs), beside the confidence-free AP_nc50; ``n/a``
+    when no confidence could be computed."""
     splits = [s for s in ("train", "holdout") if s in report]
     heads = {"train": "train scenes", "holdout": "held-out scenes"}
     lines = [f"{'task':<16}{'metric':<12}" + "".join(f"{heads[s]:>16}" for s in splits)]
     for task, metric, key in _ROWS:
         part = "all" if task == "all tasks" else task
-        lines.append(f"{task:<16}{metric:<12}" + "".join(f"{100 * report[s][part][key]:>15.1f}%" for s in splits))
+        values = [report[s][part].get(key) for s in splits]
+        lines.append(f"{task:<16}{metric:<12}" + "".join(f"{'n/a':>16}" if v is None else f"{100 * v:>15.1f}%"
+                                                         for v in values))
     return "\n".join(lines)
 
 
@@ -388,12 +413,14 @@ def _run(cfg: DemoConfig) -> dict:
         losses = []
     everything = samples + unseen
     with tqdm(total=len(everything), desc="4/4 answering", unit="prompt") as bar:
-        answers = generate_answers(model, processor, everything, cfg.max_new_tokens, bar)
+        generations = generate_answers(model, processor, everything, cfg.max_new_tokens, bar)
+    answers = [g.text for g in generations]
     report: dict = {}
     parsed: dict[int, dict] = {}
     for split, part, offset in (("train", samples, 0), ("holdout", unseen, len(samples))):
         if part:
-            report[split], got = score(part, answers[offset:offset + len(part)], family)
+            report[split], got = score(part, answers[offset:offset + len(part)], family,
+                                       generations[offset:offset + len(part)])
             parsed.update({offset + k: v for k, v in got.items()})
     with open(out / "responses.jsonl", "w", encoding="utf-8") as fh:
         for k, (s, a) in enumerate(zip(everything, answers)):

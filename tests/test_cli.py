@@ -211,3 +211,20 @@ def test_lazy_parser_lists_every_command_and_runs_the_chosen_one(capsys):
     with pytest.raises(SystemExit):
         main(["nonsense"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_lazy_parser_of_every_command_builds_and_reaches_its_handler():
+    """``rscovlm NAME ...`` builds only NAME's parser: it must build for every command (on the first merge of the
+    benchmark commands, a module adding to the eval group broke every command but eval), and predict / zoom /
+    detect are commands of their own."""
+    from rscovlm.cli import _command_modules, build_parser
+
+    names = _command_modules()
+    assert {"predict", "zoom", "detect", "eval", "demo"} <= set(names) and "eval_bench" not in names
+    for name in names:
+        parser = build_parser(name)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert sub.choices[name].get_default("handler") is not None, name
+    evals = next(a for a in build_parser("eval")._subparsers._group_actions).choices["eval"]
+    listed = next(a for a in evals._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"dota", "responses", "list", "show-prompt", "score-answers", "score", "compare"} <= set(listed)

@@ -20,8 +20,8 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     captured = capfd.readouterr()
     # stdout holds the score table and nothing else; bars, stage and status lines share stderr in order
     table = captured.out.strip().splitlines()
-    assert table[0].split() == ["task", "metric", "train", "scenes", "held-out", "scenes"] and len(table) == 8
-    assert "AP_nc50" in captured.out and "mF1" in captured.out
+    assert table[0].split() == ["task", "metric", "train", "scenes", "held-out", "scenes"] and len(table) == 9
+    assert "AP_nc50" in captured.out and "mF1" in captured.out and "mAP50" in captured.out
     err = captured.err
     stages = [err.index(s) for s in ("1/4 scenes + samples", "2/4 building the offline tiny Qwen2.5-VL",
                                      "3/4 training on 20 samples: 100%", "4/4 answering", "trained 400 steps")]
@@ -36,6 +36,11 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     assert train["classification"]["accuracy"] == 1.0 and train["vqa"]["accuracy"] == 1.0
     assert train["grounding"]["acc@0.5"] == 1.0
     assert train["detection"]["AP_nc50"] == pytest.approx(1.0) and train["detection"]["mF1"] == 1.0
+    # mAP with each object's confidence (token log-probs) as its score, beside AP_nc: every object was scored
+    assert train["detection"]["mAP50"] == pytest.approx(1.0) and train["detection"]["unscored"] == 0
+    scores = [s for x in map(json.loads, (out / "responses.jsonl").read_text().splitlines())
+              if x["task"] == "detection" and x["split"] == "train" for s in x["parsed"]["scores"]]
+    assert scores and all(0.5 < s <= 1.0 for s in scores)  # memorised answers: confident
     assert train["detection"]["unparsed_fraction"] == 0.0
     assert train["all"] == {"exact": 1.0, "n": 20}  # every answer is its target, character for character
     assert set(report["holdout"]) == {"classification", "vqa", "grounding", "detection", "all"}

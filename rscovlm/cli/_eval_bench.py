@@ -4,7 +4,6 @@ them (this module is no command of its own, hence the leading underscore)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -51,7 +50,7 @@ def register(group) -> None:
     _judge_options(p)
     p.set_defaults(handler=_score_answers)
 
-    from rscovlm.cli.infer import _backend_options
+    from rscovlm.cli._infer import _backend_options
 
     p = group.add_parser(
         "run", help="answer benchmarks with a checkpoint: answers appended as they come, resumable, shardable",
@@ -252,7 +251,7 @@ def _run(args) -> int:
     import os
 
     from rscovlm.cli import library_output_to_stderr, status
-    from rscovlm.cli.infer import make_backend
+    from rscovlm.cli._infer import make_backend
     from rscovlm.eval.benchmarks import get_benchmarks
     from rscovlm.eval.benchmarks.runner import BenchRunner, RunConfig, env_shard, parse_shard
 
