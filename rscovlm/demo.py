@@ -9,10 +9,13 @@
    (quads);
 2. builds the offline tiny Qwen2.5-VL (:mod:`rscovlm.model.tiny`) unless a checkpoint is given, and trains it on the
    samples with the normal trainer (:func:`rscovlm.train.trainer.train`);
-3. answers every prompt with greedy decoding, parses the answers (:mod:`rscovlm.protocol`), maps boxes back to the
-   original image frame and scores them: accuracy (classification, VQA), Acc@0.5 (grounding), AP_nc, mAP50 with
-   per-object confidence from the token log-probs, and mF1 (detection);
-4. writes ``report.json``, ``responses.jsonl`` and overlay PNGs (ground truth | prediction) under ``--out``.
+3. answers every prompt and scores the answers through the benchmark harness - the ``synthetic`` benchmark
+   (:mod:`rscovlm.eval.benchmarks.synthetic`) run as ``rscovlm eval run`` into ``--out/eval`` and scored as
+   ``rscovlm eval score``: greedy decoding, answers parsed (:mod:`rscovlm.protocol`), boxes mapped back to the
+   original image frame; accuracy (classification, VQA), Acc@0.5 (grounding), AP_nc, mAP50 with per-object
+   confidence from the token log-probs, and mF1 (detection);
+4. writes ``report.json``, ``responses.jsonl`` and overlay PNGs (ground truth | prediction) under ``--out`` (the
+   harness run folder ``eval/`` holds the answers, their settings and ``scores.json``).
 
 Scores are reported twice: on the scenes trained on (the tiny model memorizes them: this checks that every stage
 works and fits together - a stage that garbles prompts, boxes or frames scores ~0) and on unseen scenes (what a
@@ -152,107 +155,34 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
     return samples
 
 
-def _plan(sample: DemoSample):
-    from rscovlm.resolution import ResizePlan
+def answer_and_score(cfg: DemoConfig, model, processor, model_path: str, family: str, out: Path
+                     ) -> tuple[dict, dict]:
+    """Answer the demo's scenes with the loaded ``model`` through the benchmark harness and score them with the
+    synthetic benchmark's rule: ``rscovlm eval run --bench synthetic`` (options: this demo's scenes, size, seed,
+    prompt set and the model's family; greedy; per-object confidence from token log-probs) into ``out/eval``, then
+    ``rscovlm eval score out/eval`` (written to ``out/eval/scores.json``). Returns the report per split (``train``,
+    ``holdout``: :func:`rscovlm.eval.benchmarks.synthetic.score_samples`) and the parsed predictions by item id.
+    ``model_path`` is what the run's settings name as the model."""
+    import shutil
 
-    return ResizePlan.from_dict(sample.conversation["meta"]["plans"][0])
-
-
-def generate_answers(model, processor, samples: list[DemoSample], max_new_tokens: int, progress=None) -> list:
-    """Greedy answers (:class:`rscovlm.infer.Generation`, with token log-probs) to the user turn of every
-    sample, through the inference backend (same resize, same chat template as training)."""
+    from rscovlm.eval.benchmarks import get_benchmark
+    from rscovlm.eval.benchmarks.results import score_run
+    from rscovlm.eval.benchmarks.runner import BenchRunner, RunConfig
     from rscovlm.infer.backends import GenerationConfig, TransformersBackend
 
-    backend = TransformersBackend(model, processor, GenerationConfig(max_new_tokens=max_new_tokens, batch_size=4,
-                                                                     logprobs=True))
-    return backend.generate_results([s.conversation["messages"][:-1] for s in samples], progress=progress)
-
-
-def score(samples: list[DemoSample], answers: list[str], family, generations: list | None = None) -> tuple[dict, dict]:
-    """Metrics per task and the parsed predictions (original frame) per sample index. Answer coordinates are
-    read in the box frame of the model ``family`` (:class:`rscovlm.model.families.ModelFamily`: pixels of the
-    resized input for Qwen2.5-VL, a 0-1000 grid for Qwen2-VL / Qwen3-VL) and mapped to the original image.
-    ``report["all"]["exact"]`` is the share of answers identical to their target text (whitespace-stripped).
-
-    Detection is scored twice: AP_nc (random scores, the paper's confidence-free protocol) and, when
-    ``generations`` carry token log-probs, ordinary mAP50 with each object's confidence as its score
-    (:mod:`rscovlm.infer.confidence`: exp of the mean log-prob of the tokens that wrote the object)."""
-    from rscovlm.eval.answers import answer_accuracy
-    from rscovlm.eval.ap_nc import ap_nc_table
-    from rscovlm.eval.dota_data import ClassDets, ClassGT, Detections, GroundTruth
-    from rscovlm.eval.dota_map import compute_overlaps, map_from_overlaps
-    from rscovlm.eval.f1 import f1_from_overlaps
-    from rscovlm.eval.grounding import grounding_accuracy
-    from rscovlm.geometry.boxes import Boxes
-    from rscovlm.eval.responses import read_response
-    from rscovlm.protocol.categories import get_category_set
-    from rscovlm.protocol.grounding import parse_grounding
-
-    report: dict = {}
-    parsed: dict[int, dict] = {}
-    for task, rule in (("classification", "label"), ("vqa", "lower")):
-        idx = [k for k, s in enumerate(samples) if s.task == task]
-        report[task] = answer_accuracy([answers[k] for k in idx], [samples[k].answer for k in idx], rule=rule)
-
-    idx = [k for k, s in enumerate(samples) if s.task == "grounding"]
-    preds = []
-    for k in idx:
-        plan = _plan(samples[k])
-        boxes, _ = parse_grounding(answers[k], "hbb", family.box_frame_for(*plan.model_size))
-        boxes = boxes.to_frame(plan.original) if len(boxes) else None
-        preds.append(boxes)
-        parsed[k] = {"labels": samples[k].gt_labels[:1] * (0 if boxes is None else 1),
-                     "quads": [] if boxes is None else boxes[:1].to_quad().data.tolist()}
-    targets = Boxes(np.array([samples[k].gt_quads[0] for k in idx]), "quad").to("hbb")
-    g = grounding_accuracy(preds, targets)
-    report["grounding"] = {"acc@0.5": g["acc"], "hits": g["hits"], "n": g["n"], "unparsed": g["unparsed"]}
-
-    idx = [k for k, s in enumerate(samples) if s.task == "detection"]
-    cats = get_category_set("dota-v1.0")
-    image_ids = [f"scene_{samples[k].scene:03d}" for k in idx]
-    from rscovlm.infer.confidence import detections_with_confidence
-
-    gt_rows: dict[str, tuple[list, list]] = {}
-    det_rows: dict[str, tuple[list, list, list]] = {}
-    unparsed = fragments = 0
-    for j, k in enumerate(idx):
-        for lab, q in zip(samples[k].gt_labels, samples[k].gt_quads):
-            gt_rows.setdefault(lab, ([], []))[0].append(q)
-            gt_rows[lab][1].append(j)
-        result, quads = read_response(answers[k], _plan(samples[k]), family, cats)
-        gen = generations[k] if generations is not None else None
-        conf = detections_with_confidence(answers[k], gen.tokens, gen.token_logprobs,
-                                          frame=family.box_frame_for(*_plan(samples[k]).model_size),
-                                          categories=cats)[1] if gen is not None else np.full(len(quads), np.nan)
-        unparsed += len(result.unparsed) + len(result.unknown_labels)
-        fragments += result.n_fragments
-        parsed[k] = {"labels": list(result.objects.labels), "quads": quads.tolist(),
-                     "scores": [None if np.isnan(c) else round(float(c), 6) for c in conf]}
-        for lab, q, c in zip(result.objects.labels, quads, conf):
-            det_rows.setdefault(lab, ([], [], []))[0].append(q)
-            det_rows[lab][1].append(j)
-            det_rows[lab][2].append(c)
-    gt = GroundTruth(image_ids, {c: ClassGT(np.array(q, float).reshape(-1, 8), np.array(im, np.int64),
-                                            np.zeros(len(im), np.int64)) for c, (q, im) in gt_rows.items()})
-    dets = Detections({c: ClassDets(np.array(q, float).reshape(-1, 8), np.array(im, np.int64), None)
-                       for c, (q, im, _) in det_rows.items()})
-    overlaps = compute_overlaps(gt, dets)
-    table = ap_nc_table(overlaps, seeds=10).summary(0)["metrics"]
-    f1 = f1_from_overlaps(overlaps, iou_thr=0.5)
-    all_scores = [c for _, _, cs in det_rows.values() for c in cs]
-    unscored = int(sum(np.isnan(c) for c in all_scores))
-    map50 = None
-    if generations is not None and not unscored:
-        scored = Detections({c: ClassDets(np.array(q, float).reshape(-1, 8), np.array(im, np.int64),
-                                          np.array(cs, float)) for c, (q, im, cs) in det_rows.items()})
-        map50 = map_from_overlaps(compute_overlaps(gt, scored), iou_thr=0.5).mAP
-    report["detection"] = {"AP_nc50": table["AP_nc50"]["mean"], "AP_nc50_std": table["AP_nc50"]["std"],
-                           "AP_nc75": table["AP_nc75"]["mean"], "AP_nc50:95": table["AP_nc50:95"]["mean"],
-                           "mAP50": map50, "unscored": unscored, "mF1": f1["mF1"], "n_images": len(idx),
-                           "unparsed_fraction": unparsed / fragments if fragments else 0.0}
-    exact = [a.strip() == s.answer.strip() for s, a in zip(samples, answers)]
-    report["all"] = {"exact": sum(exact) / len(exact) if exact else 0.0, "n": len(exact)}
-    return report, parsed
+    bench = get_benchmark("synthetic").with_options(scenes=cfg.scenes, holdout=cfg.holdout, size=cfg.size,
+                                                    seed=cfg.seed, prompt_set=cfg.prompt_set, family=family)
+    shutil.rmtree(out / "eval", ignore_errors=True)  # a fresh run: this model's answers only
+    backend = TransformersBackend(model, processor, GenerationConfig(max_new_tokens=cfg.max_new_tokens,
+                                                                     batch_size=16))
+    runner = BenchRunner(backend, RunConfig(out=str(out / "eval"), data_root=str(out / "data"), batch_size=16,
+                                            prompt_set=cfg.prompt_set, max_new_tokens=cfg.max_new_tokens,
+                                            family=family), model_path, "transformers")
+    runner.run(bench, desc="4/4 answering")
+    results = score_run(out / "eval")
+    (out / "eval" / "scores.json").write_text(json.dumps(results, indent=2) + "\n")
+    details = results["results"]["synthetic"]["details"]
+    return {split: details[split] for split in ("train", "holdout") if split in details}, details["predictions"]
 
 
 def write_overlays(samples: list[DemoSample], parsed: dict, image_dir: Path, out_dir: Path) -> list[Path]:
@@ -378,7 +308,7 @@ def _run(cfg: DemoConfig) -> dict:
     except (FileNotFoundError, PromptSetError) as err:
         raise DemoError(f"--prompt-set {cfg.prompt_set}: {err}") from None
     out = Path(cfg.out)
-    image_dir = out / "data" / "images"
+    image_dir = out / "data" / "synthetic"  # where the synthetic benchmark renders the same scenes
     with tqdm(total=cfg.scenes + cfg.holdout, desc="1/4 scenes + samples", unit="scene") as bar:
         samples = build_samples(cfg, image_dir, range(cfg.scenes), bar, family.name)
         unseen = build_samples(cfg, image_dir, range(cfg.scenes, cfg.scenes + cfg.holdout), bar, family.name)
@@ -412,26 +342,22 @@ def _run(cfg: DemoConfig) -> dict:
         processor = load_processor(model_path)
         losses = []
     everything = samples + unseen
-    with tqdm(total=len(everything), desc="4/4 answering", unit="prompt") as bar:
-        generations = generate_answers(model, processor, everything, cfg.max_new_tokens, bar)
-    answers = [g.text for g in generations]
-    report: dict = {}
-    parsed: dict[int, dict] = {}
-    for split, part, offset in (("train", samples, 0), ("holdout", unseen, len(samples))):
-        if part:
-            report[split], got = score(part, answers[offset:offset + len(part)], family,
-                                       generations[offset:offset + len(part)])
-            parsed.update({offset + k: v for k, v in got.items()})
+    report, predictions = answer_and_score(cfg, model, processor, model_path if cfg.steps == 0 else
+                                           str(out / "run"), family.name, out)
+    parsed = {k: predictions.get(f"{s.task}/{s.scene}") for k, s in enumerate(everything)}
+    answers = {x["id"]: x for x in map(json.loads, (out / "eval" / "synthetic" / "answers.jsonl").open())}
     with open(out / "responses.jsonl", "w", encoding="utf-8") as fh:
-        for k, (s, a) in enumerate(zip(everything, answers)):
+        for k, s in enumerate(everything):
+            a = answers[f"{s.task}/{s.scene}"]
             fh.write(json.dumps({"split": "train" if k < len(samples) else "holdout", "task": s.task,
-                                 "scene": s.scene, "response": a, "target": s.answer,
-                                 "resize": s.conversation["meta"]["plans"][0], "parsed": parsed.get(k)}) + "\n")
+                                 "scene": s.scene, "response": a["text"], "target": s.answer,
+                                 "resize": s.conversation["meta"]["plans"][0], "parsed": parsed[k]}) + "\n")
     overlays = write_overlays(everything, parsed, image_dir, out / "overlays")
     report["run"] = {"config": asdict(cfg), "model": model_path, "family": family.name,
                      "prompt_set": prompt_set,
                      "box_frame": family.box_frame, "train_samples": len(samples),
                      "holdout_samples": len(unseen), "losses": losses,
-                     "seconds": round(time.perf_counter() - start, 1), "overlays": len(overlays)}
+                     "seconds": round(time.perf_counter() - start, 1), "overlays": len(overlays),
+                     "eval": {"run": str(out / "eval"), "scores": str(out / "eval" / "scores.json")}}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

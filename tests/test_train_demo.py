@@ -44,6 +44,14 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     assert train["detection"]["unparsed_fraction"] == 0.0
     assert train["all"] == {"exact": 1.0, "n": 20}  # every answer is its target, character for character
     assert set(report["holdout"]) == {"classification", "vqa", "grounding", "detection", "all"}
+    # the demo is a harness run: its answers are eval/synthetic/answers.jsonl, its scores what `eval score` gives
+    scored = json.loads((out / "eval" / "scores.json").read_text())["results"]["synthetic"]
+    assert {s: scored["details"][s] for s in ("train", "holdout")} == {s: report[s] for s in ("train", "holdout")}
+    assert len((out / "eval" / "synthetic" / "answers.jsonl").read_text().splitlines()) == 24
+    capfd.readouterr()
+    assert main(["eval", "score", "demo/eval", "--json", "again.json"]) == 0
+    assert "| train/mAP50 | 100.00 |" in capfd.readouterr().out
+    assert json.loads((tmp_path / "again.json").read_text())["results"]["synthetic"]["metrics"] == scored["metrics"]
     # the reference prompt set by default, recorded with the outputs (report and the training run's folder)
     assert report["run"]["prompt_set"]["name"] == "reference" and len(report["run"]["prompt_set"]["sha256"]) == 64
     recorded = json.loads((out / "run" / "rscovlm_prompt_sets.json").read_text())
@@ -80,7 +88,8 @@ def test_demo_scores_answers_in_the_box_frame_of_the_model_family(tmp_path, fami
     family's answers in its own frame, so exact answers score 100 % for both."""
     import numpy as np
 
-    from rscovlm.demo import DemoConfig, build_samples, score
+    from rscovlm.demo import DemoConfig, build_samples
+    from rscovlm.eval.benchmarks.synthetic import score_samples as score
     from rscovlm.geometry.boxes import Boxes
     from rscovlm.geometry.objects import ObjectSet
     from rscovlm.model.families import family_for
@@ -109,7 +118,8 @@ def test_demo_scores_answers_in_the_box_frame_of_the_model_family(tmp_path, fami
 
 def test_demo_targets_follow_the_family_frame(tmp_path):
     """Training targets of a 0-1000 family are built on that grid; pixel-frame targets are the default build."""
-    from rscovlm.demo import DemoConfig, build_samples, score
+    from rscovlm.demo import DemoConfig, build_samples
+    from rscovlm.eval.benchmarks.synthetic import score_samples as score
     from rscovlm.model.families import family_for
 
     cfg = DemoConfig(out=str(tmp_path), scenes=1, holdout=0, size=250)
@@ -172,7 +182,8 @@ def test_demo_samples_speak_the_prompt_set_and_score_exact_answers(tmp_path, pro
     """The demo builds its grounding and detection samples with --prompt-set (default reference: its system
     prompts, evaluation requests and answer format) and scores them through the protocol readers: the targets as
     answers score 100 % whichever set wrote them."""
-    from rscovlm.demo import DemoConfig, build_samples, score
+    from rscovlm.demo import DemoConfig, build_samples
+    from rscovlm.eval.benchmarks.synthetic import score_samples as score
     from rscovlm.model.families import family_for
 
     cfg = DemoConfig(out=str(tmp_path), scenes=5, holdout=0, size=224, prompt_set=prompt_set)

@@ -320,8 +320,7 @@ class BenchRunner:
         return s
 
     def _record(self, bench: Benchmark) -> dict:
-        options = {k: getattr(bench, k) for k in ("scenes", "holdout", "size", "seed", "prompt_set")} \
-            if hasattr(bench, "with_options") else {}
+        options = bench.options() if hasattr(bench, "options") else {}
         return {"bench": bench.name, "data_root": str(Path(self.config.data_root).resolve()),
                 "limit": self.config.limit, "prompt_set": self.config.prompt_set, "options": options,
                 "settings": self.settings(bench)}
@@ -352,9 +351,9 @@ class BenchRunner:
         return record
 
     # ---- running ----------------------------------------------------------------------------------------------
-    def run(self, bench: Benchmark) -> dict:
-        """Answer the items of ``bench`` not answered yet; returns ``{"bench", "items", "answered", "skipped",
-        "file"}``."""
+    def run(self, bench: Benchmark, desc: str | None = None) -> dict:
+        """Answer the items of ``bench`` not answered yet (``desc``: the progress bar's label, default the
+        benchmark's name); returns ``{"bench", "items", "answered", "skipped", "file"}``."""
         from tqdm.auto import tqdm
 
         c = self.config
@@ -372,7 +371,9 @@ class BenchRunner:
         _write_atomic(folder / RUN_JSON, json.dumps(record, indent=2) + "\n")
         mine = items if c.shard is None else items[c.shard[0]::c.shard[1]]
         todo = [it for it in mine if it.id not in done]
-        desc = bench.name if c.shard is None else f"{bench.name} [{c.shard[0]}/{c.shard[1]}]"
+        desc = desc or bench.name
+        if c.shard is not None:
+            desc += f" [shard {c.shard[0]}/{c.shard[1]}]"
         with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=desc, unit="answer", file=sys.stderr,
                   disable=not c.progress, dynamic_ncols=True) as bar, AnswerLog(own) as log:
             for start in range(0, len(todo), c.batch_size):
