@@ -224,3 +224,28 @@ def test_merge_checks_duplicates_and_missing_answers(tmp_path, capsys):
     _jsonl(folder / "answers.rank0.jsonl", [{"id": "nope", "text": "x"}])
     with pytest.raises(AnswersError, match=r"answers for ids that are not items .*rank0.jsonl:1, id 'nope'"):
         merge_shards(folder, items)
+
+
+def test_dota_val_map_ranked_by_the_answer_lines_confidence(tmp_path):
+    data = make_fake_root(tmp_path / "data")
+    val = get_benchmark("dota_val")
+    items = val.items(data)
+    plan = {"original": [512, 512], "model": [512, 512]}
+    # a right plane, a wrong plane (no ground truth there) and the right vehicle
+    text = ("10,10,60,10,60,40,10,40 plane\n300,300,340,300,340,340,300,340 plane\n"
+            "100,100,140,100,140,180,100,180 small vehicle\n")
+
+    def score(scores):
+        line = {"id": items[0].id, "text": text, "resize": plan}
+        if scores is not None:
+            line["scores"] = scores
+        return val.score(items, {items[0].id: line}, data_root=data)
+
+    confident = score([0.9, 0.2, 0.8])  # the false plane ranked last: plane AP 100
+    assert confident["metrics"]["mAP50"] == pytest.approx(100.0) and confident["details"]["parsing"]["unscored"] == 0
+    misled = score([0.2, 0.9, 0.8])  # the false plane ranked first: plane AP drops, the vehicle's stays 100
+    assert misled["metrics"]["mAP50"] < 100.0
+    assert misled["metrics"]["AP_nc50"] == confident["metrics"]["AP_nc50"]  # AP_nc ignores confidence
+    for scores in (None, [0.9, None, 0.8], [0.9]):  # no confidence, one missing, not one per object: n/a
+        res = score(scores)
+        assert res["metrics"]["mAP50"] is None and res["details"]["parsing"]["unscored"] >= 1
