@@ -82,14 +82,34 @@ class DemoSample:
     gt_quads: list[list[float]] = field(default_factory=list)   # original frame
 
 
+SCENE_VERSION = "rscovlm-scene-1"  # bump when the renderer's pictures change
+
+
+def _write_scene(scene, path: Path, key: str) -> None:
+    """Render ``scene`` to the PNG ``path`` unless the file there already holds it (its ``rscovlm-scene`` text
+    chunk equals ``key``: renderer version, size, seed, category, object count). Written whole (a temporary file
+    renamed), so processes rendering the same scenes at once (shards of a run) never read a partial file."""
+    from PIL import Image, PngImagePlugin
+
+    try:
+        with Image.open(path) as im:
+            if im.info.get("rscovlm-scene") == key:  # a tEXt chunk before the pixels: no decoding
+                return
+    except (OSError, ValueError):
+        pass
+    info = PngImagePlugin.PngInfo()
+    info.add_text("rscovlm-scene", key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(scene.render()).save(tmp, format="PNG", pnginfo=info)
+    os.replace(tmp, path)
+
+
 def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None,
                   family: str = "qwen2_5_vl") -> list[DemoSample]:
     """Render the scenes numbered ``scenes`` into ``image_dir`` and build the four samples of each, with targets
     in the box frame of the model ``family`` (the sample builder's ``family``). With ``c = i mod cfg.scenes``,
     scene ``i`` shows category ``c mod 5`` with ``1 + (c // 5) mod 3`` objects, placed and rendered from a seed
-    of its own."""
-    from PIL import Image
-
+    of its own. A scene file already holding that scene is not rendered again (:func:`_write_scene`)."""
     from rscovlm.data.builder import BuildConfig, SampleBuilder
     from rscovlm.data.mixture import UnitConfig
     from rscovlm.data.synthetic import SceneConfig, plan_scene
@@ -110,17 +130,15 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
         for attempt in range(20):  # a crowded draw can place fewer objects than asked; try the next seed
             # full-size objects: at 0.6x a storage tank could be 18 px across and a ship 7 px wide, under one
             # 28-px vision token, and the tiny model told some scenes apart by a hair or not at all
-            scene = plan_scene(cfg.size, cfg.size, cfg.seed * 100_003 + 1000 * i + attempt,
-                               SceneConfig(categories=(cat,), num_objects=n_objects))
+            seed = cfg.seed * 100_003 + 1000 * i + attempt
+            scene = plan_scene(cfg.size, cfg.size, seed, SceneConfig(categories=(cat,), num_objects=n_objects))
             if len(scene.labels) == n_objects:
                 break
         else:  # the counting answer and the boxes must agree with what is drawn
             raise DemoError(f"--size {cfg.size}: scene {i} has room for {len(scene.labels)} of {n_objects} "
                             f"{display_name(cat)} objects after 20 draws; use a larger --size")
         name = f"scene_{i:03d}.png"
-        tmp = image_dir / f".{name}.{os.getpid()}.tmp"  # whole files only: shards of a run may render at once
-        Image.fromarray(scene.render()).save(tmp, format="PNG")
-        os.replace(tmp, image_dir / name)
+        _write_scene(scene, image_dir / name, f"{SCENE_VERSION}:{cfg.size}:{seed}:{cat}:{n_objects}")
         objects = scene.objects
         quads = objects.boxes.data
         scene_name, plural = SCENE_OF[cat]

@@ -6,7 +6,7 @@ Run folder ``O/<bench>/``::
     answers.rank{i}.jsonl   shard ``i`` of ``n`` (``--shard i/n``, or torchrun's RANK / WORLD_SIZE) until merged
     run.json                {"bench", "data_root", "limit", "prompt_set", "options", "settings"}
 
-**Crash safety.** Each batch's lines are written with one ``write`` and flushed to disk (``fsync``) before the
+**Crash safety.** Each batch's lines are written with one ``write`` and flushed to disk (``fdatasync``) before the
 next batch starts, so a killed run loses at most the batch in flight. A kill in the middle of that write can leave
 a torn last line (no newline at the end): the next run drops it, says so on stderr, and answers that item again.
 A broken line anywhere else is an error naming ``file:line`` (never skipped).
@@ -107,6 +107,11 @@ def read_answer_lines(path: Path, repair: bool = False, note=None) -> list[dict]
     return lines
 
 
+def _sync(fd: int) -> None:
+    """The written data on disk: ``fdatasync`` (data and size, what an append needs) where there is one."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
 class AnswerLog:
     """Appends whole batches of answer lines to one file, each batch written at once and fsync'ed."""
 
@@ -119,7 +124,7 @@ class AnswerLog:
         if blob:
             self._fh.write(blob)
             self._fh.flush()
-            os.fsync(self._fh.fileno())
+            _sync(self._fh.fileno())
 
     def close(self) -> None:
         self._fh.close()

@@ -74,7 +74,9 @@ class Synthetic(Benchmark):
         return items
 
     def messages(self, item: Item, prompt_set: str | None = None) -> list[dict]:
-        return copy.deepcopy(item.meta["messages"])
+        # fresh messages and parts (a caller may replace parts); the strings are shared
+        return [{**m, "content": [dict(p) for p in m["content"]] if isinstance(m["content"], list)
+                 else m["content"]} for m in item.meta["messages"]]
 
     def eval_prompt(self, item: Item, prompt_set: str | None = None):
         raise NotImplementedError("synthetic items carry their messages (messages())")
