@@ -147,12 +147,12 @@ def test_two_shards_as_two_processes_merge_to_the_unsharded_run(tiny_model_dir, 
     out = tmp_path / "sharded"
     base = [*RSCOVLM, "eval", "run", *SYNTH, "--model", str(tiny_model_dir), "--data-root", str(data),
             "--out", str(out)]
-    # shard 0 by --shard, shard 1 as torchrun starts it (RANK / WORLD_SIZE)
-    procs = [subprocess.Popen([*base, "--shard", "0/2"], env=_env(), stderr=subprocess.PIPE),
-             subprocess.Popen(base, env={**_env(), "RANK": "1", "WORLD_SIZE": "2"}, stderr=subprocess.PIPE)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-3000:]
+    # two processes at once: shard 1 started as torchrun starts it (RANK / WORLD_SIZE), shard 0 by --shard in this
+    # one (both render the scenes and write into the same folder)
+    proc = subprocess.Popen(base, env={**_env(), "RANK": "1", "WORLD_SIZE": "2"}, stderr=subprocess.PIPE)
+    assert main(base[3:] + ["--shard", "0/2"]) == 0
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-3000:]
     folder = out / "synthetic"
     shard0, shard1 = _lines(folder / "answers.rank0.jsonl"), _lines(folder / "answers.rank1.jsonl")
     items = get_benchmark("synthetic").with_options(scenes=6, holdout=2, size=280).items(data)
