@@ -145,16 +145,20 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def merge_shards(folder: str | os.PathLike, items: list[Item], allow_missing: bool = False) -> dict:
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def merge_shards(folder: str | os.PathLike, items: list[Item], allow_missing: bool = False, note=_stderr) -> dict:
     """Join ``answers.jsonl`` and the shard files of ``folder`` into ``answers.jsonl`` in item order (shard files
     removed). A second answer for an id (in any two files), an answer for an id that is not an item, or - unless
-    ``allow_missing`` - an item without an answer is an error naming the files. Returns ``{"answers", "missing",
-    "files"}``."""
+    ``allow_missing`` - an item without an answer is an error naming the files; a torn last line is dropped and
+    reported through ``note``. Returns ``{"answers", "missing", "files"}``."""
     folder = Path(folder)
     files = answer_files(folder)
     found: dict[str, dict] = {}
     for path in files:
-        for rec in read_answer_lines(path):
+        for rec in read_answer_lines(path, note=note):
             if rec["id"] in found:
                 raise AnswersError(f"{rec['_where']}: a second answer for id {rec['id']!r} (first at "
                                    f"{found[rec['id']]['_where']})")
