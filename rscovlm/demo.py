@@ -9,10 +9,13 @@
    (quads);
 2. builds the offline tiny Qwen2.5-VL (:mod:`rscovlm.model.tiny`) unless a checkpoint is given, and trains it on the
    samples with the normal trainer (:func:`rscovlm.train.trainer.train`);
-3. answers every prompt with greedy decoding, parses the answers (:mod:`rscovlm.protocol`), maps boxes back to the
-   original image frame and scores them: accuracy (classification, VQA), Acc@0.5 (grounding), AP_nc and mF1
-   (detection);
-4. writes ``report.json``, ``responses.jsonl`` and overlay PNGs (ground truth | prediction) under ``--out``.
+3. answers every prompt and scores the answers through the benchmark harness - the ``synthetic`` benchmark
+   (:mod:`rscovlm.eval.benchmarks.synthetic`) run as ``rscovlm eval run`` into ``--out/eval`` and scored as
+   ``rscovlm eval score``: greedy decoding, answers parsed (:mod:`rscovlm.protocol`), boxes mapped back to the
+   original image frame; accuracy (classification, VQA), Acc@0.5 (grounding), AP_nc, mAP50 with per-object
+   confidence from the token log-probs, and mF1 (detection);
+4. writes ``report.json``, ``responses.jsonl`` and overlay PNGs (ground truth | prediction) under ``--out`` (the
+   harness run folder ``eval/`` holds the answers, their settings and ``scores.json``).
 
 Scores are reported twice: on the scenes trained on (the tiny model memorizes them: this checks that every stage
 works and fits together - a stage that garbles prompts, boxes or frames scores ~0) and on unseen scenes (what a
@@ -79,14 +82,34 @@ class DemoSample:
     gt_quads: list[list[float]] = field(default_factory=list)   # original frame
 
 
+SCENE_VERSION = "rscovlm-scene-1"  # bump when the renderer's pictures change
+
+
+def _write_scene(scene, path: Path, key: str) -> None:
+    """Render ``scene`` to the PNG ``path`` unless the file there already holds it (its ``rscovlm-scene`` text
+    chunk equals ``key``: renderer version, size, seed, category, object count). Written whole (a temporary file
+    renamed), so processes rendering the same scenes at once (shards of a run) never read a partial file."""
+    from PIL import Image, PngImagePlugin
+
+    try:
+        with Image.open(path) as im:
+            if im.info.get("rscovlm-scene") == key:  # a tEXt chunk before the pixels: no decoding
+                return
+    except (OSError, ValueError):
+        pass
+    info = PngImagePlugin.PngInfo()
+    info.add_text("rscovlm-scene", key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(scene.render()).save(tmp, format="PNG", pnginfo=info)
+    os.replace(tmp, path)
+
+
 def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None,
                   family: str = "qwen2_5_vl") -> list[DemoSample]:
     """Render the scenes numbered ``scenes`` into ``image_dir`` and build the four samples of each, with targets
     in the box frame of the model ``family`` (the sample builder's ``family``). With ``c = i mod cfg.scenes``,
     scene ``i`` shows category ``c mod 5`` with ``1 + (c // 5) mod 3`` objects, placed and rendered from a seed
-    of its own."""
-    from PIL import Image
-
+    of its own. A scene file already holding that scene is not rendered again (:func:`_write_scene`)."""
     from rscovlm.data.builder import BuildConfig, SampleBuilder
     from rscovlm.data.mixture import UnitConfig
     from rscovlm.data.synthetic import SceneConfig, plan_scene
@@ -107,15 +130,15 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
         for attempt in range(20):  # a crowded draw can place fewer objects than asked; try the next seed
             # full-size objects: at 0.6x a storage tank could be 18 px across and a ship 7 px wide, under one
             # 28-px vision token, and the tiny model told some scenes apart by a hair or not at all
-            scene = plan_scene(cfg.size, cfg.size, cfg.seed * 100_003 + 1000 * i + attempt,
-                               SceneConfig(categories=(cat,), num_objects=n_objects))
+            seed = cfg.seed * 100_003 + 1000 * i + attempt
+            scene = plan_scene(cfg.size, cfg.size, seed, SceneConfig(categories=(cat,), num_objects=n_objects))
             if len(scene.labels) == n_objects:
                 break
         else:  # the counting answer and the boxes must agree with what is drawn
             raise DemoError(f"--size {cfg.size}: scene {i} has room for {len(scene.labels)} of {n_objects} "
                             f"{display_name(cat)} objects after 20 draws; use a larger --size")
         name = f"scene_{i:03d}.png"
-        Image.fromarray(scene.render()).save(image_dir / name)
+        _write_scene(scene, image_dir / name, f"{SCENE_VERSION}:{cfg.size}:{seed}:{cat}:{n_objects}")
         objects = scene.objects
         quads = objects.boxes.data
         scene_name, plural = SCENE_OF[cat]
@@ -150,87 +173,34 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
     return samples
 
 
-def _plan(sample: DemoSample):
-    from rscovlm.resolution import ResizePlan
+def answer_and_score(cfg: DemoConfig, model, processor, model_path: str, family: str, out: Path
+                     ) -> tuple[dict, dict]:
+    """Answer the demo's scenes with the loaded ``model`` through the benchmark harness and score them with the
+    synthetic benchmark's rule: ``rscovlm eval run --bench synthetic`` (options: this demo's scenes, size, seed,
+    prompt set and the model's family; greedy; per-object confidence from token log-probs) into ``out/eval``, then
+    ``rscovlm eval score out/eval`` (written to ``out/eval/scores.json``). Returns the report per split (``train``,
+    ``holdout``: :func:`rscovlm.eval.benchmarks.synthetic.score_samples`) and the parsed predictions by item id.
+    ``model_path`` is what the run's settings name as the model."""
+    import shutil
 
-    return ResizePlan.from_dict(sample.conversation["meta"]["plans"][0])
-
-
-def generate_answers(model, processor, samples: list[DemoSample], max_new_tokens: int, progress=None) -> list[str]:
-    """Greedy answers to the user turn of every sample, through the inference backend (same resize, same chat
-    template as training)."""
+    from rscovlm.eval.benchmarks import get_benchmark
+    from rscovlm.eval.benchmarks.results import score_run
+    from rscovlm.eval.benchmarks.runner import BenchRunner, RunConfig
     from rscovlm.infer.backends import GenerationConfig, TransformersBackend
 
-    backend = TransformersBackend(model, processor, GenerationConfig(max_new_tokens=max_new_tokens, batch_size=4))
-    return backend.generate([s.conversation["messages"][:-1] for s in samples], progress=progress)
-
-
-def score(samples: list[DemoSample], answers: list[str], family) -> tuple[dict, dict]:
-    """Metrics per task and the parsed predictions (original frame) per sample index. Answer coordinates are
-    read in the box frame of the model ``family`` (:class:`rscovlm.model.families.ModelFamily`: pixels of the
-    resized input for Qwen2.5-VL, a 0-1000 grid for Qwen2-VL / Qwen3-VL) and mapped to the original image.
-    ``report["all"]["exact"]`` is the share of answers identical to their target text (whitespace-stripped)."""
-    from rscovlm.eval.answers import answer_accuracy
-    from rscovlm.eval.ap_nc import ap_nc_table
-    from rscovlm.eval.dota_data import ClassDets, ClassGT, Detections, GroundTruth
-    from rscovlm.eval.dota_map import compute_overlaps
-    from rscovlm.eval.f1 import f1_from_overlaps
-    from rscovlm.eval.grounding import grounding_accuracy
-    from rscovlm.geometry.boxes import Boxes
-    from rscovlm.eval.responses import read_response
-    from rscovlm.protocol.categories import get_category_set
-    from rscovlm.protocol.grounding import parse_grounding
-
-    report: dict = {}
-    parsed: dict[int, dict] = {}
-    for task, rule in (("classification", "label"), ("vqa", "lower")):
-        idx = [k for k, s in enumerate(samples) if s.task == task]
-        report[task] = answer_accuracy([answers[k] for k in idx], [samples[k].answer for k in idx], rule=rule)
-
-    idx = [k for k, s in enumerate(samples) if s.task == "grounding"]
-    preds = []
-    for k in idx:
-        plan = _plan(samples[k])
-        boxes, _ = parse_grounding(answers[k], "hbb", family.box_frame_for(*plan.model_size))
-        boxes = boxes.to_frame(plan.original) if len(boxes) else None
-        preds.append(boxes)
-        parsed[k] = {"labels": samples[k].gt_labels[:1] * (0 if boxes is None else 1),
-                     "quads": [] if boxes is None else boxes[:1].to_quad().data.tolist()}
-    targets = Boxes(np.array([samples[k].gt_quads[0] for k in idx]), "quad").to("hbb")
-    g = grounding_accuracy(preds, targets)
-    report["grounding"] = {"acc@0.5": g["acc"], "hits": g["hits"], "n": g["n"], "unparsed": g["unparsed"]}
-
-    idx = [k for k, s in enumerate(samples) if s.task == "detection"]
-    cats = get_category_set("dota-v1.0")
-    image_ids = [f"scene_{samples[k].scene:03d}" for k in idx]
-    gt_rows: dict[str, tuple[list, list]] = {}
-    det_rows: dict[str, tuple[list, list]] = {}
-    unparsed = fragments = 0
-    for j, k in enumerate(idx):
-        for lab, q in zip(samples[k].gt_labels, samples[k].gt_quads):
-            gt_rows.setdefault(lab, ([], []))[0].append(q)
-            gt_rows[lab][1].append(j)
-        result, quads = read_response(answers[k], _plan(samples[k]), family, cats)
-        unparsed += len(result.unparsed) + len(result.unknown_labels)
-        fragments += result.n_fragments
-        parsed[k] = {"labels": list(result.objects.labels), "quads": quads.tolist()}
-        for lab, q in zip(result.objects.labels, quads):
-            det_rows.setdefault(lab, ([], []))[0].append(q)
-            det_rows[lab][1].append(j)
-    gt = GroundTruth(image_ids, {c: ClassGT(np.array(q, float).reshape(-1, 8), np.array(im, np.int64),
-                                            np.zeros(len(im), np.int64)) for c, (q, im) in gt_rows.items()})
-    dets = Detections({c: ClassDets(np.array(q, float).reshape(-1, 8), np.array(im, np.int64), None)
-                       for c, (q, im) in det_rows.items()})
-    overlaps = compute_overlaps(gt, dets)
-    table = ap_nc_table(overlaps, seeds=10).summary(0)["metrics"]
-    f1 = f1_from_overlaps(overlaps, iou_thr=0.5)
-    report["detection"] = {"AP_nc50": table["AP_nc50"]["mean"], "AP_nc50_std": table["AP_nc50"]["std"],
-                           "AP_nc75": table["AP_nc75"]["mean"], "AP_nc50:95": table["AP_nc50:95"]["mean"],
-                           "mF1": f1["mF1"], "n_images": len(idx),
-                           "unparsed_fraction": unparsed / fragments if fragments else 0.0}
-    exact = [a.strip() == s.answer.strip() for s, a in zip(samples, answers)]
-    report["all"] = {"exact": sum(exact) / len(exact) if exact else 0.0, "n": len(exact)}
-    return report, parsed
+    bench = get_benchmark("synthetic").with_options(scenes=cfg.scenes, holdout=cfg.holdout, size=cfg.size,
+                                                    seed=cfg.seed, prompt_set=cfg.prompt_set, family=family)
+    shutil.rmtree(out / "eval", ignore_errors=True)  # a fresh run: this model's answers only
+    backend = TransformersBackend(model, processor, GenerationConfig(max_new_tokens=cfg.max_new_tokens,
+                                                                     batch_size=16))
+    runner = BenchRunner(backend, RunConfig(out=str(out / "eval"), data_root=str(out / "data"), batch_size=16,
+                                            prompt_set=cfg.prompt_set, max_new_tokens=cfg.max_new_tokens,
+                                            family=family), model_path, "transformers")
+    runner.run(bench, desc="4/4 answering")
+    results = score_run(out / "eval")
+    (out / "eval" / "scores.json").write_text(json.dumps(results, indent=2) + "\n")
+    details = results["results"]["synthetic"]["details"]
+    return {split: details[split] for split in ("train", "holdout") if split in details}, details["predictions"]
 
 
 def write_overlays(samples: list[DemoSample], parsed: dict, image_dir: Path, out_dir: Path) -> list[Path]:
@@ -257,19 +227,24 @@ def write_overlays(samples: list[DemoSample], parsed: dict, image_dir: Path, out
 
 _ROWS = (("classification", "accuracy", "accuracy"), ("vqa", "accuracy", "accuracy"),
          ("grounding", "Acc@0.5", "acc@0.5"), ("detection", "AP_nc50", "AP_nc50"),
-         ("detection", "AP_nc50:95", "AP_nc50:95"), ("detection", "mF1", "mF1"), ("all tasks", "exact", "exact"))
+         ("detection", "AP_nc50:95", "AP_nc50:95"), ("detection", "mAP50", "mAP50"), ("detection", "mF1", "mF1"),
+         ("all tasks", "exact", "exact"))
 
 
 def format_report(report: dict) -> str:
     """The score table: one column per split (``train`` = the scenes trained on, ``holdout`` = unseen ones); the
     last row is the share of answers identical to their target text (a model that memorised its training scenes
-    scores 100 % there, while AP_nc50:95 can stay below 100 % since targets are integer pixels)."""
+    scores 100 % there, while AP_nc50:95 can stay below 100 % since targets are integer pixels). mAP50 ranks the
+    detections by their per-object confidence (token log-probs), beside the confidence-free AP_nc50; ``n/a``
+    when no confidence could be computed."""
     splits = [s for s in ("train", "holdout") if s in report]
     heads = {"train": "train scenes", "holdout": "held-out scenes"}
     lines = [f"{'task':<16}{'metric':<12}" + "".join(f"{heads[s]:>16}" for s in splits)]
     for task, metric, key in _ROWS:
         part = "all" if task == "all tasks" else task
-        lines.append(f"{task:<16}{metric:<12}" + "".join(f"{100 * report[s][part][key]:>15.1f}%" for s in splits))
+        values = [report[s][part].get(key) for s in splits]
+        lines.append(f"{task:<16}{metric:<12}" + "".join(f"{'n/a':>16}" if v is None else f"{100 * v:>15.1f}%"
+                                                         for v in values))
     return "\n".join(lines)
 
 
@@ -351,7 +326,7 @@ def _run(cfg: DemoConfig) -> dict:
     except (FileNotFoundError, PromptSetError) as err:
         raise DemoError(f"--prompt-set {cfg.prompt_set}: {err}") from None
     out = Path(cfg.out)
-    image_dir = out / "data" / "images"
+    image_dir = out / "data" / "synthetic"  # where the synthetic benchmark renders the same scenes
     with tqdm(total=cfg.scenes + cfg.holdout, desc="1/4 scenes + samples", unit="scene") as bar:
         samples = build_samples(cfg, image_dir, range(cfg.scenes), bar, family.name)
         unseen = build_samples(cfg, image_dir, range(cfg.scenes, cfg.scenes + cfg.holdout), bar, family.name)
@@ -385,24 +360,22 @@ def _run(cfg: DemoConfig) -> dict:
         processor = load_processor(model_path)
         losses = []
     everything = samples + unseen
-    with tqdm(total=len(everything), desc="4/4 answering", unit="prompt") as bar:
-        answers = generate_answers(model, processor, everything, cfg.max_new_tokens, bar)
-    report: dict = {}
-    parsed: dict[int, dict] = {}
-    for split, part, offset in (("train", samples, 0), ("holdout", unseen, len(samples))):
-        if part:
-            report[split], got = score(part, answers[offset:offset + len(part)], family)
-            parsed.update({offset + k: v for k, v in got.items()})
+    report, predictions = answer_and_score(cfg, model, processor, model_path if cfg.steps == 0 else
+                                           str(out / "run"), family.name, out)
+    parsed = {k: predictions.get(f"{s.task}/{s.scene}") for k, s in enumerate(everything)}
+    answers = {x["id"]: x for x in map(json.loads, (out / "eval" / "synthetic" / "answers.jsonl").open())}
     with open(out / "responses.jsonl", "w", encoding="utf-8") as fh:
-        for k, (s, a) in enumerate(zip(everything, answers)):
+        for k, s in enumerate(everything):
+            a = answers[f"{s.task}/{s.scene}"]
             fh.write(json.dumps({"split": "train" if k < len(samples) else "holdout", "task": s.task,
-                                 "scene": s.scene, "response": a, "target": s.answer,
-                                 "resize": s.conversation["meta"]["plans"][0], "parsed": parsed.get(k)}) + "\n")
+                                 "scene": s.scene, "response": a["text"], "target": s.answer,
+                                 "resize": s.conversation["meta"]["plans"][0], "parsed": parsed[k]}) + "\n")
     overlays = write_overlays(everything, parsed, image_dir, out / "overlays")
     report["run"] = {"config": asdict(cfg), "model": model_path, "family": family.name,
                      "prompt_set": prompt_set,
                      "box_frame": family.box_frame, "train_samples": len(samples),
                      "holdout_samples": len(unseen), "losses": losses,
-                     "seconds": round(time.perf_counter() - start, 1), "overlays": len(overlays)}
+                     "seconds": round(time.perf_counter() - start, 1), "overlays": len(overlays),
+                     "eval": {"run": str(out / "eval"), "scores": str(out / "eval" / "scores.json")}}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

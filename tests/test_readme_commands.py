@@ -263,6 +263,36 @@ def run_eval_responses(argv: list[str], ws: Workspace) -> None:
     assert "unparsed 0.00%" in proc.stdout
 
 
+@recipe("eval list", order=11)
+def run_eval_list(argv: list[str], ws: Workspace) -> None:
+    proc = ws.run(argv)
+    assert "lrs_vqa: LRS-VQA, one pass" in proc.stdout and "dota_val:" in proc.stdout
+
+
+@recipe("eval run", order=11)
+def run_eval_bench(argv: list[str], ws: Workspace) -> None:
+    # README: a real checkpoint on the released benchmark files; here the demo's trained tiny model on fake files
+    # in the same layouts, two items each and short answers
+    from _fake_bench import make_fake_root
+
+    if not (ws.dir / "DATA").exists():
+        make_fake_root(ws.dir / "DATA")
+    argv = _sub(argv, {"/path/to/checkpoint": "demo_out/run"}) + ["--limit", "2", "--max-new-tokens", "16"]
+    proc = ws.run(argv)
+    assert "lrs_vqa: 2 answered" in proc.stderr and "dota_val: 1 answered" in proc.stderr
+    for bench in ("lrs_vqa", "dota_val"):
+        assert len((ws.dir / "runs" / "ckpt" / bench / "answers.jsonl").read_text().splitlines()) in (1, 2)
+    proc = ws.run(argv)  # run again: everything is there
+    assert "lrs_vqa: 0 answered, 2 already there" in proc.stderr
+
+
+@recipe("eval score", order=12)
+def run_eval_score(argv: list[str], ws: Workspace) -> None:
+    proc = ws.run(argv)
+    assert "### LRS-VQA, one pass (`lrs_vqa`" in proc.stdout and "| AP_nc50 |" in proc.stdout
+    assert json.loads((ws.dir / "runs" / "ckpt" / "scores.json").read_text())["results"]["dota_val"]["metrics"]
+
+
 # ---- the test ----------------------------------------------------------------------------------------------
 
 def _command_path(command: str) -> tuple[str, list[str]]:

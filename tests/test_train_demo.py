@@ -20,8 +20,8 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     captured = capfd.readouterr()
     # stdout holds the score table and nothing else; bars, stage and status lines share stderr in order
     table = captured.out.strip().splitlines()
-    assert table[0].split() == ["task", "metric", "train", "scenes", "held-out", "scenes"] and len(table) == 8
-    assert "AP_nc50" in captured.out and "mF1" in captured.out
+    assert table[0].split() == ["task", "metric", "train", "scenes", "held-out", "scenes"] and len(table) == 9
+    assert "AP_nc50" in captured.out and "mF1" in captured.out and "mAP50" in captured.out
     err = captured.err
     stages = [err.index(s) for s in ("1/4 scenes + samples", "2/4 building the offline tiny Qwen2.5-VL",
                                      "3/4 training on 20 samples: 100%", "4/4 answering", "trained 400 steps")]
@@ -36,9 +36,22 @@ def test_demo_trains_answers_scores_and_draws(tmp_path, capfd, monkeypatch):
     assert train["classification"]["accuracy"] == 1.0 and train["vqa"]["accuracy"] == 1.0
     assert train["grounding"]["acc@0.5"] == 1.0
     assert train["detection"]["AP_nc50"] == pytest.approx(1.0) and train["detection"]["mF1"] == 1.0
+    # mAP with each object's confidence (token log-probs) as its score, beside AP_nc: every object was scored
+    assert train["detection"]["mAP50"] == pytest.approx(1.0) and train["detection"]["unscored"] == 0
+    scores = [s for x in map(json.loads, (out / "responses.jsonl").read_text().splitlines())
+              if x["task"] == "detection" and x["split"] == "train" for s in x["parsed"]["scores"]]
+    assert scores and all(0.5 < s <= 1.0 for s in scores)  # memorised answers: confident
     assert train["detection"]["unparsed_fraction"] == 0.0
     assert train["all"] == {"exact": 1.0, "n": 20}  # every answer is its target, character for character
     assert set(report["holdout"]) == {"classification", "vqa", "grounding", "detection", "all"}
+    # the demo is a harness run: its answers are eval/synthetic/answers.jsonl, its scores what `eval score` gives
+    scored = json.loads((out / "eval" / "scores.json").read_text())["results"]["synthetic"]
+    assert {s: scored["details"][s] for s in ("train", "holdout")} == {s: report[s] for s in ("train", "holdout")}
+    assert len((out / "eval" / "synthetic" / "answers.jsonl").read_text().splitlines()) == 24
+    capfd.readouterr()
+    assert main(["eval", "score", "demo/eval", "--json", "again.json"]) == 0
+    assert "| train/mAP50 | 100.00 |" in capfd.readouterr().out
+    assert json.loads((tmp_path / "again.json").read_text())["results"]["synthetic"]["metrics"] == scored["metrics"]
     # the reference prompt set by default, recorded with the outputs (report and the training run's folder)
     assert report["run"]["prompt_set"]["name"] == "reference" and len(report["run"]["prompt_set"]["sha256"]) == 64
     recorded = json.loads((out / "run" / "rscovlm_prompt_sets.json").read_text())
@@ -75,7 +88,8 @@ def test_demo_scores_answers_in_the_box_frame_of_the_model_family(tmp_path, fami
     family's answers in its own frame, so exact answers score 100 % for both."""
     import numpy as np
 
-    from rscovlm.demo import DemoConfig, build_samples, score
+    from rscovlm.demo import DemoConfig, build_samples
+    from rscovlm.eval.benchmarks.synthetic import score_samples as score
     from rscovlm.geometry.boxes import Boxes
     from rscovlm.geometry.objects import ObjectSet
     from rscovlm.model.families import family_for
@@ -104,7 +118,8 @@ def test_demo_scores_answers_in_the_box_frame_of_the_model_family(tmp_path, fami
 
 def test_demo_targets_follow_the_family_frame(tmp_path):
     """Training targets of a 0-1000 family are built on that grid; pixel-frame targets are the default build."""
-    from rscovlm.demo import DemoConfig, build_samples, score
+    from rscovlm.demo import DemoConfig, build_samples
+    from rscovlm.eval.benchmarks.synthetic import score_samples as score
     from rscovlm.model.families import family_for
 
     cfg = DemoConfig(out=str(tmp_path), scenes=1, holdout=0, size=250)
@@ -167,7 +182,8 @@ def test_demo_samples_speak_the_prompt_set_and_score_exact_answers(tmp_path, pro
     """The demo builds its grounding and detection samples with --prompt-set (default reference: its system
     prompts, evaluation requests and answer format) and scores them through the protocol readers: the targets as
     answers score 100 % whichever set wrote them."""
-    from rscovlm.demo import DemoConfig, build_samples, score
+    from rscovlm.demo import DemoConfig, build_samples
+    from rscovlm.eval.benchmarks.synthetic import score_samples as score
     from rscovlm.model.families import family_for
 
     cfg = DemoConfig(out=str(tmp_path), scenes=5, holdout=0, size=224, prompt_set=prompt_set)

@@ -1,6 +1,6 @@
-"""``rscovlm eval list|show-prompt|score-answers|score|compare``: the benchmark registry and its scorers
-(docs/benchmarks.md). Not a command module of its own (the leading underscore): :mod:`rscovlm.cli.eval`
-registers these commands into its ``eval`` group."""
+"""``rscovlm eval list|show-prompt|run|merge|score-answers|score|compare``: the benchmark registry, the runner
+and the scorers (docs/benchmarks.md). These commands join the ``eval`` group: :mod:`rscovlm.cli.eval` registers
+them (this module is no command of its own, hence the leading underscore)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def _judge(args):
     return Judge(JudgeConfig(base_url=args.judge_url, model=args.judge_model))
 
 
-def register_into(group) -> None:
-    """Add these commands to ``group``, the sub-command collection of the ``eval`` group."""
+def register(group) -> None:
+    """Add the commands to the ``eval`` group's sub-command collection ``group`` (called by rscovlm.cli.eval)."""
 
     p = group.add_parser("list", help="the benchmark registry: data layout under the data root, rules, prompt")
     p.add_argument("--json", action="store_true", help="print the registry as JSON")
@@ -50,6 +50,42 @@ def register_into(group) -> None:
     _judge_options(p)
     p.set_defaults(handler=_score_answers)
 
+    from rscovlm.cli._infer import _backend_options
+
+    p = group.add_parser(
+        "run", help="answer benchmarks with a checkpoint: answers appended as they come, resumable, shardable",
+        description="Answer every item of each benchmark (--bench, comma-separated; 'all' = every one) with the "
+                    "model and write OUT/<bench>/answers.jsonl (one line per item, flushed to disk after each "
+                    "batch: a killed run loses at most the batch in flight) and OUT/<bench>/run.json (settings: "
+                    "model, backend, family, prompt set, pixels, decoding, budgets, code version). Run it again "
+                    "to resume: answered items are skipped; different settings are refused unless --force. "
+                    "--shard i/n (or torchrun's RANK/WORLD_SIZE) writes answers.rank{i}.jsonl; rscovlm eval merge "
+                    "(or eval score) joins the shards. Score with rscovlm eval score OUT.")
+    p.add_argument("--bench", required=True, help="benchmark names, comma-separated (rscovlm eval list), or all")
+    p.add_argument("--data-root", required=True, help="folder holding the benchmarks' released files")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--limit", type=int, default=None, help="answer only the first N items of each benchmark")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="answer shard I of N (items I, I+N, ...) into answers.rankI.jsonl (default: from "
+                        "RANK/WORLD_SIZE under torchrun, else unsharded)")
+    p.add_argument("--force", action="store_true", help="resume even when the saved settings differ (the earlier "
+                                                        "ones are kept in run.json under superseded)")
+    p.add_argument("--family", default="auto", help="model family, the frame of answers' boxes (auto: from the "
+                                                    "checkpoint's config; qwen2_5_vl for --backend openai)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a benchmark option (synthetic: scenes, holdout, size, seed, prompt_set); repeatable")
+    p.add_argument("--no-confidence", action="store_true",
+                   help="do not ask for token log-probs on detection items (no per-object scores)")
+    _backend_options(p)
+    p.set_defaults(handler=_run)
+
+    p = group.add_parser("merge", help="join the shard files of a sharded run (answers.rank*.jsonl) into "
+                                       "answers.jsonl in item order, checking for duplicate and missing ids")
+    p.add_argument("run", help="run folder written by rscovlm eval run")
+    p.add_argument("--bench", default=None, help="comma-separated benchmarks to merge (default: all in the folder)")
+    p.add_argument("--partial", action="store_true", help="merge even when items have no answer yet")
+    p.set_defaults(handler=_merge)
+
     p = group.add_parser("score", help="score a run folder (<bench>/answers.jsonl + run.json per benchmark): "
                                        "markdown tables beside the paper's numbers")
     p.add_argument("run", help="run folder written by rscovlm eval run")
@@ -71,7 +107,9 @@ def _errors():
     from rscovlm.eval.judge import JudgeError
     from rscovlm.eval.lrs_vqa import WordNetMissing
 
-    return (AnswersError, BenchmarkDataError, JudgeError, WordNetMissing, KeyError, ValueError)
+    from rscovlm.imageio import ImageReadError
+
+    return (AnswersError, BenchmarkDataError, JudgeError, WordNetMissing, ImageReadError, KeyError, ValueError)
 
 
 def _list(args) -> int:
@@ -181,4 +219,91 @@ def _compare(args) -> int:
     except _errors() as err:
         raise CliError(str(err).strip("'\"")) from None
     print(compare(a, b, Path(args.a).name, Path(args.b).name))
+    return 0
+
+
+def _options(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--option {pair!r}: write KEY=VALUE")
+        out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value
+    return out
+
+
+def _family(args, backend) -> str:
+    from rscovlm.model.families import family_for
+
+    if args.family != "auto":
+        return family_for(args.family).name
+    config = getattr(getattr(backend, "model", None), "config", None)
+    if config is not None:
+        return family_for(config).name
+    if args.backend == "openai":
+        return "qwen2_5_vl"
+    from transformers import AutoConfig
+
+    return family_for(AutoConfig.from_pretrained(args.model)).name
+
+
+def _run(args) -> int:
+    import os
+
+    from rscovlm.cli import library_output_to_stderr, status
+    from rscovlm.cli._infer import make_backend
+    from rscovlm.eval.benchmarks import get_benchmarks
+    from rscovlm.eval.benchmarks.runner import BenchRunner, RunConfig, env_shard, parse_shard
+
+    try:
+        shard = parse_shard(args.shard) if args.shard else env_shard()
+        benches = get_benchmarks(args.bench)
+        if not benches:
+            raise ValueError("--bench names no benchmark")
+        options = _options(args.option)
+        if options:
+            if any(not hasattr(b, "with_options") for b in benches):
+                raise ValueError("--option: only the synthetic benchmark takes options")
+            benches = [b.with_options(**options) for b in benches]
+        if args.device == "auto" and shard is not None and "LOCAL_RANK" in os.environ:
+            import torch
+
+            if torch.cuda.is_available():  # one GPU per process under torchrun
+                args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        for bench in benches:  # bad data fails before the model loads
+            bench.items(args.data_root, args.limit)
+    except _errors() as err:
+        raise CliError(str(err).strip("'\"")) from None
+    with library_output_to_stderr():
+        backend = make_backend(args, logprobs=False)
+        try:
+            cfg = RunConfig(out=args.out, data_root=args.data_root, limit=args.limit, prompt_set=args.prompt_set,
+                            batch_size=args.batch_size, shard=shard, force=args.force,
+                            max_new_tokens=args.max_new_tokens, confidence=not args.no_confidence,
+                            family=_family(args, backend), progress=not args.no_progress)
+            runner = BenchRunner(backend, cfg, args.model, args.backend, note=status)
+            for bench in benches:
+                done = runner.run(bench)
+                status(f"{bench.name}: {done['answered']} answered, {done['skipped']} already there, of "
+                       f"{done['items']} items -> {done['file']}")
+        except _errors() as err:
+            raise CliError(str(err).strip("'\"")) from None
+    status(f"score with: rscovlm eval score {args.out}" + ("" if shard is None else
+                                                           " (merges the shards once all have finished)"))
+    return 0
+
+
+def _merge(args) -> int:
+    from rscovlm.eval.benchmarks.runner import merge_run
+
+    try:
+        benches = [b.strip() for b in args.bench.split(",")] if args.bench else None
+        merged = merge_run(args.run, benches, args.partial)
+    except _errors() as err:
+        raise CliError(str(err).strip("'\"")) from None
+    for name, m in merged.items():
+        print(f"{name}: {m['answers']} answers from {', '.join(m['files'])}"
+              + (f", {m['missing']} items without an answer" if m["missing"] else ""))
+    if not merged:
+        print(f"{args.run}: no shard files to merge")
     return 0

@@ -171,9 +171,9 @@ def register(sub) -> None:
     _options(p)
     p.set_defaults(handler=_responses)
 
-    from rscovlm.cli import _eval_bench
+    from rscovlm.cli import _eval_bench  # list, show-prompt, run, merge, score-answers, score, compare
 
-    _eval_bench.register_into(group)  # eval list | show-prompt | score-answers | score | compare
+    _eval_bench.register(group)
 
 
 def _write_json(path: str | None, result: dict) -> None:

@@ -8,7 +8,9 @@ the answer's resize), shifts it by the window origin, merges the patches of each
 IoU 0.1, as mmrotate's merge; every VLM object has score 1) and then:
 
 * val: AP_nc50 / AP_nc75 / AP_nc50:95 (random scores, 10 seeds; MMRotate 1.x rules, paper 3.5.2), mF1
-  (one-to-one), and mAP50 with every score 1 (the reference's evaluation) against ``val/labelTxt``;
+  (one-to-one), mAP50 with every score 1 (``mAP50_ones``, the reference's evaluation) and ``mAP50`` ranked by
+  per-object confidence (the answer lines' ``scores`` from ``rscovlm eval run``; the confidences also order the
+  merge's NMS; n/a when an object has none) against ``val/labelTxt``;
 * test: writes the official Task1 files and ``Task1.zip`` for the evaluation server (``out_dir`` option).
 """
 
@@ -59,8 +61,10 @@ class _Dota(Benchmark):
             raise BenchmarkDataError(f"{self.name}: no images in {img_dir}")
         return items
 
-    def merged(self, items, answers, family=None) -> tuple[dict, dict]:
-        """``{stem: ObjectSet}`` in image pixels after the merge, and parsing counts."""
+    def merged(self, items, answers, family=None, confidence: bool = False) -> tuple[dict, dict]:
+        """``{stem: ObjectSet}`` in image pixels after the merge, and parsing counts. Every object has score 1,
+        or with ``confidence`` its answer line's per-object ``scores`` (the runner's token-log-prob confidence;
+        objects without one keep 1 and are counted as ``unscored``), which also orders the merge's NMS."""
         from rscovlm.data.dota_merge import merge_patch_objects
         from rscovlm.eval.responses import read_response
         from rscovlm.geometry import Boxes, ObjectSet
@@ -70,13 +74,22 @@ class _Dota(Benchmark):
         fam = family_for(family or "qwen2_5_vl")
         cats = get_category_set("dota-v1.0")
         patches = {}
-        stats = {"answers": 0, "objects": 0, "unparsed": 0, "unknown_labels": 0, "truncated": 0}
+        stats = {"answers": 0, "objects": 0, "unparsed": 0, "unknown_labels": 0, "truncated": 0, "unscored": 0}
         for it in items:
             ans = answers[it.id]
             parsed, quads = read_response(ans.get("text") or "", resize_of(ans, self.name), fam, cats)
             keep = np.isfinite(quads).all(axis=1)
             labels = [lab for lab, k in zip(parsed.objects.labels, keep) if k]
-            patches[it.id] = ObjectSet(Boxes(quads[keep].reshape(-1, 8), "quad"), labels, np.ones(len(labels)))
+            scores = np.ones(len(quads))
+            if confidence:
+                given = ans.get("scores")
+                if isinstance(given, list) and len(given) == len(quads):
+                    scores = np.array([np.nan if v is None else float(v) for v in given], float)
+                else:
+                    scores = np.full(len(quads), np.nan)
+                stats["unscored"] += int(np.isnan(scores[keep]).sum())
+                scores = np.where(np.isnan(scores), 1.0, scores)
+            patches[it.id] = ObjectSet(Boxes(quads[keep].reshape(-1, 8), "quad"), labels, scores[keep])
             stats["answers"] += 1
             stats["objects"] += len(labels)
             stats["unparsed"] += len(parsed.unparsed)
@@ -92,8 +105,8 @@ class DotaVal(_Dota):
 
     def score(self, items, answers, rule=None, partial=False, family=None, data_root=None, **options) -> dict:
         from rscovlm.eval.ap_nc import ap_nc_table
-        from rscovlm.eval.dota_data import ClassDets, Detections, load_gt_dir
-        from rscovlm.eval.dota_map import compute_overlaps
+        from rscovlm.eval.dota_data import load_gt_dir
+        from rscovlm.eval.dota_map import compute_overlaps, map_from_overlaps
         from rscovlm.eval.f1 import f1_from_overlaps
 
         self.check_rule(rule)
@@ -102,29 +115,45 @@ class DotaVal(_Dota):
         todo, missing = answered(items, answers, partial)
         merged, stats = self.merged(todo, answers, family)
         gt = load_gt_dir(Path(data_root) / "val" / "labelTxt", categories="dota-v1.0")
-        rows: dict[str, tuple[list, list, list]] = {}
-        for stem in gt.image_ids:  # images in ground-truth order; objects in merged order
-            objs = merged.get(stem)
-            if objs is None:
-                continue
-            quads = objs.boxes.to_quad().data
-            for k, lab in enumerate(objs.labels):
-                r = rows.setdefault(lab, ([], [], []))
-                r[0].append(quads[k])
-                r[1].append(gt.index[stem])
-                r[2].append(k)
-        dets = Detections({c: ClassDets(np.asarray(q, float).reshape(-1, 8), np.asarray(i, np.int64), None,
-                                        np.asarray(o, np.int64)) for c, (q, i, o) in sorted(rows.items())})
-        overlaps = compute_overlaps(gt, dets, "mmrotate1x")
+        overlaps = compute_overlaps(gt, _detections(gt, merged, scored=False), "mmrotate1x")
         nc = ap_nc_table(overlaps, seeds=10).summary(0)["metrics"]
         ones = ap_nc_table(overlaps, score_mode="ones", iou_spec="0.5").summary(0)["metrics"]
         f1 = f1_from_overlaps(overlaps, iou_thr=0.5)
         metrics = {k: 100 * nc[k]["mean"] for k in ("AP_nc50", "AP_nc75", "AP_nc50:95")}
         metrics["mF1"] = 100 * f1["mF1"]
         metrics["mAP50_ones"] = 100 * next(iter(ones.values()))["mean"]
+        # mAP ranked by per-object confidence: merged with the confidences ordering the NMS (as rscovlm detect)
+        ranked, conf_stats = self.merged(todo, answers, family, confidence=True)
+        metrics["mAP50"] = None
+        if not conf_stats["unscored"]:
+            conf_overlaps = compute_overlaps(gt, _detections(gt, ranked, scored=True), "mmrotate1x")
+            metrics["mAP50"] = 100 * map_from_overlaps(conf_overlaps, iou_thr=0.5).mAP
+        stats["unscored"] = conf_stats["unscored"]
         return {"metrics": metrics, "details": {"parsing": stats, "AP_nc_std": {k: 100 * nc[k]["std"] for k in nc},
                                                 "images_answered": len(merged)},
                 "n": len(todo), "n_missing": missing}
+
+
+def _detections(gt, merged: dict, scored: bool):
+    """:class:`~rscovlm.eval.dota_data.Detections` of merged objects: images in ground-truth order, objects in
+    merged order; scores only when ``scored``."""
+    from rscovlm.eval.dota_data import ClassDets, Detections
+
+    rows: dict[str, tuple[list, list, list, list]] = {}
+    for stem in gt.image_ids:
+        objs = merged.get(stem)
+        if objs is None:
+            continue
+        quads = objs.boxes.to_quad().data
+        for k, lab in enumerate(objs.labels):
+            r = rows.setdefault(lab, ([], [], [], []))
+            r[0].append(quads[k])
+            r[1].append(gt.index[stem])
+            r[2].append(k)
+            r[3].append(float(objs.scores[k]))
+    return Detections({c: ClassDets(np.asarray(q, float).reshape(-1, 8), np.asarray(i, np.int64),
+                                    np.asarray(s, float) if scored else None, np.asarray(o, np.int64))
+                       for c, (q, i, o, s) in sorted(rows.items())})
 
 
 @register_benchmark

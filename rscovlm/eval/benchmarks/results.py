@@ -3,7 +3,9 @@
 Run folder (written by the runner, read by :func:`score_run`)::
 
     O/<bench>/answers.jsonl   one answer line per item (rscovlm.eval.benchmarks.base)
-    O/<bench>/run.json        {"bench": name, "data_root": R, "prompt_set": S, "options": {...}, "settings": {...}}
+    O/<bench>/answers.rank{i}.jsonl   shard files of a sharded run, merged into answers.jsonl when scored
+    O/<bench>/run.json        {"bench": name, "data_root": R, "limit": N or null, "prompt_set": S, "options": {...},
+                               "settings": {...}}   (rscovlm.eval.benchmarks.runner)
 
 A result (one per benchmark) is ``{"bench", "title", "rule", "rule_doc", "n", "n_missing", "metrics": {name:
 percent}, "paper": {name: {"value", "table", "what"}}, "details": {...}}``; :func:`score_run` returns
@@ -63,32 +65,44 @@ def result_of(bench: Benchmark, scored: dict, rule: str) -> dict:
             "paper": paper, "details": scored.get("details", {})}
 
 
+def bench_of_folder(folder: Path) -> tuple[Benchmark, dict]:
+    """The benchmark of a run folder ``O/<bench>`` (with its saved options) and its ``run.json``."""
+    run_file = folder / "run.json"
+    if not run_file.is_file():
+        raise AnswersError(f"{run_file}: missing (the runner writes it beside answers.jsonl)")
+    try:
+        run = json.loads(run_file.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise AnswersError(f"{run_file}: not valid JSON: {err}") from None
+    bench = get_benchmark(run.get("bench", folder.name))
+    if run.get("options") and hasattr(bench, "with_options"):
+        bench = bench.with_options(**run["options"])
+    if "data_root" not in run:
+        raise AnswersError(f"{run_file}: no \"data_root\"")
+    return bench, run
+
+
 def score_run(out_dir: str | os.PathLike, rule: str | None = None, partial: bool = False, judge=None,
               benches: list[str] | None = None) -> dict:
-    """Score every ``<bench>/answers.jsonl`` of a run folder (or the ``benches`` named) with its ``run.json``."""
+    """Score every ``<bench>/answers.jsonl`` of a run folder (or the ``benches`` named) with its ``run.json``
+    (items up to its ``limit``). Shard files (``answers.rank{i}.jsonl``) are merged first
+    (:func:`rscovlm.eval.benchmarks.runner.merge_shards`; with ``partial`` an unfinished shard is no error)."""
+    from rscovlm.eval.benchmarks.runner import answer_files, merge_shards
+
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise AnswersError(f"{out_dir}: no such run folder")
-    folders = sorted(p.parent for p in out_dir.glob("*/answers.jsonl"))
+    folders = sorted({p.parent for p in out_dir.glob("*/answers*.jsonl") if answer_files(p.parent)})
     if benches is not None:
         folders = [out_dir / b for b in benches]
     if not folders:
         raise AnswersError(f"{out_dir}: no <bench>/answers.jsonl inside")
     results = {}
     for folder in folders:
-        run_file = folder / "run.json"
-        if not run_file.is_file():
-            raise AnswersError(f"{run_file}: missing (the runner writes it beside answers.jsonl)")
-        try:
-            run = json.loads(run_file.read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise AnswersError(f"{run_file}: not valid JSON: {err}") from None
-        bench = get_benchmark(run.get("bench", folder.name))
-        if run.get("options") and hasattr(bench, "with_options"):
-            bench = bench.with_options(**run["options"])
-        if "data_root" not in run:
-            raise AnswersError(f"{run_file}: no \"data_root\"")
-        items = bench.items(run["data_root"])
+        bench, run = bench_of_folder(folder)
+        items = bench.items(run["data_root"], run.get("limit"))
+        if any(p.name != "answers.jsonl" for p in answer_files(folder)):
+            merge_shards(folder, items, allow_missing=partial)
         answers = read_answers(folder / "answers.jsonl")
         unknown = [a for a in answers if a not in {it.id for it in items}]
         if unknown:

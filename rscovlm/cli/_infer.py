@@ -1,4 +1,6 @@
-"""``rscovlm predict`` / ``rscovlm zoom`` / ``rscovlm detect``: run a checkpoint on images (rscovlm.infer).
+"""What ``rscovlm predict`` / ``rscovlm zoom`` / ``rscovlm detect`` share (options, backend, progress bar,
+summary line) and their parsers and handlers; each command's own module (:mod:`rscovlm.cli.predict`, ...) holds its
+``HELP`` line and calls the ``register_*`` function here. They run a checkpoint on images (rscovlm.infer).
 
 Results go to stdout (JSON lines) or to the output folder; a progress bar and one summary line (images,
 answers, truncated answers, time) go to stderr.
@@ -14,14 +16,6 @@ from rscovlm.cli import CliError, library_output_to_stderr, status
 
 BACKEND_NAMES = ("transformers", "vllm", "openai")
 PREDICT_TASKS = ("chat", "classify", "vqa", "caption", "ground", "detect")
-COMMANDS = {  # this module's top-level commands and their lines in ``rscovlm --help``
-    "predict": "answer one prompt about each image (chat, or a task with the prompt set's prompt); JSON lines on "
-               "stdout",
-    "zoom": "answer a question about an ultra-high-resolution image with the Zoom-in Chain, cropping the "
-            "full-resolution original",
-    "detect": "detect objects in large images and GeoTIFFs: split, infer, merge; labelTxt, Task1, GeoJSON and "
-              "overlay PNGs",
-}
 
 
 def _help(cls, name: str) -> str:
@@ -49,11 +43,8 @@ def _backend_options(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def register(sub) -> None:
-    from rscovlm.infer.detect import DetectConfig
-    from rscovlm.infer.zoom import ZoomConfig
-
-    p = sub.add_parser("predict", help=COMMANDS["predict"],
+def register_predict(sub, help: str) -> None:
+    p = sub.add_parser("predict", help=help,
                        description="Answer PROMPT about each IMAGE (files or folders) with a checkpoint. --task chat "
                                    "sends PROMPT as it is; the tasks build the prompt set's prompt from it: classify "
                                    "(PROMPT = comma-separated classes), vqa (the question), caption (the request), "
@@ -68,7 +59,11 @@ def register(sub) -> None:
     _backend_options(p)
     p.set_defaults(handler=_predict)
 
-    z = sub.add_parser("zoom", help=COMMANDS["zoom"],
+
+def register_zoom(sub, help: str) -> None:
+    from rscovlm.infer.zoom import ZoomConfig
+
+    z = sub.add_parser("zoom", help=help,
                        description="The Zoom-in Chain (paper 3.4): pass 1 sees the downsampled whole image and asks "
                                    "for a region with a tool call; the region is read from the full-resolution file "
                                    "by a windowed read (the image is never decoded whole) and pass 2 answers from "
@@ -88,7 +83,11 @@ def register(sub) -> None:
     _backend_options(z)
     z.set_defaults(handler=_zoom)
 
-    d = sub.add_parser("detect", help=COMMANDS["detect"],
+
+def register_detect(sub, help: str) -> None:
+    from rscovlm.infer.detect import DetectConfig
+
+    d = sub.add_parser("detect", help=help,
                        description="Detect objects in each IMAGE (or the images of a folder) of any size: split into "
                                    "overlapping patches (512 / 100 by default, the paper's), answer each patch, "
                                    "parse, score each object by its token log-probs, map back and merge with "
@@ -175,6 +174,7 @@ def _summary(n_images: int, results, seconds: float) -> str:
 
 def _predict(args) -> int:
     from rscovlm.imageio import ImageReadError
+    from rscovlm.infer.openai_backend import OpenAIBackendError
     from rscovlm.infer.runners import Runner, RunnerConfig
 
     paths = _paths(args.images)
@@ -188,7 +188,7 @@ def _predict(args) -> int:
             queries = [_query(args.task, p, args.prompt) for p in paths]
             with _bar(len(queries), "predict", args.no_progress) as bar:
                 results = runner.run(args.task, queries, progress=bar)
-        except (ImageReadError, ValueError, KeyError) as err:
+        except (ImageReadError, ValueError, KeyError, OpenAIBackendError) as err:
             raise CliError(str(err)) from err
     for r in results:
         print(json.dumps(r.to_json()))
@@ -213,6 +213,7 @@ def _query(task: str, path: str, prompt: str):
 
 def _zoom(args) -> int:
     from rscovlm.imageio import ImageReadError
+    from rscovlm.infer.openai_backend import OpenAIBackendError
     from rscovlm.infer.runners import Query
     from rscovlm.infer.zoom import ZoomChain, ZoomConfig
 
@@ -232,7 +233,7 @@ def _zoom(args) -> int:
             queries = [Query(p, args.question, category=args.category, id=p) for p in paths]
             with _bar(len(queries), "zoom", args.no_progress) as bar:
                 results = chain.run(queries, progress=bar)
-        except (ImageReadError, ValueError, KeyError) as err:
+        except (ImageReadError, ValueError, KeyError, OpenAIBackendError) as err:
             raise CliError(str(err)) from err
     for r in results:
         print(json.dumps(r.to_json()))
@@ -245,6 +246,7 @@ def _detect(args) -> int:
     from rscovlm._optional import MissingDependencyError
     from rscovlm.imageio import ImageReadError, ImageSource
     from rscovlm.infer.detect import DetectConfig, detect_paths, patch_count
+    from rscovlm.infer.openai_backend import OpenAIBackendError
 
     paths = _paths(args.images)
     try:
@@ -265,7 +267,7 @@ def _detect(args) -> int:
             with _bar(total, "detect", args.no_progress) as bar:
                 report = detect_paths(paths, backend, cfg, args.out, geojson=args.geojson,
                                       overlay=not args.no_overlay, progress=bar)
-        except (ImageReadError, ValueError, KeyError, MissingDependencyError) as err:
+        except (ImageReadError, ValueError, KeyError, MissingDependencyError, OpenAIBackendError) as err:
             raise CliError(str(err)) from err
     status(f"wrote {args.out}/labelTxt, {args.out}/Task1" + (f", {args.out}/geojson" if args.geojson else "")
            + ("" if args.no_overlay else f", {args.out}/overlays") + f", {args.out}/detections.jsonl")
