@@ -11,15 +11,16 @@ from pathlib import Path
 from rscovlm.cli import CliError, add_group
 
 
-def _eval_commands(sub) -> argparse._SubParsersAction:
-    """The sub-command collection of the ``eval`` group (made here when this module registers first)."""
+def _eval_commands(sub) -> argparse._SubParsersAction | None:
+    """The sub-command collection of the ``eval`` group (made here when this module registers first); None when
+    ``eval`` is only listed by its HELP (another command is being run: nothing to add)."""
     parser = sub.choices.get("eval")
     if parser is None:
         return add_group(sub, "eval", help="evaluate: metrics, benchmarks and scorers")
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return action
-    raise RuntimeError("the eval command has no sub-commands")
+    return None
 
 
 def _judge_options(p) -> None:
@@ -39,6 +40,8 @@ def _judge(args):
 
 def register(sub) -> None:
     group = _eval_commands(sub)
+    if group is None:
+        return
 
     p = group.add_parser("list", help="the benchmark registry: data layout under the data root, rules, prompt")
     p.add_argument("--json", action="store_true", help="print the registry as JSON")
