@@ -84,3 +84,16 @@ class Synthetic(Benchmark):
             metrics[f"{split}/AP_nc50"] = 100 * report["detection"]["AP_nc50"]
             metrics[f"{split}/mF1"] = 100 * report["detection"]["mF1"]
         return {"metrics": metrics, "details": details, "n": len(todo), "n_missing": missing}
+
+    def item_scores(self, items, answers, rule=None, family=None, **options) -> dict[str, dict]:
+        from rscovlm.demo import DemoSample, item_scores
+        from rscovlm.model.families import family_for
+
+        self.check_rule(rule)
+        todo, _ = answered(items, answers, partial=True)
+        samples = [DemoSample(it.meta["task"], it.meta["scene"],
+                              {"messages": it.meta["messages"], "meta": {"plans": [it.meta["plan"]]}},
+                              it.target["answer"], it.target["labels"], it.target["quads"]) for it in todo]
+        scores = item_scores(samples, [answers[it.id].get("text") or "" for it in todo],
+                             family_for(family or "qwen2_5_vl"))
+        return {it.id: s for it, s in zip(todo, scores)}
