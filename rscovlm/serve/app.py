@@ -25,8 +25,8 @@ Model calls go through :class:`ModelQueue`: one at a time, in arrival order, at 
 its queue facts (when it was queued, started and finished; seconds waited and run).
 """
 
-from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -295,10 +295,15 @@ def create_app(backend, config: ServeConfig | None = None):
     config = config or ServeConfig()
     viewer = Viewer(backend, config)
     static = Path(str(resources.files("rscovlm.serve").joinpath("static")))
-    app = FastAPI(title="rscovlm viewer", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        viewer.close()  # uploads are removed with their temporary folder
+
+    app = FastAPI(title="rscovlm viewer", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.viewer = viewer
     app.mount("/static", StaticFiles(directory=static), name="static")
-    app.add_event_handler("shutdown", viewer.close)
 
     def image_of(image_id: str):
         try:

@@ -187,7 +187,7 @@ class ImageStore:
         if declared_bytes is not None and declared_bytes > limit:
             raise UploadRejected(413, f"{shown}: the upload is {declared_bytes / (1 << 20):.1f} MiB, more than the "
                                       f"limit of {self.limits.max_upload_mb:g} MiB (rscovlm serve --max-upload-mb)")
-        return Upload(self, shown, limit)
+        return Upload(self, shown, limit, self.limits.max_upload_mb)
 
     def add_upload(self, name: str, stream, declared_bytes: int | None = None) -> StoredImage:
         """An upload read from a binary file object (:meth:`begin_upload`, write, finish)."""
@@ -213,8 +213,8 @@ class ImageStore:
 class Upload:
     """An upload being written under the store's folder (module docstring); refused uploads leave nothing."""
 
-    def __init__(self, store: ImageStore, name: str, limit: int):
-        self.store, self.name, self.limit = store, name, limit
+    def __init__(self, store: ImageStore, name: str, limit: int, limit_mb: float):
+        self.store, self.name, self.limit, self.limit_mb = store, name, limit, limit_mb
         self.id = uuid.uuid4().hex[:12]
         self.tmp = store.folder / f"{self.id}.part"
         self.file = open(self.tmp, "wb")
@@ -224,8 +224,8 @@ class Upload:
         self.total += len(chunk)
         if self.total > self.limit:
             self.discard()
-            raise UploadRejected(413, f"{self.name}: the upload is more than the limit of "
-                                      f"{self.limit / (1 << 20):g} MiB (rscovlm serve --max-upload-mb)")
+            raise UploadRejected(413, f"{self.name}: the upload is more than the limit of {self.limit_mb:g} MiB "
+                                      "(rscovlm serve --max-upload-mb)")
         if len(self.head) < 16:
             self.head += chunk[:16 - len(self.head)]
         self.file.write(chunk)
