@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 SIZE = 336  # a multiple of 28 within 224^2..1008^2: the model sees the scene unresized (frame = pixels)
 SEED = 5
 CATS = ("plane", "ship", "storage-tank")
@@ -102,4 +100,3 @@ if __name__ == "__main__":  # time the training: python tests/_serve_model.py TI
     t = time.perf_counter()
     img, model, objs, ans = train_scene_model(Path(sys.argv[1]), Path(sys.argv[2]))
     print(f"trained in {time.perf_counter() - t:.1f} s; answer:\n{ans}")
-    np.set_printoptions(precision=1)

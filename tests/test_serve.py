@@ -416,6 +416,25 @@ def _two_requests(server, scene_model):
     assert _http(server.url + "/api/health")[1]["queue"]["served"] == 2
 
 
+def test_large_images_are_detected_by_patches(backend, scene_model, tmp_path):
+    """Above split_megapixels detection takes infer.detect's path (512 px patches, merge); the objects shown are
+    the merge of what the patch answers parse to."""
+    from rscovlm.geometry import Frame
+    from rscovlm.protocol.detection import parse_detections
+    from rscovlm.serve.app import ServeConfig
+
+    config = ServeConfig(upload_dir=str(tmp_path), max_new_tokens=120, split_megapixels=0.05)
+    with _InProcess(backend, config) as server:
+        status, info = _http(server.url + "/api/upload?name=scene.png", scene_model[0].read_bytes())
+        status, result = _http(server.url + "/api/run", json_body={"image": info["id"], "task": "detect"})
+    assert status == 200, result
+    assert result["mode"] == "split" and result["patches"] == result["n_passes"] == 1
+    assert result["facts"]["patch_model_size"] == [504, 504]  # the paper's 512 px patch in the model frame
+    raw = result["passes"][0]["raw"]
+    parsed = parse_detections(raw, frame=Frame.model(504, 504))
+    assert len(result["objects"]) <= result["facts"]["before_merge"] <= len(parsed.objects)
+
+
 def test_queue_refuses_beyond_its_waiting_room():
     from rscovlm.serve.app import ModelQueue, QueueFull
 
