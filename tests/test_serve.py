@@ -198,6 +198,7 @@ def _state(driver) -> str:
 
 # ---- the page in a browser ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_page_draws_the_models_detections_and_the_zoom_region(browser, served, scene_model, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -266,6 +267,7 @@ def test_page_draws_the_models_detections_and_the_zoom_region(browser, served, s
     _artifact(shot)
 
 
+@pytest.mark.slow
 def test_page_rejects_a_non_image_with_the_reason(browser, served, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -279,6 +281,7 @@ def test_page_rejects_a_non_image_with_the_reason(browser, served, tmp_path):
     assert "notes.png: not a PNG, JPEG or TIFF/GeoTIFF image" in status
 
 
+@pytest.mark.slow
 def test_results_browser_shows_items_and_filters_wrong_answers(browser, served, run_folder, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -294,6 +297,11 @@ def test_results_browser_shows_items_and_filters_wrong_answers(browser, served, 
     _wait(browser, lambda d: d.execute_script(
         "return [...document.querySelectorAll('#items img')].every(i => i.complete && i.naturalWidth > 0)"),
         "the item images")
+    shapes = browser.execute_script("return [...document.querySelectorAll('#items tr.item-row')].map(r => "
+                                    "[r.dataset.id, r.querySelector('img').naturalWidth, "
+                                    "r.querySelector('img').naturalHeight])")
+    for item_id, w, h in shapes:  # boxed items: ground truth | prediction side by side; the others: the image
+        assert (w > 1.5 * h) == item_id.startswith(("grounding/", "detection/")), (item_id, w, h)
     browser.find_element(By.ID, "wrong-only").click()
     _wait(browser, lambda d: _state(d) == "done" and len(d.find_elements(By.CSS_SELECTOR, "#items tr.item-row"))
           == sum(not v for v in expected.values()), "the wrong-only filter")
@@ -352,6 +360,7 @@ def _png_bytes(array) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_upload_limits_answer_with_the_reason_and_keep_nothing(small_limits_server, scene_model):
     server, uploads = small_limits_server
     url = server.url + "/api/upload?name="
@@ -388,6 +397,7 @@ def test_upload_limits_answer_with_the_reason_and_keep_nothing(small_limits_serv
     assert health["limits"] == {"max_upload_mb": 0.05, "max_megapixels": 0.1}
 
 
+@pytest.mark.slow
 def test_two_concurrent_requests_both_succeed_one_at_a_time(backend, scene_model, tmp_path):
     from rscovlm.serve.app import ServeConfig
 
@@ -416,6 +426,7 @@ def _two_requests(server, scene_model):
     assert _http(server.url + "/api/health")[1]["queue"]["served"] == 2
 
 
+@pytest.mark.slow
 def test_large_images_are_detected_by_patches(backend, scene_model, tmp_path):
     """Above split_megapixels detection takes infer.detect's path (512 px patches, merge); the objects shown are
     the merge of what the patch answers parse to."""
@@ -433,6 +444,18 @@ def test_large_images_are_detected_by_patches(backend, scene_model, tmp_path):
     raw = result["passes"][0]["raw"]
     parsed = parse_detections(raw, frame=Frame.model(504, 504))
     assert len(result["objects"]) <= result["facts"]["before_merge"] <= len(parsed.objects)
+
+
+@pytest.mark.slow
+def test_uploads_stay_in_a_temporary_folder_removed_on_exit(backend):
+    from rscovlm.serve.app import ServeConfig
+
+    with _InProcess(backend, ServeConfig()) as server:
+        folder = server.app.state.viewer.store.folder
+        status, info = _http(server.url + "/api/upload?name=a.png", _png_bytes(np.zeros((30, 40, 3), np.uint8)))
+        assert status == 200 and (folder / f"{info['id']}.png").is_file()
+        assert folder.name.startswith("rscovlm-serve-")
+    assert not folder.exists()
 
 
 def test_queue_refuses_beyond_its_waiting_room():
@@ -480,6 +503,13 @@ def test_tiles_come_from_windows_of_a_geotiff(tmp_path):
                        transform=Affine(0.5, 0, 500000, 0, -0.5, 4100000), tiled=True, blockxsize=256,
                        blockysize=256, photometric="RGB") as dst:
         dst.write(rgb.transpose(2, 0, 1))
+    from rscovlm.serve.images import ImageStore, Limits
+
+    store = ImageStore(tmp_path / "uploads", Limits())  # an uploaded GeoTIFF keeps its georeferencing
+    with open(path, "rb") as fh:
+        uploaded = store.add_upload("scene.tif", fh).info()
+    assert uploaded["georeferenced"] and uploaded["access"] == "random" and uploaded["width"] == w
+    store.close()
     image = StoredImage("t", path, "scene.tif", overview_side=256)
     assert image.source.access == "random" and image.native_zoom == 3  # 1300 px -> 2^3 tiles of 256 across
     info = image.info()
@@ -504,6 +534,7 @@ def test_tiles_come_from_windows_of_a_geotiff(tmp_path):
     image.close()
 
 
+@pytest.mark.slow
 def test_serve_command_help_and_bad_options(scene_model, tmp_path, capsys):
     from rscovlm.cli import main
 

@@ -440,25 +440,41 @@ def create_app(backend, config: ServeConfig | None = None):
         return JSONResponse(_finite({**head, "n": len(data["items"]), "n_wrong": n_wrong, "n_shown": len(rows),
                                      "offset": offset, "items": json.loads(json.dumps(page, default=str))}))
 
-    def item_path(bench: str, index: int) -> str:
+    def item_row(bench: str, index: int) -> dict:
         items = bench_items(bench)["items"]
         if not 0 <= index < len(items):
             raise HTTPException(404, f"{bench}: no item {index}")
-        return items[index]["image"]
+        return items[index]
+
+    def item_path(bench: str, index: int) -> str:
+        return item_row(bench, index)["image"]
 
     @app.get("/api/results/{bench}/items/{index}/image.png")
-    def item_image(bench: str, index: int, side: int = 256):
-        from rscovlm.imageio import ImageSource
+    def item_image(bench: str, index: int, side: int = 256, boxes: bool = True):
+        """The item's image at most ``side`` px; with ``boxes`` and boxes to show (a target holding ``quads`` and
+        ``labels``, a parsed prediction) the ground truth | prediction review picture."""
+        import numpy as np
 
-        path = item_path(bench, index)
+        from rscovlm.geometry import Boxes, ObjectSet
+        from rscovlm.imageio import ImageSource
+        from rscovlm.viz.overlay import compare
+
+        row = item_row(bench, index)
         side = max(16, min(side, 4 * TILE))
         try:
-            with ImageSource(path) as src:
+            with ImageSource(row["image"]) as src:
                 w, h = src.size
                 s = min(1.0, side / max(w, h))
                 picture = src.resized((max(1, round(w * s)), max(1, round(h * s))))
         except ImageReadError as err:
             raise HTTPException(422, str(err)) from None
+        target, pred = row["target"], row.get("pred")
+        if boxes and isinstance(target, dict) and "quads" in target and pred is not None:
+            def objects(d):
+                quads = np.asarray(d["quads"], float).reshape(-1, 8) * s
+                return ObjectSet(Boxes(quads, "quad"), list(d["labels"]))
+
+            picture = compare(picture, objects(target), objects(pred))
         return png(to_png(picture))
 
     @app.post("/api/results/{bench}/items/{index}/open")

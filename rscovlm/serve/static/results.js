@@ -60,7 +60,8 @@ async function show() {
       cell(row, it.id);
       cell(row, pre(it.prompt));
       cell(row, pre(it.answer === null ? "(no answer)" : it.answer));
-      cell(row, pre(it.target));
+      const truth = it.target && typeof it.target === "object" && "answer" in it.target ? it.target.answer : it.target;
+      cell(row, pre(truth)).title = text(it.target);
       const verdict = it.correct === null ? "" : it.correct ? "right" : "wrong";
       cell(row, `${verdict} ${it.score === null ? "" : `${it.metric} ${Number(it.score).toFixed(3)}`}`.trim(),
            "verdict");
