@@ -342,6 +342,40 @@ def test_per_item_scores_agree_with_the_benchmark_metrics(run_folder):
     assert get_benchmark("dota_val").item_scores(items, answers) is None  # an mAP has no per-item verdict
 
 
+def test_item_scores_agree_with_each_benchmarks_score():
+    """Per-item verdicts of GeoGround, RSVQA and LRS-VQA average to the benchmark's own headline metric."""
+    from rscovlm.eval.benchmarks import Item, get_benchmark
+
+    resize = {"original": [100, 100], "model": [100, 100]}
+    bench = get_benchmark("geoground_rsvg_test")
+    items = [Item(str(k), "x.png", {"object": "the plane"}, [10.0, 10.0, 50.0, 50.0]) for k in range(3)]
+    answers = {"0": {"id": "0", "text": "10,10,50,50 the plane", "resize": resize},
+               "1": {"id": "1", "text": "60,60,90,90 the plane", "resize": resize},
+               "2": {"id": "2", "text": "12,10,50,52 the plane", "resize": resize}}
+    per = bench.item_scores(items, answers)
+    assert [per[k]["correct"] for k in "012"] == [True, False, True] and per["0"]["score"] == pytest.approx(1.0)
+    assert 100 * np.mean([v["correct"] for v in per.values()]) == pytest.approx(
+        bench.score(items, answers)["metrics"]["Acc@0.5"])
+
+    bench = get_benchmark("rsvqa_hr")
+    items = [Item(str(k), "x.tif", {"question": "q"}, gt, {"type": "presence"}) for k, gt in enumerate(["yes", "no"])]
+    answers = {"0": {"id": "0", "text": "Yes"}, "1": {"id": "1", "text": "yes"}}
+    per = bench.item_scores(items, answers)
+    assert [per[k]["correct"] for k in "01"] == [True, False]
+    assert 100 * np.mean([v["correct"] for v in per.values()]) == pytest.approx(
+        bench.score(items, answers)["metrics"]["overall"])
+
+    bench = get_benchmark("lrs_vqa")
+    items = [Item(f"FAIR_{k}", "x.tif", {"question": "q"}, gt, {"category": "color", "source": "FAIR"})
+             for k, gt in enumerate(["red", "white", "blue"])]
+    answers = {"FAIR_0": {"id": "FAIR_0", "text": "red"}, "FAIR_1": {"id": "FAIR_1", "text": "black"},
+               "FAIR_2": {"id": "FAIR_2", "text": "Blue"}}
+    per = bench.item_scores(items, answers)
+    assert [per[f"FAIR_{k}"]["correct"] for k in range(3)] == [True, False, True]
+    assert 100 * np.mean([v["correct"] for v in per.values()]) == pytest.approx(
+        bench.score(items, answers)["metrics"]["all/OA"])
+
+
 @pytest.fixture()
 def small_limits_server(backend, tmp_path):
     from rscovlm.serve.app import ServeConfig
@@ -447,14 +481,26 @@ def test_large_images_are_detected_by_patches(backend, scene_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_uploads_stay_in_a_temporary_folder_removed_on_exit(backend):
+def test_uploads_stay_in_a_temporary_folder_removed_on_exit(backend, tmp_path):
     from rscovlm.serve.app import ServeConfig
 
-    with _InProcess(backend, ServeConfig()) as server:
+    pickable = tmp_path / "pick"
+    pickable.mkdir()
+    Image.fromarray(np.full((20, 30, 3), 7, np.uint8)).save(pickable / "field.png")
+    (pickable / "notes.txt").write_text("not listed")
+    with _InProcess(backend, ServeConfig(images=str(pickable))) as server:
         folder = server.app.state.viewer.store.folder
         status, info = _http(server.url + "/api/upload?name=a.png", _png_bytes(np.zeros((30, 40, 3), np.uint8)))
         assert status == 200 and (folder / f"{info['id']}.png").is_file()
         assert folder.name.startswith("rscovlm-serve-")
+        listing = _http(server.url + "/api/images")[1]
+        assert listing["folder"] == ["field.png"] and [im["id"] for im in listing["images"]] == [info["id"]]
+        status, picked = _http(server.url + "/api/images/pick", json_body={"name": "field.png"})
+        assert status == 200 and (picked["width"], picked["height"]) == (30, 20)
+        assert not (folder / "field.png").exists()  # a picked file is read where it is, not copied
+        for name in ("../pick/field.png", "notes.txt", str(pickable / "field.png")):
+            status, body = _http(server.url + "/api/images/pick", json_body={"name": name})
+            assert status == 404 and "is not an image of the --images folder" in body["detail"], name
     assert not folder.exists()
 
 
