@@ -551,10 +551,15 @@ def test_tiles_come_from_windows_of_a_geotiff(tmp_path):
         dst.write(rgb.transpose(2, 0, 1))
     from rscovlm.serve.images import ImageStore, Limits
 
-    store = ImageStore(tmp_path / "uploads", Limits())  # an uploaded GeoTIFF keeps its georeferencing
+    store = ImageStore(tmp_path / "uploads", Limits(), max_open=1)  # an uploaded GeoTIFF keeps its georeferencing
     with open(path, "rb") as fh:
-        uploaded = store.add_upload("scene.tif", fh).info()
+        tif = store.add_upload("scene.tif", fh)
+    uploaded = tif.info()
     assert uploaded["georeferenced"] and uploaded["access"] == "random" and uploaded["width"] == w
+    first = tif.tile(3, 0, 0)
+    other = store.add_file(tmp_path / "uploads" / f"{tif.id}.tif", "again")  # one image open at a time: the
+    assert other.is_open and not tif.is_open  # least recently used is released ...
+    assert tif.tile(3, 0, 0) == first and tif.is_open and not other.is_open  # ... and opened again when shown
     store.close()
     image = StoredImage("t", path, "scene.tif", overview_side=256)
     assert image.source.access == "random" and image.native_zoom == 3  # 1300 px -> 2^3 tiles of 256 across

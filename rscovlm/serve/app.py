@@ -55,6 +55,8 @@ class ServeConfig:
     max_megapixels: float = field(default=1000.0, metadata={"help": "largest image in megapixels"})
     max_waiting: int = field(default=8, metadata={"help": "requests that may wait for the model (more: busy)"})
     overview_side: int = field(default=2048, metadata={"help": "long side of the overview low zooms are read from"})
+    open_images: int = field(default=4, metadata={"help": "images kept decoded (with their overviews) at once; "
+                                                          "others are opened again when shown"})
     categories: str = field(default="dota-v1.0", metadata={"help": "detection vocabulary (a category set or "
                                                                    "comma-separated names)"})
     split_megapixels: float = field(default=1.0, metadata={
@@ -66,9 +68,10 @@ class ServeConfig:
     max_passes_shown: int = field(default=16, metadata={"help": "prompts and raw answers listed per run"})
 
     def __post_init__(self) -> None:
-        if self.max_waiting < 1 or self.overview_side < 256 or self.split_megapixels <= 0:
-            raise ValueError(f"need max_waiting >= 1, overview_side >= 256, split_megapixels > 0; got "
-                             f"{self.max_waiting}, {self.overview_side}, {self.split_megapixels}")
+        if self.max_waiting < 1 or self.overview_side < 256 or self.split_megapixels <= 0 or self.open_images < 1:
+            raise ValueError(f"need max_waiting >= 1, overview_side >= 256, split_megapixels > 0, open_images >= 1; "
+                             f"got {self.max_waiting}, {self.overview_side}, {self.split_megapixels}, "
+                             f"{self.open_images}")
 
 
 class QueueFull(Exception):
@@ -184,7 +187,8 @@ class Viewer:
             folder = Path(self._tmp.name)
         else:
             folder = Path(config.upload_dir)
-        self.store = ImageStore(folder, Limits(config.max_upload_mb, config.max_megapixels), config.overview_side)
+        self.store = ImageStore(folder, Limits(config.max_upload_mb, config.max_megapixels), config.overview_side,
+                                config.open_images)
         self.results = Path(config.results) if config.results else None
         if self.results is not None and not self.results.is_dir():
             raise ValueError(f"--results {self.results}: no such folder")

@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,18 +70,42 @@ def _display(name: str) -> str:
 
 class StoredImage:
     """One image the pages may show: a file (an upload in the temporary folder or a file the server was pointed
-    at), its size, an open :class:`~rscovlm.imageio.ImageSource` and the overview for low zooms. Reads are
-    serialized per image (a source is not thread-safe)."""
+    at), its size, an :class:`~rscovlm.imageio.ImageSource` and the overview for low zooms. Reads are serialized
+    per image (a source is not thread-safe). :meth:`release` frees the decoded pixels (the store keeps only the
+    most recently used images open); the next read opens the file again. ``on_use`` is called before each read
+    (outside this image's lock)."""
 
-    def __init__(self, image_id: str, path: Path, name: str, overview_side: int = 2048):
+    def __init__(self, image_id: str, path: Path, name: str, overview_side: int = 2048, on_use=None):
         from rscovlm.imageio import ImageSource
 
         self.id, self.path, self.name = image_id, Path(path), name
-        self.source = ImageSource(self.path)
-        self.size = self.source.size
+        self._source = ImageSource(self.path)  # opened now: an unreadable file is refused at once
+        self.size = self._source.size
+        self.access = self._source.access
+        self.georeferenced = self._source.georef is not None
         self.overview_side = overview_side
         self._overview = None
+        self.on_use = on_use
         self.lock = threading.Lock()
+
+    @property
+    def source(self):
+        """The open source (opened again after :meth:`release`); call under :attr:`lock`."""
+        from rscovlm.imageio import ImageSource
+
+        if self._source is None:
+            self._source = ImageSource(self.path)
+        return self._source
+
+    @property
+    def is_open(self) -> bool:
+        return self._source is not None or self._overview is not None
+
+    def release(self) -> None:
+        with self.lock:
+            if self._source is not None:
+                self._source.close()
+            self._source, self._overview = None, None
 
     @property
     def native_zoom(self) -> int:
@@ -90,8 +115,7 @@ class StoredImage:
     def info(self) -> dict:
         w, h = self.size
         return {"id": self.id, "name": self.name, "width": w, "height": h, "tile": TILE,
-                "native_zoom": self.native_zoom, "access": self.source.access,
-                "georeferenced": self.source.georef is not None}
+                "native_zoom": self.native_zoom, "access": self.access, "georeferenced": self.georeferenced}
 
     def overview(self):
         """The whole image resized to at most ``overview_side`` on its long side (made once)."""
@@ -108,6 +132,8 @@ class StoredImage:
 
         w, h = self.size
         per_px = max((x1 - x0) / out_w, (y1 - y0) / out_h)  # original pixels per output pixel
+        if self.on_use is not None:
+            self.on_use(self)
         with self.lock:
             if per_px > max(w, h) / self.overview_side and max(w, h) > self.overview_side:
                 ov = self.overview()
@@ -141,19 +167,37 @@ class StoredImage:
         return buf.getvalue()
 
     def close(self) -> None:
-        self.source.close()
+        self.release()
 
 
 class ImageStore:
     """The images known to a server: uploads (written under ``folder``) and files it was pointed at."""
 
-    def __init__(self, folder: Path, limits: Limits, overview_side: int = 2048):
+    def __init__(self, folder: Path, limits: Limits, overview_side: int = 2048, max_open: int = 4):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.limits, self.overview_side = limits, overview_side
+        self.limits, self.overview_side, self.max_open = limits, overview_side, max_open
         self.images: dict[str, StoredImage] = {}
         self._by_path: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._recent: OrderedDict[str, StoredImage] = OrderedDict()
+
+    def _use(self, image: StoredImage) -> None:
+        """Mark ``image`` as just used; release the least recently used beyond ``max_open`` (so memory holds at
+        most ``max_open`` decoded images and overviews however many are uploaded)."""
+        with self._lock:
+            self._recent[image.id] = image
+            self._recent.move_to_end(image.id)
+            evict = []
+            while len(self._recent) > self.max_open:
+                evict.append(self._recent.popitem(last=False)[1])
+        for old in evict:
+            old.release()
+
+    def _new(self, image_id: str, path: Path, name: str) -> StoredImage:
+        image = StoredImage(image_id, path, name, self.overview_side, on_use=self._use)
+        self._use(image)
+        return image
 
     def get(self, image_id: str) -> StoredImage:
         try:
@@ -171,7 +215,7 @@ class ImageStore:
             if key in self._by_path:
                 return self.images[self._by_path[key]]
         try:
-            image = StoredImage(uuid.uuid4().hex[:12], Path(key), name or Path(key).name, self.overview_side)
+            image = self._new(uuid.uuid4().hex[:12], Path(key), name or Path(key).name)
         except ImageReadError as err:
             raise UploadRejected(422, str(err)) from None
         with self._lock:
@@ -256,7 +300,7 @@ class Upload:
                 if mp > limits.max_megapixels:
                     raise UploadRejected(413, f"{self.name}: {w} x {h} px is {mp:.1f} megapixels, more than the "
                                               f"limit of {limits.max_megapixels:g} (rscovlm serve --max-megapixels)")
-                image = StoredImage(self.id, path, self.name, self.store.overview_side)
+                image = self.store._new(self.id, path, self.name)
             except ImageReadError as err:
                 raise UploadRejected(422, f"{self.name}: cannot be read as an image: {err.reason}") from None
         except BaseException:
