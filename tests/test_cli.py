@@ -194,19 +194,31 @@ def test_help_loads_no_heavy_package_and_no_command_but_the_one_run():
         mods = _modules_after(argv)
         assert not [m for m in mods if m.split(".")[0] in _HEAVY], argv
         assert "rscovlm.eval.dota_map" not in mods and "rscovlm.demo" not in mods, argv
-    for name in _command_modules():  # every command module states its line of `rscovlm --help` (HELP)
+    for name in _command_modules():  # every command module states its line(s) of `rscovlm --help`
         module = __import__(f"rscovlm.cli.{name}", fromlist=["_"])
-        assert isinstance(getattr(module, "HELP", None), str) and module.HELP, name
+        lines = getattr(module, "COMMANDS", None) or {name: getattr(module, "HELP", None)}
+        assert all(isinstance(v, str) and v for v in lines.values()), name
+
+
+def _command_names() -> list[str]:
+    """Top-level command names in registration order: each module's name, or its COMMANDS."""
+    from rscovlm.cli import _command_modules
+
+    names = []
+    for name in _command_modules():
+        module = __import__(f"rscovlm.cli.{name}", fromlist=["_"])
+        names += list(getattr(module, "COMMANDS", None) or [name])
+    return names
 
 
 def test_lazy_parser_lists_every_command_and_runs_the_chosen_one(capsys):
-    from rscovlm.cli import _command_modules, build_parser
+    from rscovlm.cli import build_parser
 
     full = build_parser()
     lazy = build_parser("eval")
     listed = [{c.dest: c.help for c in a._choices_actions} for p in (full, lazy) for a in p._actions
               if isinstance(a, argparse._SubParsersAction)]
-    assert list(listed[0]) == list(listed[1]) == _command_modules()
+    assert list(listed[0]) == list(listed[1]) == _command_names()
     assert listed[0] == listed[1]  # the same line for each command in `rscovlm --help`
     with pytest.raises(SystemExit):
         main(["nonsense"])

@@ -9,6 +9,9 @@ found by its file name, so adding a command is adding a file. It defines
 * ``register(sub)``: adds its parser (``add_group(sub, NAME, HELP)`` for a group, or
   ``sub.add_parser(NAME, help=HELP, ...)``) with its options, sub-commands and ``handler``.
 
+A module that adds several top-level commands (``rscovlm/cli/infer.py``: predict, zoom, detect) defines
+``COMMANDS``, a dict of command name -> help line, instead of ``HELP``; its ``register`` adds them all.
+
 Only the command being run is registered: ``rscovlm eval dota ...`` imports ``rscovlm.cli.eval`` and calls its
 ``register``; every other module is imported only to read its ``HELP`` (``rscovlm --help`` registers none). So,
 to keep ``rscovlm --help`` and ``rscovlm CMD --help`` instant (well under 0.15 s):
@@ -131,11 +134,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _command_modules():
         module = importlib.import_module(f"{__name__}.{name}")
-        summary = getattr(module, "HELP", None)
-        if only is None or name == only or summary is None:
+        commands = getattr(module, "COMMANDS", None)
+        if commands is None:
+            summary = getattr(module, "HELP", None)
+            commands = {name: summary} if summary is not None else None
+        if only is None or commands is None or only in commands:
             module.register(sub)
         else:
-            sub.add_parser(name, help=summary)
+            for command, summary in commands.items():
+                sub.add_parser(command, help=summary)
     return parser
 
 

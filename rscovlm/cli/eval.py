@@ -171,6 +171,10 @@ def register(sub) -> None:
     _options(p)
     p.set_defaults(handler=_responses)
 
+    from rscovlm.cli import _eval_bench
+
+    _eval_bench.register_into(group)  # eval list | show-prompt | score-answers | score | compare
+
 
 def _write_json(path: str | None, result: dict) -> None:
     if path:

@@ -14,6 +14,14 @@ from rscovlm.cli import CliError, library_output_to_stderr, status
 
 BACKEND_NAMES = ("transformers", "vllm", "openai")
 PREDICT_TASKS = ("chat", "classify", "vqa", "caption", "ground", "detect")
+COMMANDS = {  # this module's top-level commands and their lines in ``rscovlm --help``
+    "predict": "answer one prompt about each image (chat, or a task with the prompt set's prompt); JSON lines on "
+               "stdout",
+    "zoom": "answer a question about an ultra-high-resolution image with the Zoom-in Chain, cropping the "
+            "full-resolution original",
+    "detect": "detect objects in large images and GeoTIFFs: split, infer, merge; labelTxt, Task1, GeoJSON and "
+              "overlay PNGs",
+}
 
 
 def _help(cls, name: str) -> str:
@@ -45,8 +53,7 @@ def register(sub) -> None:
     from rscovlm.infer.detect import DetectConfig
     from rscovlm.infer.zoom import ZoomConfig
 
-    p = sub.add_parser("predict", help="answer one prompt about each image (chat, or a task with the prompt "
-                                       "set's prompt); JSON lines on stdout",
+    p = sub.add_parser("predict", help=COMMANDS["predict"],
                        description="Answer PROMPT about each IMAGE (files or folders) with a checkpoint. --task chat "
                                    "sends PROMPT as it is; the tasks build the prompt set's prompt from it: classify "
                                    "(PROMPT = comma-separated classes), vqa (the question), caption (the request), "
@@ -61,8 +68,7 @@ def register(sub) -> None:
     _backend_options(p)
     p.set_defaults(handler=_predict)
 
-    z = sub.add_parser("zoom", help="answer a question about an ultra-high-resolution image with the Zoom-in "
-                                    "Chain, cropping the full-resolution original",
+    z = sub.add_parser("zoom", help=COMMANDS["zoom"],
                        description="The Zoom-in Chain (paper 3.4): pass 1 sees the downsampled whole image and asks "
                                    "for a region with a tool call; the region is read from the full-resolution file "
                                    "by a windowed read (the image is never decoded whole) and pass 2 answers from "
@@ -82,8 +88,7 @@ def register(sub) -> None:
     _backend_options(z)
     z.set_defaults(handler=_zoom)
 
-    d = sub.add_parser("detect", help="detect objects in large images and GeoTIFFs: split, infer, merge; labelTxt, "
-                                      "Task1, GeoJSON and overlay PNGs",
+    d = sub.add_parser("detect", help=COMMANDS["detect"],
                        description="Detect objects in each IMAGE (or the images of a folder) of any size: split into "
                                    "overlapping patches (512 / 100 by default, the paper's), answer each patch, "
                                    "parse, score each object by its token log-probs, map back and merge with "

@@ -1,26 +1,14 @@
 """``rscovlm eval list|show-prompt|score-answers|score|compare``: the benchmark registry and its scorers
-(docs/benchmarks.md). These commands join the ``eval`` group of :mod:`rscovlm.cli.eval`."""
+(docs/benchmarks.md). Not a command module of its own (the leading underscore): :mod:`rscovlm.cli.eval`
+registers these commands into its ``eval`` group."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from rscovlm.cli import CliError, add_group
-
-
-def _eval_commands(sub) -> argparse._SubParsersAction | None:
-    """The sub-command collection of the ``eval`` group (made here when this module registers first); None when
-    ``eval`` is only listed by its HELP (another command is being run: nothing to add)."""
-    parser = sub.choices.get("eval")
-    if parser is None:
-        return add_group(sub, "eval", help="evaluate: metrics, benchmarks and scorers")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
+from rscovlm.cli import CliError
 
 
 def _judge_options(p) -> None:
@@ -38,10 +26,8 @@ def _judge(args):
     return Judge(JudgeConfig(base_url=args.judge_url, model=args.judge_model))
 
 
-def register(sub) -> None:
-    group = _eval_commands(sub)
-    if group is None:
-        return
+def register_into(group) -> None:
+    """Add these commands to ``group``, the sub-command collection of the ``eval`` group."""
 
     p = group.add_parser("list", help="the benchmark registry: data layout under the data root, rules, prompt")
     p.add_argument("--json", action="store_true", help="print the registry as JSON")
