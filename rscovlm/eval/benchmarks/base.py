@@ -127,6 +127,13 @@ class Benchmark:
         line) for ``items`` under ``rule``."""
         raise NotImplementedError
 
+    def item_scores(self, items: list[Item], answers: dict[str, dict], rule: str | None = None,
+                    **options) -> dict[str, dict] | None:
+        """Per answered item ``{id: {"correct": bool | None, "score": float | None, "metric": name}}`` under
+        ``rule`` (the same rule as :meth:`score`; ``correct`` None: no verdict for this item), or None when the
+        benchmark has no per-item score (e.g. a detection mAP). The results browser shows these."""
+        return None
+
     def score_answer_file(self, path: str | os.PathLike, rule: str | None = None, **options) -> dict:
         """Score an answer file in the benchmark's released format (:attr:`answer_format`)."""
         raise NotImplementedError(f"{self.name}: no released answer-file format is supported")

@@ -94,6 +94,20 @@ class GeoGroundSubset(Benchmark):
                             "mean_iou": sum(ious) / n if n else None},
                 "n": n, "n_missing": missing}
 
+    def item_scores(self, items, answers, rule=None, family=None, **options) -> dict[str, dict]:
+        from rscovlm.model.families import family_for
+
+        rule = self.check_rule(rule)
+        fam = family_for(family) if family is not None else None
+        todo, _ = answered(items, answers, partial=True)
+        out = {}
+        for it in todo:
+            ans = answers[it.id]
+            hit, iou, _ = geoground_hit(ans.get("text") or "", it.target, resize_of(ans, self.name), rule, self.form,
+                                        fam)
+            out[it.id] = {"correct": bool(hit), "score": float(iou), "metric": "IoU"}
+        return out
+
 
 for _subset in SUBSETS:
     register_benchmark(type(f"GeoGround_{_subset}", (GeoGroundSubset,), {"subset": _subset}))

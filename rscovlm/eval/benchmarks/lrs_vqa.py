@@ -58,6 +58,21 @@ class _LrsVqa(Benchmark):
                   "text": (answers[it.id].get("text") or "").strip()} for it in todo]
         return self._result(score_lrs_vqa(lines, rule), missing)
 
+    def item_scores(self, items, answers, rule=None, **options) -> dict[str, dict]:
+        from rscovlm.eval.lrs_vqa import SynonymMatcher, lrs_vqa_match
+
+        rule = self.check_rule(rule)
+        todo, _ = answered(items, answers, partial=True)
+        synonyms = SynonymMatcher()
+        out = {}
+        for it in todo:
+            if not it.target or not it.meta.get("category"):  # skipped by the official scorer too
+                out[it.id] = {"correct": None, "score": None, "metric": "accuracy"}
+                continue
+            ok, _ = lrs_vqa_match(it.target, (answers[it.id].get("text") or "").strip(), rule, synonyms)
+            out[it.id] = {"correct": bool(ok), "score": float(ok), "metric": "accuracy"}
+        return out
+
     def _result(self, res: dict, missing: int = 0) -> dict:
         metrics = {}
         for source, s in res["sources"].items():

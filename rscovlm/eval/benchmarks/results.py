@@ -82,6 +82,62 @@ def bench_of_folder(folder: Path) -> tuple[Benchmark, dict]:
     return bench, run
 
 
+def load_run(folder: str | os.PathLike) -> tuple[Benchmark, dict, list, dict[str, dict]]:
+    """``(benchmark, run.json, items, answers)`` of one ``<bench>`` folder of a run, for reading while it may still
+    be running: the answers of every answer file (shards too), nothing merged or written; errors name the file."""
+    from rscovlm.eval.benchmarks.runner import answer_files
+
+    folder = Path(folder)
+    bench, run = bench_of_folder(folder)
+    items = bench.items(run["data_root"], run.get("limit"))
+    known = {it.id for it in items}
+    answers = {}
+    for path in answer_files(folder):
+        got = read_answers(path)
+        unknown = [a for a in got if a not in known]
+        if unknown:
+            raise AnswersError(f"{path}: {len(unknown)} answers for ids that are not items of {bench.name} "
+                               f"(first: {unknown[:3]})")
+        answers.update(got)
+    return bench, run, items, answers
+
+
+def item_results(folder: str | os.PathLike, rule: str | None = None) -> dict:
+    """Every item of one ``<bench>`` folder of a run with its answer and per-item score, for browsing:
+    ``{"bench", "title", "rule", "per_item": bool, "items": [{"id", "image", "prompt", "answer", "target",
+    "correct", "score", "metric", "pred", "meta"}]}``. ``prompt`` is the text of the conversation sent (system and
+    user text parts, images as ``<image>``); ``answer`` None for an item without an answer; ``correct``/``score``
+    from :meth:`Benchmark.item_scores` (None where the benchmark gives none: ``per_item`` False)."""
+    bench, run, items, answers = load_run(folder)
+    r = rule if rule in bench.rules else bench.default_rule
+    scores = bench.item_scores(items, answers, r, data_root=run["data_root"],
+                               family=run.get("settings", {}).get("family"))
+    rows = []
+    for it in items:
+        try:
+            messages = bench.messages(it, run.get("prompt_set"))
+        except (KeyError, ValueError, NotImplementedError) as err:
+            messages = [{"role": "user", "content": [{"type": "text", "text": f"(prompt unavailable: {err})"}]}]
+        s = (scores or {}).get(it.id, {})
+        ans = answers.get(it.id)
+        rows.append({"id": it.id, "image": it.image, "prompt": prompt_text(messages),
+                     "answer": None if ans is None else ans["text"], "target": it.target,
+                     "correct": s.get("correct"), "score": s.get("score"), "metric": s.get("metric"),
+                     "pred": s.get("pred"), "meta": {k: v for k, v in it.meta.items() if k != "messages"}})
+    return {"bench": bench.name, "title": bench.title, "rule": r, "per_item": scores is not None, "items": rows}
+
+
+def prompt_text(messages: list[dict]) -> str:
+    """The text of a conversation as sent: ``[role]`` headers, text parts, ``<image>`` for image parts."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        parts = [content] if isinstance(content, str) else [
+            p.get("text", "") if p.get("type") == "text" else "<image>" for p in content or [] if isinstance(p, dict)]
+        out.append(f"[{m.get('role')}]\n" + "\n".join(parts))
+    return "\n\n".join(out)
+
+
 def score_run(out_dir: str | os.PathLike, rule: str | None = None, partial: bool = False, judge=None,
               benches: list[str] | None = None) -> dict:
     """Score every ``<bench>/answers.jsonl`` of a run folder (or the ``benches`` named) with its ``run.json``

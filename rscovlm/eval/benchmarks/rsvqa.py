@@ -83,6 +83,16 @@ class _Rsvqa(Benchmark):
         metrics["mean"] = None if acc["mean"] is None else 100 * acc["mean"]
         return {"metrics": metrics, "details": {**acc, "rule": rule}, "n": acc["total"], "n_missing": missing}
 
+    def item_scores(self, items, answers, rule=None, **options) -> dict[str, dict]:
+        rule = self.check_rule(rule)
+        matcher = "contain" if rule == "reference" else "strict"
+        todo, _ = answered(items, answers, partial=True)
+        out = {}
+        for it in todo:
+            ok = match(matcher, it.target, answers[it.id].get("text") or "")
+            out[it.id] = {"correct": ok, "score": float(ok), "metric": "accuracy"}
+        return out
+
 
 @register_benchmark
 class RsvqaHR(_Rsvqa):

@@ -44,6 +44,16 @@ class _SceneCls(Benchmark):
                 "details": {"correct": correct, "n": n, "rule": rule, "matcher": matcher},
                 "n": n, "n_missing": missing}
 
+    def item_scores(self, items, answers, rule=None, **options) -> dict[str, dict]:
+        rule = self.check_rule(rule)
+        matcher = self.reference_matcher if rule == "reference" else "strict"
+        todo, _ = answered(items, answers, partial=True)
+        out = {}
+        for it in todo:
+            ok = match(matcher, it.target, answers[it.id].get("text") or "")
+            out[it.id] = {"correct": ok, "score": float(ok), "metric": "accuracy"}
+        return out
+
 
 class _VhmCls(_SceneCls):
     prompt = "vhm_scene_cls"

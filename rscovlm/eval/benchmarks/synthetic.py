@@ -114,6 +114,18 @@ class Synthetic(Benchmark):
         details["predictions"] = predictions
         return {"metrics": metrics, "details": details, "n": len(todo), "n_missing": missing}
 
+    def item_scores(self, items, answers, rule=None, family=None, **options) -> dict[str, dict]:
+        from rscovlm.demo import DemoSample
+        from rscovlm.model.families import family_for
+
+        self.check_rule(rule)
+        todo, _ = answered(items, answers, partial=True)
+        samples = [DemoSample(it.meta["task"], it.meta["scene"],
+                              {"messages": it.meta["messages"], "meta": {"plans": [it.meta["plan"]]}},
+                              it.target["answer"], it.target["labels"], it.target["quads"]) for it in todo]
+        scores = score_items(samples, [answers[it.id].get("text") or "" for it in todo],
+                             family_for(family or "qwen2_5_vl"))
+        return {it.id: s for it, s in zip(todo, scores)}
 
 def _plan(sample):
     from rscovlm.resolution import ResizePlan
@@ -212,3 +224,58 @@ def score_samples(samples: list, answers: list[str], family, scores: list | None
     exact = [a.strip() == s.answer.strip() for s, a in zip(samples, answers)]
     report["all"] = {"exact": _mean(exact), "n": len(exact)}
     return report, parsed
+
+
+def score_items(samples: list, answers: list[str], family) -> list[dict]:
+    """Per sample ``{"correct", "score", "metric", "pred"}`` by :func:`score_samples`' rules, one item at a time:
+    classification (``label`` rule) and counting VQA (``lower``) right or wrong (score 1 or 0); grounding: the
+    continuous IoU of the first box with the target (right when > 0.5); detection: F1 at IoU 0.5 of that image's
+    objects (one-to-one matching), right when every object is found and nothing else is. ``pred``: the parsed
+    prediction (``{"labels", "quads"}`` in original pixels) for grounding and detection, else None."""
+    from rscovlm.eval.answers import NORMALIZERS
+    from rscovlm.eval.dota_data import ClassDets, ClassGT, Detections, GroundTruth
+    from rscovlm.eval.dota_map import compute_overlaps
+    from rscovlm.eval.f1 import f1_from_overlaps
+    from rscovlm.eval.grounding import continuous_iou
+    from rscovlm.eval.responses import read_response
+    from rscovlm.geometry.boxes import Boxes
+    from rscovlm.protocol.categories import get_category_set
+    from rscovlm.protocol.grounding import parse_grounding
+
+    out = []
+    for s, text in zip(samples, answers):
+        if s.task in ("classification", "vqa"):
+            norm = NORMALIZERS["label" if s.task == "classification" else "lower"]
+            ok = norm(text) == norm(s.answer)
+            out.append({"correct": ok, "score": float(ok), "metric": "accuracy", "pred": None})
+        elif s.task == "grounding":
+            plan = _plan(s)
+            boxes, _ = parse_grounding(text, "hbb", family.box_frame_for(*plan.model_size))
+            target = Boxes(np.array(s.gt_quads[:1], float), "quad").to("hbb").data[0]
+            iou, pred = 0.0, {"labels": [], "quads": []}
+            if len(boxes):
+                first = boxes[:1].to_frame(plan.original)
+                iou = float(continuous_iou(first.data[0].tolist(), target.tolist())[0])
+                pred = {"labels": s.gt_labels[:1], "quads": first.to_quad().data.tolist()}
+            out.append({"correct": iou > 0.5, "score": iou, "metric": "IoU", "pred": pred})
+        elif s.task == "detection":
+            result, quads = read_response(text, _plan(s), family, get_category_set("dota-v1.0"))
+            labels = list(result.objects.labels)
+            gt_rows: dict[str, list] = {}
+            det_rows: dict[str, list] = {}
+            for lab, q in zip(s.gt_labels, s.gt_quads):
+                gt_rows.setdefault(lab, []).append(q)
+            for lab, q in zip(labels, quads):
+                det_rows.setdefault(lab, []).append(q)
+            gt = GroundTruth(["image"], {c: ClassGT(np.array(q, float).reshape(-1, 8), np.zeros(len(q), np.int64),
+                                                    np.zeros(len(q), np.int64)) for c, q in gt_rows.items()})
+            dets = Detections({c: ClassDets(np.array(q, float).reshape(-1, 8), np.zeros(len(q), np.int64), None)
+                               for c, q in det_rows.items()})
+            tp = f1_from_overlaps(compute_overlaps(gt, dets), iou_thr=0.5)["micro"]["tp"]
+            n = len(labels) + len(s.gt_labels)  # F1 = 2 TP / (detections + objects), every class counted
+            out.append({"correct": tp == len(s.gt_labels) == len(labels), "score": 2 * tp / n if n else 1.0,
+                        "metric": "F1@0.5",
+                        "pred": {"labels": labels, "quads": np.asarray(quads, float).reshape(-1, 8).tolist()}})
+        else:
+            raise ValueError(f"unknown demo task {s.task!r}")
+    return out
