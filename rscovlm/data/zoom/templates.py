@@ -57,9 +57,9 @@ class Templates:
         return name + "s"
 
     def question(self, qtype: str, rng: np.random.Generator, **values) -> str:
+        """A drawn text of ``qtype`` filled with ``values`` (without the instruction)."""
         options = self.texts[qtype]
-        text = options[int(rng.integers(len(options)))].format(**values)
-        return f"{text}\n{self.instruction}" if self.instruction else text
+        return options[int(rng.integers(len(options)))].format(**values)
 
 
 def load_templates(path: str | None = None) -> Templates:
