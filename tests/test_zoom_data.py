@@ -205,13 +205,17 @@ class _LLMServer(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
-        self.wfile.write(raw)
+        try:
+            self.wfile.write(raw)
+        except BrokenPipeError:  # the client was killed mid-answer
+            pass
 
     def do_POST(self):
         st = self.state
         raw = self.rfile.read(int(self.headers["Content-Length"]))
         body = json.loads(raw)
         key = _key(body)
+        run = st["run"]  # the run this request belongs to (a killed run's request may finish later)
         with self.lock:
             st["auth"].add(self.headers.get("Authorization"))
             first = key not in st["attempts"]
@@ -252,9 +256,9 @@ class _LLMServer(BaseHTTPRequestHandler):
         usage = {"prompt_tokens": len(raw) // 100, "completion_tokens": len(content) // 4}
         with self.lock:
             st["kinds"][key] = kind
-            st["served"][st["run"]][key] += 1
-            st["tokens"][st["run"]][0] += usage["prompt_tokens"]
-            st["tokens"][st["run"]][1] += usage["completion_tokens"]
+            st["served"][run][key] += 1
+            st["tokens"][run][0] += usage["prompt_tokens"]
+            st["tokens"][run][1] += usage["completion_tokens"]
         self._send(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content},
                                                  "finish_reason": "stop"}], "usage": usage}).encode())
 

@@ -215,7 +215,7 @@ class LLMClient:
         """Answers of ``bodies`` in order (cached ones without a request)."""
         c = self.cfg
         out: list[Reply | None] = [None] * len(bodies)
-        todo = []
+        todo: dict[str, tuple[dict, list[int]]] = {}  # one request per distinct body
         for i, body in enumerate(bodies):
             body = {**body, "max_tokens": c.max_tokens, "temperature": c.temperature,
                     **({"seed": c.seed} if c.seed is not None else {})}
@@ -227,11 +227,13 @@ class LLMClient:
                 self.usage.cached_completion_tokens += int(hit.get("usage", {}).get("completion_tokens", 0))
                 out[i] = Reply(hit["content"], cached=True)
             else:
-                todo.append((i, key, body))
+                todo.setdefault(key, (body, []))[1].append(i)
         if todo:
+            jobs = list(todo.items())
             with ThreadPoolExecutor(max_workers=c.concurrency) as pool:
-                for (i, _, _), reply in zip(todo, pool.map(lambda t: self._send(t[1], t[2]), todo)):
-                    out[i] = reply
+                for (_, (_, where)), reply in zip(jobs, pool.map(lambda t: self._send(t[0], t[1][0]), jobs)):
+                    for i in where:
+                        out[i] = reply
         return out  # type: ignore[return-value]
 
 
