@@ -270,7 +270,8 @@ def test_llm_steps_against_a_local_server_rejects_retries_kill_and_resume(scenes
     killed by SIGKILL resumes from the cache without repeating any finished request and writes the same files as
     an uninterrupted run; usage and cost add up; the key from the environment reaches the server only."""
     state = {"attempts": Counter(), "served": {1: Counter(), 2: Counter(), 3: Counter()}, "kinds": {},
-             "tokens": {1: [0, 0], 2: [0, 0], 3: [0, 0]}, "flaky": 0, "delay": 0.15, "run": 1, "auth": set(), "region_keys": set()}
+             "tokens": {1: [0, 0], 2: [0, 0], 3: [0, 0]}, "flaky": 0, "delay": 0.15, "run": 1, "auth": set(),
+             "region_keys": set()}
     handler = type("H", (_LLMServer,), {"state": state})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()

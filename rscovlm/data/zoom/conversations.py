@@ -6,11 +6,12 @@ in the prompt set's zoom strings (``zoom.yaml``; default ``reference``)::
     {"id": ..., "source": "dota", "task": "zoom_vqa",
      "messages": [
        {"role": "system", "content": "<the tool schema>"},
-       {"role": "user", "content": [{"type": "image", "image": "<the original>"},
-                                    {"type": "text", "text": "<question>\\nZoom in to the region of interest and answer the question."}]},
-       {"role": "assistant", "content": "<tool_call>\\n{\\"name\\": \\"image_zoom_in\\", \\"arguments\\": {\\"bbox\\": [<zoom:0.x1>, <zoom:0.y1>, <zoom:0.x2>, <zoom:0.y2>]}}\\n</tool_call>"},
-       {"role": "user", "content": [{"type": "image", "image": "<the crop>"},
-                                    {"type": "text", "text": "Here's the zoomed-in image. You can complete your task now."}]},
+       {"role": "user", "content": [{"type": "image", "image": "<the original>"}, {"type": "text", "text":
+           "<question>\\nZoom in to the region of interest and answer the question."}]},
+       {"role": "assistant", "content": "<tool_call>\\n{\\"name\\": \\"image_zoom_in\\", \\"arguments\\":
+           {\\"bbox\\": [<zoom:0.x1>, <zoom:0.y1>, <zoom:0.x2>, <zoom:0.y2>]}}\\n</tool_call>"},
+       {"role": "user", "content": [{"type": "image", "image": "<the crop>"}, {"type": "text", "text":
+           "Here's the zoomed-in image. You can complete your task now."}]},
        {"role": "assistant", "content": "<answer>"}],
      "image_sizes": [[W, H], [w, h]],
      "boxes": [{"kind": "hbb", "values": [RoI in original pixels], "image": 0}],
