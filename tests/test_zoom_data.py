@@ -340,6 +340,10 @@ def test_llm_steps_against_a_local_server_rejects_retries_kill_and_resume(scenes
             a = (scenes / "llm1" / name).read_text()
             b = (scenes / "llm2" / name).read_text().replace('"llm2/crops/', '"llm1/crops/')
             assert a == b, name
+        from rscovlm.data.records import validate_file
+
+        for name in ("region.jsonl", "mcq.jsonl"):
+            assert validate_file(scenes / "llm1" / name, "conversation", scenes) == []
         region = _records(scenes / "llm1" / "region.jsonl")
         mcq = _records(scenes / "llm1" / "mcq.jsonl")
         assert region and mcq
@@ -444,3 +448,67 @@ def test_conversations_train_the_tiny_model_to_run_the_chain(scenes, tiny_model_
         assert z["calls"][0]["region"] == [float(v) for v in m["crop"]]
         assert z["calls"][0]["model_size"] == m["crop_size"]
         assert res.answer == rec["messages"][-1]["content"]
+
+
+# ---- rules and refusals -----------------------------------------------------------------------------------------
+
+def test_zoom_refs_validate_and_render_in_each_family_frame(tmp_path):
+    """``<zoom:N.x1>`` references: a missing or non-hbb box is a validation problem; the sample builder writes
+    them as int(v * frame / original) of the resize it applied - resized pixels for Qwen2.5-VL, the 0-1000 grid
+    for Qwen2-VL - and the result is the tool call the chain's parser reads."""
+    from PIL import Image
+
+    from rscovlm.data.builder import BuildConfig, SampleBuilder
+    from rscovlm.data.mixture import UnitConfig
+    from rscovlm.data.records import validate_conversation
+    from rscovlm.protocol.zoom import format_zoom_call, parse_zoom_call, zoom_box_to_model
+
+    Image.new("RGB", (2000, 1500)).save(tmp_path / "big.png")
+    Image.new("RGB", (224, 224)).save(tmp_path / "crop.png")
+    refs = "[<zoom:0.x1>, <zoom:0.y1>, <zoom:0.x2>, <zoom:0.y2>]"
+    call = format_zoom_call([0, 0, 0, 0]).replace("[0, 0, 0, 0]", refs)
+    rec = {"id": "z", "source": "t", "task": "zoom_vqa", "image_sizes": [[2000, 1500], [224, 224]],
+           "boxes": [{"kind": "hbb", "values": [333.3, 250.9, 999.9, 1001.7], "image": 0}],
+           "messages": [{"role": "user", "content": [{"type": "image", "image": "big.png"},
+                                                     {"type": "text", "text": "Where?"}]},
+                        {"role": "assistant", "content": call},
+                        {"role": "user", "content": [{"type": "image", "image": "crop.png"},
+                                                     {"type": "text", "text": "Here."}]},
+                        {"role": "assistant", "content": "there"}]}
+    assert validate_conversation(rec) == []
+    bad = {**rec, "boxes": [{"kind": "obb", "values": [500, 500, 100, 50, 0.1], "image": 0}]}
+    assert ("boxes[0].kind", "a box written as a zoom tool call (<zoom:N.*>) must be hbb") in \
+        validate_conversation(bad)
+    assert any("<zoom:0.*> refers to a missing box" in m for _, m in validate_conversation({**rec, "boxes": []}))
+    unit = UnitConfig(name="z", path="x.jsonl", type="conversation", images=str(tmp_path), random_resize_prob=0.0)
+    for family, frame in (("qwen2_5_vl", None), ("qwen2_vl", (1000, 1000))):
+        sample = SampleBuilder(BuildConfig(family=family, max_pixels=448 * 448)).build_conversation(rec, unit)
+        size = sample["meta"]["plans"][0]["model"]
+        box = zoom_box_to_model(rec["boxes"][0]["values"], (2000, 1500), frame or tuple(size))
+        text = sample["messages"][1]["content"][0]["text"]
+        assert text == format_zoom_call(box) and parse_zoom_call(text).bbox == tuple(float(v) for v in box)
+
+
+def test_config_errors_name_the_key_and_a_dead_endpoint_stops_the_run(scenes, tmp_path, capsys):
+    """An unknown key, a bad value or a missing input is an error naming it (CLI: exit 2 with the message); an
+    endpoint that answers nothing stops the run with the URL instead of writing empty data."""
+    from rscovlm.cli import main
+    from rscovlm.data.zoom.build import load_build_config
+    from rscovlm.infer.openai_backend import OpenAIBackendError
+
+    with pytest.raises(ValueError, match=r"region: unknown key\(s\) \['padd'\]"):
+        load_build_config(_config(scenes, "bad1", region={"padd": 1}))
+    with pytest.raises(ValueError, match=r"mcq.fraction: must be in \[0, 1\]"):
+        load_build_config(_config(scenes, "bad2", mcq={"fraction": 2}))
+    missing = _config(scenes, "bad3", inputs=[{"name": "x", "format": "star", "labels": "nope", "images": "syn"}])
+    assert main(["data", "build-zoom", "--no-progress", "--config", str(missing)]) != 0
+    assert "inputs[x].labels: label folder" in capsys.readouterr().err
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = _config(scenes, "dead", region={"enabled": True, "references_per_image": 1},
+                   llm={"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0, "timeout_s": 5})
+    with pytest.raises(OpenAIBackendError, match=f"127.0.0.1:{port}.*run again to resume"):
+        _build(dead)

@@ -15,7 +15,8 @@ fsync'ed under a lock), one line ``{"key": sha256 of the request body, "content"
 hold, so a run killed at any moment loses at most the requests in flight and repeats none that finished; a
 last line cut by the kill is ignored (counted). Replies are cached whatever their content: a reply that fails
 validation is rejected again, identically, on the next run (the same request gets the same answer). Requests
-that failed after their retries are not cached (a rerun tries them again) and are counted.
+that failed after their retries are not cached (a rerun tries them again) and are counted; when every request
+of a batch failed the endpoint is taken as down and the run stops with that error (resume later).
 
 Usage report (:class:`Usage`): requests sent, answered from the cache, failed; prompt and completion tokens of
 the sent requests (the server's ``usage``) and of the cached ones; cost = tokens x the configured prices per
@@ -231,9 +232,16 @@ class LLMClient:
         if todo:
             jobs = list(todo.items())
             with ThreadPoolExecutor(max_workers=c.concurrency) as pool:
-                for (_, (_, where)), reply in zip(jobs, pool.map(lambda t: self._send(t[0], t[1][0]), jobs)):
-                    for i in where:
-                        out[i] = reply
+                replies = list(pool.map(lambda t: self._send(t[0], t[1][0]), jobs))
+            for (_, (_, where)), reply in zip(jobs, replies):
+                for i in where:
+                    out[i] = reply
+            if all(r.error is not None for r in replies):
+                from rscovlm.infer.openai_backend import OpenAIBackendError
+
+                raise OpenAIBackendError(f"every one of {len(replies)} LLM request(s) failed, the endpoint looks "
+                                         f"down ({replies[0].error}); the replies so far are in {self.cache_path}: "
+                                         "run again to resume")
         return out  # type: ignore[return-value]
 
 
