@@ -512,3 +512,24 @@ def test_config_errors_name_the_key_and_a_dead_endpoint_stops_the_run(scenes, tm
                    llm={"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0, "timeout_s": 5})
     with pytest.raises(OpenAIBackendError, match=f"127.0.0.1:{port}.*run again to resume"):
         _build(dead)
+
+
+def test_unique_references_and_coarse_regions():
+    """sole = the only one of its category; isolated = no other of its category inside its coarse region; tiny
+    objects are never references. The coarse region grows the box by the padding, keeps min_side, stops at the
+    budget side (unless the object is larger) and is shifted, not cut, to lie inside the image."""
+    from rscovlm.data.zoom.regions import coarse_region
+    from rscovlm.data.zoom.synthesis import RegionConfig, unique_references
+
+    size = (4000, 3000)
+    cfg = RegionConfig(references_per_image=10, padding=1.0, min_side=400, min_object_side=8)
+    region_of = lambda hbb: coarse_region(hbb, size, cfg.padding, cfg.min_side, 1008)  # noqa: E731
+    labels = ["tank", "car", "car", "car", "ship"]
+    hbbs = np.array([[100, 100, 160, 160], [1000, 1000, 1020, 1010], [1100, 1000, 1120, 1010],
+                     [3000, 2000, 3020, 2010], [2000, 100, 2004, 104]], dtype=float)
+    refs = unique_references(labels, hbbs, cfg, region_of, np.random.default_rng(0))
+    assert [(i, why) for i, why, _ in refs] == [(0, "sole"), (3, "isolated")]  # the 4-px ship is too small
+    assert region_of([100, 100, 160, 160]) == (0.0, 0.0, 400.0, 400.0)  # 180 -> min 400, shifted inside
+    assert region_of([1000, 1000, 1600, 1100]) == (796.0, 546.0, 1804.0, 1554.0)  # 1800 x 1300 -> the 1008 cap
+    assert region_of([1000, 1000, 2600, 1100]) == (1000.0, 546.0, 2600.0, 1554.0)  # wider than the cap: the object
+    assert region_of([3900, 2900, 3990, 2990]) == (3600.0, 2600.0, 4000.0, 3000.0)  # shifted into the corner

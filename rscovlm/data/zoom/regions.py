@@ -39,9 +39,8 @@ def _span(lo: float, hi: float, side: float, limit: float) -> tuple[float, float
     centre = (lo + hi) / 2
     if side >= limit:
         return 0.0, float(limit)
-    a = centre - side / 2
-    a = min(max(a, 0.0), limit - side)
-    return a, a + side
+    a = min(max(centre - side / 2, 0.0), float(limit) - side)
+    return float(a), float(a + side)
 
 
 def coarse_region(hbb, size: tuple[int, int], padding: float, min_side: float, max_side: float

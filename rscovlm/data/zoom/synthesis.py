@@ -340,17 +340,21 @@ def unique_references(labels: list[str], hbbs: np.ndarray, cfg: RegionConfig, re
     from rscovlm.data.zoom.regions import contains
 
     hbbs = np.asarray(hbbs, dtype=np.float64).reshape(-1, 4)
-    counts = Counter(labels)
+    by_label: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_label.setdefault(lab, []).append(i)
     found = []
     for i, lab in enumerate(labels):
         if max(hbbs[i, 2] - hbbs[i, 0], hbbs[i, 3] - hbbs[i, 1]) < cfg.min_object_side:
             continue
-        region = region_of(hbbs[i])
-        if "sole" in cfg.unique and counts[lab] == 1:
-            found.append((i, "sole", region))
+        same = by_label[lab]
+        if len(same) == 1:
+            if "sole" in cfg.unique:
+                found.append((i, "sole", region_of(hbbs[i])))
         elif "isolated" in cfg.unique:
-            same = [j for j, other in enumerate(labels) if other == lab and j != i]
-            if not contains(region, hbbs[same]).any():
+            region = region_of(hbbs[i])
+            others = [j for j in same if j != i]
+            if not contains(region, hbbs[others]).any():
                 found.append((i, "isolated", region))
     if len(found) > cfg.references_per_image:
         pick = sorted(rng.choice(len(found), size=cfg.references_per_image, replace=False).tolist())
