@@ -108,7 +108,7 @@ class CropWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             picture = resize_to(source.crop(x0, y0, x1, y1), tuple(size))
             tmp = path.with_name(path.name + ".part")
-            picture.save(tmp, format="PNG")
+            picture.save(tmp, format="PNG", compress_level=1)  # lossless; fast to write, read once per epoch
             os.replace(tmp, path)
             self.written += 1
         return str(path.resolve())
