@@ -496,6 +496,15 @@ def test_config_errors_name_the_key_and_a_dead_endpoint_stops_the_run(scenes, tm
     from rscovlm.data.zoom.build import load_build_config
     from rscovlm.infer.openai_backend import OpenAIBackendError
 
+    repo = Path(__file__).resolve().parents[1]
+    shipped = load_build_config(repo / "configs" / "data" / "zoom_data.yaml")  # writes what the mixture reads
+    mixture = yaml.safe_load((repo / "configs" / "mixtures" / "rscovlm.yaml").read_text())
+    root = (repo / "configs" / "mixtures" / mixture["data_root"]).resolve()
+    unit = next(u for u in mixture["units"] if u["name"] == "lrs_vqa_zoom")
+    assert [p.replace("${data_root}", str(root)) for p in unit["path"]] == [
+        f"{shipped.out}/{name}" for name in ("template.jsonl", "region.jsonl", "mcq.jsonl")]
+    assert unit["images"].replace("${data_root}", str(root)) == shipped.image_root
+    assert unit["random_resize_prob"] == 0.0
     with pytest.raises(ValueError, match=r"region: unknown key\(s\) \['padd'\]"):
         load_build_config(_config(scenes, "bad1", region={"padd": 1}))
     with pytest.raises(ValueError, match=r"mcq.fraction: must be in \[0, 1\]"):

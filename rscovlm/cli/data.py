@@ -36,7 +36,7 @@ def register(sub) -> None:
                                      "(cached, resumable), multiple-choice conversion; written as zoom-chain or "
                                      "single-turn conversation records OUT/{template,region,mcq}.jsonl with a "
                                      "summary by type, category and source. Config fields: docs/zoom_data.md, "
-                                     "configs/zoom_data.yaml.")
+                                     "configs/data/zoom_data.yaml.")
     p.add_argument("--config", required=True, help="build config YAML")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_build_zoom)
