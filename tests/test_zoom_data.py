@@ -180,6 +180,13 @@ def test_star_glh_bridge_inputs_and_bad_inputs(tmp_path):
     assert len(kept) == 1 and len(report.skipped) == 1 and "b.txt" in report.skipped[0]
     with pytest.raises(InputError, match="format"):
         InputConfig("x", "fair1m", "l", "i")
+    (tmp_path / "star/labels/b.txt").unlink()
+    (tmp_path / "star/labels/a.txt").write_text("1 1 9 1 9 9 1 9 container-crane 0\n")
+    with pytest.raises(InputError, match=r"a\.txt:1: unknown class 'container-crane'"):
+        list(read_input(InputConfig("d", "dota", str(tmp_path / "star/labels"), str(tmp_path / "star/images"))))
+    v15 = list(read_input(InputConfig("d", "dota", str(tmp_path / "star/labels"), str(tmp_path / "star/images"),
+                                      version="v1.5")))
+    assert v15[0].names() == ["container crane"]
 
 
 # ---- the LLM steps against a local OpenAI-compatible server ----------------------------------------------------
