@@ -549,3 +549,22 @@ def test_unique_references_and_coarse_regions():
     assert region_of([1000, 1000, 1600, 1100]) == (796.0, 546.0, 1804.0, 1554.0)  # 1800 x 1300 -> the 1008 cap
     assert region_of([1000, 1000, 2600, 1100]) == (1000.0, 546.0, 2600.0, 1554.0)  # wider than the cap: the object
     assert region_of([3900, 2900, 3990, 2990]) == (3600.0, 2600.0, 4000.0, 3000.0)  # shifted into the corner
+
+
+def test_rate_limit_spaces_request_starts_across_threads():
+    """requests_per_minute: starts are at least 60 / rate seconds apart, whichever thread asks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rscovlm.data.zoom.synthesis import _RateLimit
+
+    limit = _RateLimit(600.0)  # one start per 0.1 s
+    starts = []
+
+    def go(_):
+        limit.wait()
+        starts.append(time.monotonic())
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(go, range(5)))
+    gaps = np.diff(sorted(starts))
+    assert len(gaps) == 4 and gaps.min() >= 0.095
