@@ -29,6 +29,18 @@ def register(sub) -> None:
     p.add_argument("--task", default=None, help="task name for records whose source names none")
     p.set_defaults(handler=_convert)
 
+    p = group.add_parser("build-zoom", help="build LRS-VQA-Zoom: zoom-chain conversations from UHR detection labels",
+                         description="Build LRS-VQA-Zoom (paper 3.4) from UHR detection datasets (DOTA labelTxt "
+                                     "v1.0/1.5/2.0, STAR, GLH-Bridge, unified COCO files): template count/compare "
+                                     "questions on a 3 x 3 grid, LLM region QA from an OpenAI-compatible endpoint "
+                                     "(cached, resumable), multiple-choice conversion; written as zoom-chain or "
+                                     "single-turn conversation records OUT/{template,region,mcq}.jsonl with a "
+                                     "summary by type, category and source. Config fields: docs/zoom_data.md, "
+                                     "configs/data/zoom_data.yaml.")
+    p.add_argument("--config", required=True, help="build config YAML")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_build_zoom)
+
     p = group.add_parser("sources", help="list the registered converters")
     p.set_defaults(handler=_sources)
 
@@ -70,6 +82,21 @@ def register(sub) -> None:
                    help="prompt set (name or folder: reference, rscovlm-v0, ...) replacing the mixture's (builder "
                         "and units); default: the mixture's")
     p.set_defaults(handler=_preview)
+
+
+def _build_zoom(args: argparse.Namespace) -> int:
+    from rscovlm.data.zoom.build import build_zoom, load_build_config
+    from rscovlm.data.zoom.inputs import InputError
+    from rscovlm.infer.openai_backend import OpenAIBackendError
+
+    try:
+        cfg = load_build_config(args.config)
+        summary = build_zoom(cfg, progress=not args.no_progress)
+    except (InputError, OpenAIBackendError, ValueError, OSError) as err:
+        raise CliError(str(err))
+    print(summary.format())
+    print(f"wrote {cfg.out}/{{template,region,mcq}}.jsonl and summary.json", file=sys.stderr)
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -87,7 +87,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rscovlm.data.records import BOX_REF, content_parts, grounding_image_path
+from rscovlm.data.records import BOX_REF, ZOOM_REF, content_parts, grounding_image_path
 from rscovlm.geometry.boxes import Boxes, Frame
 from rscovlm.geometry.objects import ObjectSet
 from rscovlm.imageio import ImageReadError, display_size, load_resized
@@ -96,6 +96,7 @@ from rscovlm.protocol.detection import write_detections
 from rscovlm.protocol.grounding import format_grounding, write_grounding
 from rscovlm.protocol.prompt_sets import PromptSet, PromptSetError, describe, get_prompt_set, render
 from rscovlm.protocol.prompts import load_synonyms, replace_synonyms
+from rscovlm.protocol.zoom import zoom_box_to_model
 from rscovlm.resolution import RESIZE_DISTRIBUTIONS, ResizePlan, ResolutionPolicy
 
 #: options a mixture unit may set for itself (None there = the builder's)
@@ -441,23 +442,30 @@ class SampleBuilder:
     def build_conversation(self, record: dict, unit, rng: np.random.Generator | None = None) -> dict:
         """A conversation record -> the same conversation with resized images and ``<box:N>`` rendered in the
         box frame of the image each box belongs to (rscovlm-v0 box syntax: ``(x1,y1),(x2,y2)``, rounded; clamped
-        into the image only with ``clip_boxes``)."""
+        into the image only with ``clip_boxes``); ``<zoom:N.x1>`` ... as the zoom tool call writes box N
+        (``int(v * frame / original)`` per coordinate, never clipped: the reference's training calls)."""
         paths = [self.image_path(unit, p["image"]) for m in record["messages"] for p in content_parts(m["content"])
                  if p.get("type") == "image"]
         sizes = record.get("image_sizes") or [self._image_size(p) for p in paths]
         plans = [self.plan(w, h, rng, unit) for w, h in sizes]
         clip = self.option(unit, "clip_boxes")
         rendered: list[str] = []
+        zoom_calls: list[dict | None] = []
         model_boxes: list[dict] = []
         for box in record.get("boxes") or []:
             plan = plans[box.get("image", 0)]
+            frame = self.box_frame(plan)
             b = Boxes(np.asarray(box["values"], dtype=np.float64), box["kind"], plan.original)
-            b = b.to_frame(self.box_frame(plan))
+            b = b.to_frame(frame)
             b = b.clip() if clip else b
             rendered.append(format_grounding(b, "plain"))
             model_boxes.append({"kind": b.kind, "values": b.data[0].tolist(), "image": box.get("image", 0)})
+            zoom_calls.append(dict(zip(("x1", "y1", "x2", "y2"), zoom_box_to_model(
+                box["values"], (plan.original.width, plan.original.height), (frame.width, frame.height))))
+                if box["kind"] == "hbb" else None)
 
         def render_refs(text: str) -> str:
+            text = ZOOM_REF.sub(lambda m: str(zoom_calls[int(m.group(1))][m.group(2)]), text)
             return BOX_REF.sub(lambda m: rendered[int(m.group(1))], text)
 
         messages: list[dict[str, Any]] = []

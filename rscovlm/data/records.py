@@ -22,8 +22,11 @@ Every converter writes one of three kinds; the mixture and the sample builder re
   (see :mod:`rscovlm.geometry.boxes` for the kinds: hbb ``x1,y1,x2,y2``; obb ``cx,cy,w,h,theta`` radians,
   clockwise on screen, le90; quad 8 numbers, normalized), and the text holds a reference ``<box:N>`` (N = index
   into ``boxes``). The sample builder renders each reference in the model frame of the resize it applied, so
-  the coordinates in the text always match the pixels the model saw. ``image_sizes`` is required when
-  ``boxes`` is present.
+  the coordinates in the text always match the pixels the model saw. ``<zoom:N.x1>`` (``.y1``, ``.x2``,
+  ``.y2``) is one coordinate of hbb N written as the zoom tool call writes it (``int(v * frame / original)``,
+  the reference's truncation; :func:`rscovlm.protocol.zoom.zoom_box_to_model`), so a zoom-chain record (``rscovlm
+  data build-zoom``) holds ``{"bbox": [<zoom:0.x1>, <zoom:0.y1>, <zoom:0.x2>, <zoom:0.y2>]}``. ``image_sizes`` is
+  required when ``boxes`` is present.
 
 ``detection`` - one COCO JSON file: ``images`` [{id, file_name, width, height}], ``categories`` [{id, name}],
   ``annotations`` [{id, image_id, category_id, segmentation: [[x1, y1, ..., x4, y4]] (one normalized quad,
@@ -55,6 +58,8 @@ RECORD_KINDS: tuple[str, ...] = ("conversation", "detection", "grounding")
 ROLES = ("system", "user", "assistant")
 BOX_DIMS = {"hbb": 4, "obb": 5, "quad": 8}
 BOX_REF = re.compile(r"<box:(\d+)>")
+#: one coordinate of box N in the zoom tool call's form (integers ``int(v * frame / original)``, the reference's)
+ZOOM_REF = re.compile(r"<zoom:(\d+)\.(x1|y1|x2|y2)>")
 #: slack (pixels) allowed when a box pokes out of its image; real labels (DOTA) do this by a pixel or two
 BOUNDS_SLACK = 2.0
 
@@ -333,6 +338,7 @@ def validate_conversation(rec) -> list[tuple[str, str]]:
     messages = rec.get("messages")
     n_images = 0
     refs: set[int] = set()
+    zoom_refs: set[int] = set()
     if not isinstance(messages, list) or not messages:
         errs.append(("messages", "required non-empty list of messages"))
     else:
@@ -363,6 +369,7 @@ def validate_conversation(rec) -> list[tuple[str, str]]:
                         errs.append((f"{pf}.text", "required non-empty string"))
                     else:
                         refs.update(int(m) for m in BOX_REF.findall(part["text"]))
+                        zoom_refs.update(int(m) for m, _ in ZOOM_REF.findall(part["text"]))
                 elif part.get("type") == "image":
                     if role == "assistant":
                         errs.append((pf, "assistant messages cannot hold images"))
@@ -407,7 +414,12 @@ def validate_conversation(rec) -> list[tuple[str, str]]:
         for r in sorted(refs):
             if r >= len(boxes):
                 errs.append(("messages", f"<box:{r}> refers to a missing box ({len(boxes)} boxes)"))
-    elif refs:
+        for r in sorted(zoom_refs):
+            if r >= len(boxes):
+                errs.append(("messages", f"<zoom:{r}.*> refers to a missing box ({len(boxes)} boxes)"))
+            elif isinstance(boxes[r], dict) and boxes[r].get("kind") != "hbb":
+                errs.append((f"boxes[{r}].kind", "a box written as a zoom tool call (<zoom:N.*>) must be hbb"))
+    elif refs or zoom_refs:
         errs.append(("boxes", f"text refers to {len(refs)} box(es) but the record has no 'boxes'"))
     if "meta" in rec and not isinstance(rec["meta"], dict):
         errs.append(("meta", "expected an object"))

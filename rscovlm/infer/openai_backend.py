@@ -180,21 +180,26 @@ class OpenAIBackend:
             raise _Retryable(f"malformed answer (not a chat completion): {raw[:300]!r}") from None
         return payload
 
-    def _post(self, messages: list[dict], sizes: list[tuple[int, int]], max_new_tokens: int,
-              logprobs: bool) -> Generation:
-        body = self._body(messages, sizes, max_new_tokens, logprobs)
+    def request(self, body: dict | bytes) -> dict:
+        """POST one chat-completions ``body`` (a dict is sent as JSON, ``model`` filled in when missing) with the
+        retries of the module docstring; the server's answer (a chat completion: ``choices[0].message`` holds
+        text). Raises :class:`OpenAIBackendError` when every attempt failed."""
+        if isinstance(body, dict):
+            body = json.dumps({"model": self.config.model, **body}).encode()
         attempts = self.config.max_retries + 1
         problem = ""
         for attempt in range(attempts):
             if attempt:
                 time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
             try:
-                payload = self._attempt(body)
-                break
+                return self._attempt(body)
             except _Retryable as err:
                 problem = str(err)
-        else:
-            raise OpenAIBackendError(f"{self.url}: failed after {attempts} attempt(s): {problem}")
+        raise OpenAIBackendError(f"{self.url}: failed after {attempts} attempt(s): {problem}")
+
+    def _post(self, messages: list[dict], sizes: list[tuple[int, int]], max_new_tokens: int,
+              logprobs: bool) -> Generation:
+        payload = self.request(self._body(messages, sizes, max_new_tokens, logprobs))
         choice = payload["choices"][0]
         text = choice["message"]["content"] or ""
         token_lp = tokens = None

@@ -183,16 +183,36 @@ class ZoomChain:
         ny0 = min(max(0, y0 - (gh - h) // 2), size[1] - gh)
         return nx0, ny0, nx0 + gw, ny0 + gh
 
+    def _pixel_region(self, region, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """A region (floats) -> the integer pixels read from the original: outward to whole pixels, then snapped
+        (``snap_crop``)."""
+        ix0, iy0 = int(math.floor(region[0])), int(math.floor(region[1]))
+        ix1, iy1 = int(math.ceil(region[2])), int(math.ceil(region[3]))
+        if self.config.snap_crop:
+            ix0, iy0, ix1, iy1 = self._snap((ix0, iy0, ix1, iy1), size)
+        return ix0, iy0, ix1, iy1
+
+    def original_crop(self, bbox, size: tuple[int, int], model_size: tuple[int, int]
+                      ) -> tuple[tuple[int, int, int, int], tuple[int, int]] | None:
+        """Where pass 2 reads the ORIGINAL for a pass-1 tool call ``bbox`` (box frame of the whole image of
+        ``size`` = (width, height) seen at ``model_size``), and the model size of that crop: ``((x0, y0, x1, y1),
+        (w, h))``, what :meth:`run` does with ``crop_source="original"``; None when the box has no area inside
+        the image. The LRS-VQA-Zoom builder writes its training crops with this, so a trained call reads the
+        crop the model was trained on."""
+        view = _View((0.0, 0.0, float(size[0]), float(size[1])), _Sized(model_size), "whole")
+        region = self._box_to_region(bbox, view, size)
+        if region is None:
+            return None
+        box = self._pixel_region(region, size)
+        return box, self.crop_policy.plan(box[2] - box[0], box[3] - box[1]).model_size
+
     def _crop(self, source, view: _View, region, size) -> tuple[_View, dict]:
         """The next view for ``region`` (original coordinates, floats) and its trace entry."""
         from rscovlm.imageio import resize_to
 
         c = self.config
         if c.crop_source == "original":
-            ix0, iy0 = int(math.floor(region[0])), int(math.floor(region[1]))
-            ix1, iy1 = int(math.ceil(region[2])), int(math.ceil(region[3]))
-            if c.snap_crop:
-                ix0, iy0, ix1, iy1 = self._snap((ix0, iy0, ix1, iy1), size)
+            ix0, iy0, ix1, iy1 = self._pixel_region(region, size)
             picture = source.crop(ix0, iy0, ix1, iy1)
             read = (ix1 - ix0, iy1 - iy0)
             region = (float(ix0), float(iy0), float(ix1), float(iy1))
@@ -322,6 +342,13 @@ class ZoomChain:
         first = it.generations[0].image_sizes
         results[it.index] = Result(it.query.id, "zoom-vqa", image_name(it.query.image), last.text, last, size,
                                    first[0] if first else None, answer=strip_think(last.text), zoom=trace)
+
+
+class _Sized:
+    """Stands for a picture of a given size (geometry only)."""
+
+    def __init__(self, size):
+        self.size = (int(size[0]), int(size[1]))
 
 
 class _Memory:
