@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--typo-table", default=None, help="YAML typo table replacing the packaged one")
     p.add_argument("--task", default=None, help="task name for records whose source names none")
     p.add_argument("--categories", default=None, choices=sorted(CATEGORY_SETS),
-                   help="--source dota: class vocabulary of the labels (default dota-v1.0)")
+                   help="--source dota: class vocabulary of the labels; dota-v1.0 when not given")
     p.add_argument("--checkpoint-every", type=int, default=2000,
                    help="input records between checkpoints of the output (resume after a kill)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

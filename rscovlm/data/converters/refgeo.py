@@ -177,10 +177,11 @@ class RefGeoConverter(Converter):
         rel, moved = self._image_path(images[0])
         if moved:
             self.change("image_path_rerooted")
-        dataset, _, image_id = rel.partition("/") if not os.path.isabs(rel) else ("", "", rel)
-        rec = {"dataset": dataset or Path(rel).parent.name or "refgeo", "image_id": image_id or Path(rel).name,
-               "question": ref, "question_id": f"{self.stem}/{self.index}", "bbox": bbox[0]}
-        if os.path.isabs(rel) or not image_id:
+        parts = rel.split("/")
+        nested = not os.path.isabs(rel) and len(parts) >= 2  # the refGeo layout {dataset}/{image_id}
+        rec = {"dataset": parts[0] if nested else self.stem, "image_id": "/".join(parts[1:]) if nested else
+               Path(rel).name, "question": ref, "question_id": f"{self.stem}/{self.index}", "bbox": bbox[0]}
+        if not nested:
             rec["image"] = rel
         w, h = self.image_sizes(rel, Problem(self.path, line, "images[0]", ""))
         rec["image_width"], rec["image_height"] = w, h
