@@ -164,3 +164,50 @@ def test_train_log_lines_join_the_progress_bar_on_stderr(tmp_path, capfd, tiny_m
     assert "{'loss'" in got.err and "100%" in got.err and "trained 2 steps" in got.err
     assert main(["train", f"model.model_name_or_path={tiny_model_dir}", "--print-config"]) == 0
     assert "max_steps" in capfd.readouterr().out  # a result: the resolved config
+
+
+# ---- start-up: only the command being run is registered, and registering it loads no heavy package -----------
+
+_HEAVY = ("numpy", "torch", "transformers", "cv2", "shapely", "yaml", "PIL", "numba", "matplotlib")
+
+
+def _modules_after(argv: list[str]) -> set[str]:
+    """Top-level and rscovlm modules imported by ``rscovlm ARGV`` (run in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\nfrom rscovlm.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "    try:\n        main(sys.argv[1:])\n    except SystemExit:\n        pass\n"
+            "print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_help_loads_no_heavy_package_and_no_command_but_the_one_run():
+    from rscovlm.cli import _command_modules
+
+    top = _modules_after(["--help"])
+    assert not [m for m in top if m.split(".")[0] in _HEAVY]
+    assert not [m for m in top if m.startswith("rscovlm.") and not m.startswith(("rscovlm.cli", "rscovlm._"))]
+    for argv in (["eval", "dota", "--help"], ["eval", "dota-sweep", "--help"], ["eval", "responses", "--help"]):
+        mods = _modules_after(argv)
+        assert not [m for m in mods if m.split(".")[0] in _HEAVY], argv
+        assert "rscovlm.eval.dota_map" not in mods and "rscovlm.demo" not in mods, argv
+    for name in _command_modules():  # every command module states its line of `rscovlm --help` (HELP)
+        module = __import__(f"rscovlm.cli.{name}", fromlist=["_"])
+        assert isinstance(getattr(module, "HELP", None), str) and module.HELP, name
+
+
+def test_lazy_parser_lists_every_command_and_runs_the_chosen_one(capsys):
+    from rscovlm.cli import _command_modules, build_parser
+
+    full = build_parser()
+    lazy = build_parser("eval")
+    listed = [{c.dest: c.help for c in a._choices_actions} for p in (full, lazy) for a in p._actions
+              if isinstance(a, argparse._SubParsersAction)]
+    assert list(listed[0]) == list(listed[1]) == _command_modules()
+    assert listed[0] == listed[1]  # the same line for each command in `rscovlm --help`
+    with pytest.raises(SystemExit):
+        main(["nonsense"])
+    assert "invalid choice" in capsys.readouterr().err

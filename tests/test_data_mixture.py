@@ -298,3 +298,132 @@ def test_packaged_reference_mixture_config_is_valid():
     assert (build.prompt_set, build.plain_prob, build.random_resize_dist, build.clip_boxes) == \
         ("reference", 1.0, "reference", False)
     assert cfg.units[0].target_box_kinds == ["hbb", "obb", "quad"] and cfg.units[1].target_box_kinds == ["hbb"]
+
+
+# ---- the reference's rates, data root, several files per unit ------------------------------------------------
+
+@pytest.fixture
+def rate_dir(tmp_path):
+    root = tmp_path / "root"
+    (root / "unified").mkdir(parents=True)
+    write_jsonl(root / "unified" / "a1.jsonl", [conv(i, "vhm") for i in range(100)])
+    write_jsonl(root / "unified" / "a2.jsonl", [conv(100 + i, "vhm") for i in range(7)])
+    write_jsonl(root / "unified" / "b.jsonl", [conv(i, "geochat") for i in range(8)])
+    write_coco(root / "unified" / "d.json", {"info": {"source": "dota"}, "images": [
+        {"id": i, "file_name": "a.png", "width": 64, "height": 48} for i in range(1, 6)],
+        "categories": [{"id": 1, "name": "plane"}], "annotations": []})
+    Image.new("RGB", (64, 48)).save(root / "a.png")
+    cfg = {"seed": 3, "data_root": "root", "units": [
+        {"name": "a%29", "path": ["${data_root}/unified/a1.jsonl", "${data_root}/unified/a2.jsonl"],
+         "type": "conversation", "images": "${data_root}", "converter": "vhm"},
+        {"name": "b", "path": "${data_root}/unified/b.jsonl", "type": "conversation", "rate": "*3",
+         "images": "${data_root}"},
+        {"name": "det", "path": "${data_root}/unified/d.json", "type": "detection", "images": "${data_root}",
+         "box_kinds": ["hbb", "obb", "quad"]},
+        {"name": "off", "path": "${data_root}/unified/not_converted_yet.jsonl", "type": "conversation",
+         "rate": "*0"}]}
+    (tmp_path / "rates.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path
+
+
+def test_reference_rates_select_the_reference_subsets_once_per_run(rate_dir):
+    """`%P` keeps int(n * (P / 100.0)) records of each file, the records random.Random(42).sample picks (the
+    reference's random_sample; 100 * 0.29 = 28.999... truncates to 28), the same every epoch; `*N` repeats every
+    record N times; box kinds multiply; no rate is `*1`; `*0` is off (its file is not even needed); an epoch is
+    every selected sample once, in a new order each epoch."""
+    import random
+
+    mix = Mixture.from_yaml(rate_dir / "rates.yaml")
+    assert mix.mode == "rate" and [u.rate for u in mix.units] == ["%29", "*3", None, "*0"]
+    picked = sorted(random.Random(42).sample(range(100), 28)) + \
+        sorted(100 + i for i in random.Random(42).sample(range(7), 2))
+    assert sorted(mix.selected[0].tolist()) == picked
+    assert sorted(mix.selected[1].tolist()) == sorted(list(range(8)) * 3)
+    assert sorted(mix.selected[2].tolist()) == list(range(15))
+    assert mix.epoch_size == 30 + 24 + 15
+    epochs = [mix.epoch_plan(e) for e in range(2)]
+    for units, items in epochs:
+        assert np.bincount(units, minlength=4).tolist() == [30, 24, 15, 0]
+        assert sorted(items[units == 0].tolist()) == picked
+    assert not np.array_equal(epochs[0][0], epochs[1][0])
+    ids = {Mixture.from_yaml(rate_dir / "rates.yaml").stats()["units"][i]["per_epoch"] for i in range(3)}
+    assert ids == {30.0, 24.0, 15.0}
+    stats = mix.stats()
+    assert [u["passes"] for u in stats["units"]] == pytest.approx([30 / 107, 3.0, 1.0, 0.0])
+    assert stats["box_kind"] == pytest.approx({"none": 54 / 69, "hbb": 5 / 69, "obb": 5 / 69, "quad": 5 / 69})
+
+
+def test_rate_syntax_and_its_errors(rate_dir, capsys):
+    base = yaml.safe_load((rate_dir / "rates.yaml").read_text())
+
+    def load(edit):
+        cfg = yaml.safe_load(yaml.safe_dump(base))
+        edit(cfg)
+        (rate_dir / "edited.yaml").write_text(yaml.safe_dump(cfg))
+        return MixtureConfig.from_yaml(rate_dir / "edited.yaml")
+
+    suffix = load(lambda c: None).units[0]
+    keyed = load(lambda c: c["units"][0].update(name="a", rate="%29")).units[0]
+    assert (suffix.name, suffix.rate) == (keyed.name, keyed.rate) == ("a", "%29")
+    for bad, message in [
+        (lambda c: c["units"][1].update(rate="50%"), r"units\[1\].rate: expected '%P'"),
+        (lambda c: c["units"][1].update(rate="%0"), r"the percentage must be in \(0, 100\]"),
+        (lambda c: c["units"][1].update(rate="%101"), r"the percentage must be in \(0, 100\]"),
+        (lambda c: c["units"][1].update(rate="*1.5"), r"units\[1\].rate: expected"),
+        (lambda c: c["units"][1].update(weight=2), r"units\[1\]: give weight or rate, not both"),
+        (lambda c: c["units"][0].update(rate="*2"), r"units\[0\].name: 'a%29' carries a rate suffix"),
+        (lambda c: c["units"][2].update(weight=1), "a mixture uses one of the two"),
+        (lambda c: c.update(epoch_size=10), "epoch_size: a mixture with reference rates"),
+        (lambda c: c["units"][1].update(path="${root}/b.jsonl"), r"unknown variable \$\{root\}"),
+        (lambda c: c.pop("data_root"), r"uses \$\{data_root\} but the mixture sets no data_root"),
+    ]:
+        with pytest.raises(MixtureError, match=message):
+            load(bad)
+    cfg = yaml.safe_load(yaml.safe_dump(base))
+    cfg["units"][1]["rate"] = "%1"  # int(8 * 0.01) = 0 records
+    (rate_dir / "none.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(MixtureError, match=r"rate selects no record: b \(rate %1 of 8 records\)"):
+        Mixture.from_yaml(rate_dir / "none.yaml")
+
+
+def test_data_root_from_the_yaml_or_replaced(rate_dir, tmp_path, monkeypatch):
+    import shutil
+
+    mix = MixtureConfig.from_yaml(rate_dir / "rates.yaml")
+    assert mix.data_root == str(rate_dir / "root")
+    assert mix.units[1].path == str(rate_dir / "root" / "unified" / "b.jsonl")
+    other = tmp_path / "elsewhere"
+    shutil.copytree(rate_dir / "root", other / "data")
+    monkeypatch.chdir(other)
+    moved = Mixture.from_yaml(rate_dir / "rates.yaml", data_root="data")  # relative to the current directory
+    assert moved.config.data_root == str(other / "data")
+    assert moved.stores[1].path == str(other / "data" / "unified" / "b.jsonl")
+
+
+def test_missing_unit_files_are_all_named_with_unit_and_path(rate_dir, capsys):
+    (rate_dir / "root" / "unified" / "a2.jsonl").unlink()
+    (rate_dir / "root" / "unified" / "b.jsonl").unlink()
+    with pytest.raises(MixtureError) as err:
+        Mixture.from_yaml(rate_dir / "rates.yaml")
+    text = str(err.value)
+    assert text.startswith("2 missing file(s) or folder(s) of the mixture's units (data root")
+    assert (f"unit a: unit file not found: {rate_dir / 'root' / 'unified' / 'a2.jsonl'}; make it with `rscovlm "
+            "data convert --source vhm") in text
+    assert f"unit b: unit file not found: {rate_dir / 'root' / 'unified' / 'b.jsonl'}" in text
+    assert "not_converted_yet" not in text  # a unit that is off needs no file
+    assert main(["data", "mix-stats", str(rate_dir / "rates.yaml")]) == 2
+    assert "unit b: unit file not found" in capsys.readouterr().err
+
+
+def test_mix_stats_shows_both_notations(mix_dir, rate_dir, capsys):
+    """A weight mixture shows the rate each weight amounts to, a rate mixture the share each rate amounts to."""
+    assert main(["data", "mix-stats", str(mix_dir / "mix.yaml"), "--samples-per-unit", "0"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[3:6]}
+    # unit a: 30 records, weight 1 of 6 over 6000 draws = 1000 samples = 33.33 passes
+    assert rows["a"][4:9] == ["1", "~*33.33", "16.67%", "1000", "33.33"]
+    assert main(["data", "mix-stats", str(rate_dir / "rates.yaml"), "--samples-per-unit", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[3:7]}
+    assert rows["a"][4:9] == ["~43.5", "%29", "43.48%", "30", "0.28"]
+    assert rows["off"][5] == "*0"
+    assert "approximate counts" in out and "total:" in out

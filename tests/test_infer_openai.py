@@ -55,7 +55,9 @@ def server():
 
 
 def _conv(i):
-    return [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (28 * (i + 1), 56))},
+    image = Image.new("RGB", (28 * (i + 1), 56))
+    return [{"role": "user", "content": [{"type": "image", "image": image, "resized_width": 28 * (i + 1),
+                                          "resized_height": 56},
                                          {"type": "text", "text": f"question {i}"}]}]
 
 
@@ -72,7 +74,7 @@ def test_http_errors_name_the_url(server):
 
 
 def test_unreachable_server_is_a_clear_error():
-    backend = get_backend("openai", base_url="http://127.0.0.1:9/v1", model="tiny", timeout_s=5)
+    backend = get_backend("openai", base_url="http://127.0.0.1:9/v1", model="tiny", timeout_s=5, backoff_s=0.01)
     with pytest.raises(OpenAIBackendError, match="127.0.0.1:9"):
         backend.generate([_conv(0)])
 

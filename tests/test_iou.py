@@ -17,12 +17,16 @@ from rscovlm.geometry.nms import batched_poly_nms, poly_nms
 SQ = [0, 0, 2, 0, 2, 2, 0, 2]  # 2x2 square
 
 
-@pytest.fixture(params=["numba", "numpy"])
+def _installed(backend: str) -> bool:
+    return {"native": lambda: iou_mod.native() is not None, "numba": iou_mod._iou_numba.available,
+            "numpy": lambda: True}[backend]()
+
+
+@pytest.fixture(params=["native", "numba", "numpy"])
 def backend(request, monkeypatch):
-    if request.param == "numpy":
-        monkeypatch.setenv("RSCOVLM_NO_NUMBA", "1")
-    elif not iou_mod._iou_numba.available():
-        pytest.skip("numba not installed")
+    if not _installed(request.param):
+        pytest.skip(f"{request.param} kernel not installed")
+    monkeypatch.setenv("RSCOVLM_IOU_BACKEND", request.param)
     return request.param
 
 
@@ -225,7 +229,7 @@ def test_known_disagreements_give_the_exact_value(backend, p, q):
 def test_numpy_path_matches_exact_rule_on_degenerate_integer_quads(monkeypatch):
     """Always runs (no numba needed): the numpy path against exact rational arithmetic; where the exact
     intersection is 0 (degenerate quads) the result must be 0 exactly, not rounding noise."""
-    monkeypatch.setenv("RSCOVLM_NO_NUMBA", "1")
+    monkeypatch.setenv("RSCOVLM_IOU_BACKEND", "numpy")
     a, b = degenerate_pairs(11, 1200)
     got_i = poly_intersection_pairs(a, b)
     got_iou = poly_iou_pairs(a, b)
@@ -252,12 +256,13 @@ def test_numba_and_numpy_paths_bitwise_equal():
     a, b = np.concatenate([a, fa, ka]), np.concatenate([b, fb, kb])
     assert np.array_equal(iou_mod._iou_numba.intersection_pairs(a, b, iou_mod._ZERO_REL),
                           iou_mod._numpy_intersection_pairs(a, b))
-    fast = poly_iou_pairs(a, b), poly_iou_pairs(b, a)
-    os.environ["RSCOVLM_NO_NUMBA"] = "1"
+    os.environ["RSCOVLM_IOU_BACKEND"] = "numba"
     try:
+        fast = poly_iou_pairs(a, b), poly_iou_pairs(b, a)
+        os.environ["RSCOVLM_IOU_BACKEND"] = "numpy"
         slow = poly_iou_pairs(a, b), poly_iou_pairs(b, a)
     finally:
-        del os.environ["RSCOVLM_NO_NUMBA"]
+        del os.environ["RSCOVLM_IOU_BACKEND"]
     assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
     # argument order changes rounding only (integer quads: exact areas, so no union is noise-sized)
     np.testing.assert_allclose(fast[0][:30_000], fast[1][:30_000], rtol=1e-12, atol=1e-12)
@@ -327,3 +332,46 @@ def test_property_symmetric_bounded_and_translation_invariant():
             assert moved == pytest.approx(m, abs=1e-9)
 
     check()
+
+
+def _bitwise_cases():
+    a, b = degenerate_pairs(12, 30_000)
+    rng = np.random.default_rng(5)
+    fa = rng.uniform(0, 20, (5_000, 8)) + 3000
+    fb = fa + rng.normal(0, 4, fa.shape)
+    rects = obb_to_quad(np.column_stack([rng.uniform(0, 500, (4000, 2)), rng.uniform(1, 60, (4000, 2)),
+                                         rng.uniform(-np.pi, np.pi, 4000)]))  # convex: the clipping path
+    ka, kb = (np.array(x, float) for x in zip(*KNOWN_DISAGREEMENTS))
+    return (np.concatenate([a, fa, rects, ka]), np.concatenate([b, fb, rects[::-1] + rng.normal(0, 3, rects.shape),
+                                                                 kb]))
+
+
+def test_compiled_kernel_and_numpy_path_bitwise_equal(monkeypatch):
+    """The C kernel (rscovlm._native, built at install time when a compiler is present) runs the numpy path's
+    operations in the same order, compiled without FMA contraction: identical bits, IoUs included."""
+    if iou_mod.native() is None:
+        pytest.skip("compiled kernels not built")
+    a, b = _bitwise_cases()
+    out = np.empty(len(a))
+    iou_mod.native().poly_inter_pairs(a, b, iou_mod._ZERO_REL, out)
+    assert np.array_equal(out, iou_mod._numpy_intersection_pairs(a, b))
+    got = {}
+    for backend in ("native", "numpy"):
+        monkeypatch.setenv("RSCOVLM_IOU_BACKEND", backend)
+        got[backend] = poly_iou_pairs(a, b), poly_iou(a[:300], b[:400])
+    assert all(np.array_equal(x, y) for x, y in zip(got["native"], got["numpy"]))
+
+
+def test_backend_choice(monkeypatch):
+    monkeypatch.delenv("RSCOVLM_IOU_BACKEND", raising=False)
+    expect_native = iou_mod.native() is not None
+    assert (iou_mod.iou_backend(10) == "native") == expect_native
+    monkeypatch.setenv("RSCOVLM_NO_NATIVE", "1")
+    assert iou_mod.iou_backend(10) in ("numpy", "numba")  # numba only once loaded
+    if iou_mod._iou_numba.available():
+        assert iou_mod.iou_backend(iou_mod.NUMBA_MIN_PAIRS) == "numba"
+        monkeypatch.setenv("RSCOVLM_NO_NUMBA", "1")
+        assert iou_mod.iou_backend(iou_mod.NUMBA_MIN_PAIRS) == "numpy"
+    monkeypatch.setenv("RSCOVLM_IOU_BACKEND", "fortran")
+    with pytest.raises(ValueError, match="RSCOVLM_IOU_BACKEND"):
+        iou_mod.iou_backend()

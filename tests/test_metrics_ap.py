@@ -43,3 +43,25 @@ def test_errors():
         average_precision([1], [0], 0)
     with pytest.raises(ValueError, match="unknown AP mode"):
         average_precision([1], [0], 1, "101point")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mode", ["11point", "area"])
+def test_ap_of_flags_equals_ap_of_cumulative_counts_bit_for_bit(dtype, mode):
+    """11-point AP from the TP points alone (no pass per threshold) gives average_precision's bits, on random
+    flag rows with ignored detections (neither TP nor FP), recalls hitting 0.3/0.6/0.7 exactly, and rows
+    without TPs."""
+    from rscovlm.eval.ap import average_precision_of_flags
+
+    rng = np.random.default_rng(11)
+    for num_pos in (1, 3, 7, 10, 20, 33, 100):
+        for _ in range(40):
+            n = int(rng.integers(0, 250))
+            kind = rng.integers(0, 3, (5, n))  # 0 FP, 1 TP, 2 ignored
+            tp = kind == 1
+            for row in tp:  # at most num_pos TPs per row (each is a distinct positive)
+                row[np.flatnonzero(row)[num_pos:]] = False
+            fp = kind == 0
+            got = average_precision_of_flags(tp, fp, num_pos, mode, dtype)
+            want = average_precision(np.cumsum(tp, axis=1), np.cumsum(fp, axis=1), num_pos, mode, dtype)
+            assert got.dtype == want.dtype and np.array_equal(got, want)

@@ -170,6 +170,40 @@ def test_truncation_cuts_text_but_drops_samples_cut_inside_image_tokens(processo
     assert err.value.reason == "no_target"
 
 
+def test_length_counts_the_tokens_of_encode_without_decoding_images(processor, tmp_path, monkeypatch):
+    """``length`` (what packing plans with) equals ``len(encode(...).input_ids)`` for images given as PIL images,
+    files and builder parts with a resized size, several images, truncation, and raises the same drops - while no
+    image is decoded (``open_rgb`` fails if called)."""
+    import rscovlm.imageio
+
+    path = tmp_path / "a.png"
+    _image(500, 333, 3).save(path)
+    zoom = [_user(str(path), "Where?"), {"role": "assistant", "content": "there"},
+            _user(_image(140, 84, 4), "Now?"), {"role": "assistant", "content": "yes " * 30}]
+    part = {"type": "image", "image": str(path), "resized_width": 308, "resized_height": 196}
+    cases = [[_user(_image(300, 250), "Classify."), {"role": "assistant", "content": "airport"}],
+             [{"role": "user", "content": "Only text?"}, {"role": "assistant", "content": "Only text."}],
+             [{"role": "user", "content": [part, {"type": "text", "text": "Count."}]},
+              {"role": "assistant", "content": "3"}], zoom]
+    lengths = []
+    for max_length in (100000, 350, 60):
+        encoder = ConversationEncoder(processor, max_length=max_length)
+        for case in cases:
+            try:
+                expected = len(encoder.encode(case).input_ids)
+            except SampleDropped as err:
+                expected = err.reason
+            with monkeypatch.context() as m:
+                m.setattr(rscovlm.imageio, "open_rgb", lambda *a, **k: pytest.fail("an image was decoded"))
+                try:
+                    got = encoder.length(case)
+                except SampleDropped as err:
+                    got = err.reason
+            assert got == expected
+            lengths.append(got)
+    assert {"image_cut", "no_target"} & set(lengths) and 350 in lengths  # a drop and a truncation among them
+
+
 def test_encoded_dataset_counts_drops_and_can_refuse_them(processor):
     img = _image(448, 448)  # 256 pads
     ok = [_user(_image(224, 224), "a"), {"role": "assistant", "content": "b"}]

@@ -64,7 +64,9 @@ def _free_port() -> str:
 
 
 # The tiny-data settings appended to training commands whose README form trains a 7B model on GPUs.
-TINY_TRAIN = ["model.model_name_or_path=demo_out/tiny_model", "data.paths=[demo_out/data/train.jsonl]",
+# (the paper config reads the RSCoVLM mixture; here the demo's conversations as jsonl)
+TINY_TRAIN = ["model.model_name_or_path=demo_out/tiny_model", "data.source=jsonl",
+              "data.paths=[demo_out/data/train.jsonl]",
               "max_steps=2", "global_batch_size=4", "per_device_batch_size=2", "precision=fp32",
               "use_liger_kernel=false", "dataloader_num_workers=0", "save_steps=1000"]
 

@@ -1,8 +1,27 @@
 """The ``rscovlm`` command line.
 
-Each module in this package is one command group and exposes ``register(subparsers)``; the modules are found
-by name, so adding a command group is adding a file. Handlers import their heavy dependencies (torch,
-transformers) lazily so that ``rscovlm --help`` stays instant.
+Command modules (how a command is found and kept cheap to start)
+----------------------------------------------------------------
+Each module ``rscovlm/cli/NAME.py`` (not starting with ``_``) is the top-level command ``rscovlm NAME`` and is
+found by its file name, so adding a command is adding a file. It defines
+
+* ``HELP``: the one line shown for it in ``rscovlm --help``;
+* ``register(sub)``: adds its parser (``add_group(sub, NAME, HELP)`` for a group, or
+  ``sub.add_parser(NAME, help=HELP, ...)``) with its options, sub-commands and ``handler``.
+
+Only the command being run is registered: ``rscovlm eval dota ...`` imports ``rscovlm.cli.eval`` and calls its
+``register``; every other module is imported only to read its ``HELP`` (``rscovlm --help`` registers none). So,
+to keep ``rscovlm --help`` and ``rscovlm CMD --help`` instant (well under 0.15 s):
+
+* a command module imports at module level only the standard library and ``rscovlm.cli``;
+* ``register`` imports nothing that loads numpy, torch, transformers, OpenCV or the like - choices and help
+  texts that live in library modules come from light modules without such imports (e.g.
+  :mod:`rscovlm.eval.names`), or are written out;
+* handlers import the library (and with it numpy, torch, ...) when they run.
+
+``tests/test_cli.py`` checks both for every module (no heavy package in ``sys.modules`` after ``--help``).
+:func:`build_parser` without arguments registers every command (the full tree, for tests and docs checks). A
+module without ``HELP`` still works but is registered in full for every command (slow start-up).
 
 Every parser in the tree is a :class:`Parser` and formats its help with :class:`HelpFormatter`: a command's
 ``help`` (its line in the parent's list) doubles as its description unless it gives a longer one, and every
@@ -16,13 +35,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import pkgutil
+import os
 import sys
 import textwrap
 
 
 def _command_modules() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    """Names of the command modules (the ``*.py`` files and packages of this folder not starting with ``_``)."""
+    names = set()
+    for folder in __path__:
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        with entries:
+            for e in entries:
+                stem = e.name[:-3] if e.name.endswith(".py") else e.name if e.is_dir() and \
+                    os.path.exists(os.path.join(e.path, "__init__.py")) else ""
+                if stem.isidentifier() and not stem.startswith("_"):
+                    names.add(stem)
+    return sorted(names)
 
 
 def format_default(value) -> str:
@@ -89,19 +121,32 @@ class Parser(argparse.ArgumentParser):
         self.register("action", "parsers", _Commands)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``rscovlm`` parser. ``only=None``: every command registered (the full tree); ``only=NAME``: just
+    ``NAME`` registered, the others listed by their ``HELP`` (what :func:`main` builds; ``only=""``: none)."""
     from rscovlm import __version__
 
     parser = Parser(prog="rscovlm", description="Remote Sensing Co-trained VLM toolkit.")
     parser.add_argument("--version", action="version", version=f"rscovlm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _command_modules():
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+        module = importlib.import_module(f"{__name__}.{name}")
+        summary = getattr(module, "HELP", None)
+        if only is None or name == only or summary is None:
+            module.register(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
+def _command_of(argv: list[str]) -> str:
+    """The command named on the command line (its first word that is not an option), or ``""``."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

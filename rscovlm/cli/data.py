@@ -7,11 +7,13 @@ import sys
 
 from rscovlm.cli import CliError, add_group
 
+HELP = "data curation: convert, validate, mixture statistics, previews"
+
 
 def register(sub) -> None:
     from rscovlm.protocol.categories import CATEGORY_SETS
 
-    group = add_group(sub, "data", "data curation: convert, validate, mixture statistics, previews")
+    group = add_group(sub, "data", HELP)
 
     p = group.add_parser("convert", help="convert one source to unified records (+ OUT.report.json)",
                          description="Convert one source dataset to unified records (conversations as jsonl, "
@@ -50,10 +52,24 @@ def register(sub) -> None:
     p.add_argument("--max-print", type=int, default=200, help="print at most this many problems")
     p.set_defaults(handler=_validate)
 
-    p = group.add_parser("mix-stats", help="effective proportions of a mixture by source, task and box kind")
-    p.add_argument("config", help="mixture YAML")
+    p = group.add_parser("mix-stats", help="effective shares of a mixture and its expected tokens per epoch",
+                         description="Effective shares of a mixture by unit, source, task and box kind (weights "
+                                     "and the reference's rates side by side) and its expected tokens per epoch, "
+                                     "counted on built samples. CONFIG is a mixture YAML or a training config "
+                                     "with data.source: mixture (then its data section sets the data root, pixel "
+                                     "bounds and max_length, and its model the tokenizer). A missing unit file or "
+                                     "image folder is an error naming the unit and the path expected.")
+    p.add_argument("config", help="mixture YAML, or training config (configs/*.yaml) using a mixture")
     p.add_argument("--prompt-set", default=None,
                    help="prompt set (name or folder) replacing the mixture's (builder and units); shown per unit")
+    p.add_argument("--data-root", default=None,
+                   help="folder ${data_root} in unit paths stands for (replaces the config's)")
+    p.add_argument("--model", default=None,
+                   help="model folder whose processor counts the tokens exactly (default: a training config's "
+                        "model when it loads offline; otherwise an approximate rule)")
+    p.add_argument("--samples-per-unit", type=int, default=32, help="built samples counted per unit; 0 = no tokens")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="token limit per sample (default: the training config's data.max_length, else 6144)")
     p.set_defaults(handler=_mix_stats)
 
     p = group.add_parser("preview", help="render built samples (image with boxes, prompt, target) to PNG + HTML")
@@ -125,13 +141,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _mix_stats(args: argparse.Namespace) -> int:
-    from rscovlm.data.mixture import Mixture, MixtureError, format_stats
+    from rscovlm.data.mixture import MixtureError, format_stats, mixture_for_stats
     from rscovlm.data.records import RecordError
+    from rscovlm.data.tokens import estimate_tokens, format_tokens
 
     try:
-        mix = Mixture.from_yaml(args.config, args.prompt_set)
+        mix, counter, settings = mixture_for_stats(args.config, prompt_set=args.prompt_set, data_root=args.data_root,
+                                                   model=args.model, max_length=args.max_length)
         print(format_stats(mix.stats()))
-    except (MixtureError, RecordError) as err:
+        if args.samples_per_unit > 0:
+            estimate = estimate_tokens(mix, counter, per_unit=args.samples_per_unit)
+            print(format_tokens(estimate, settings["max_length"], settings.get("global_batch"), settings["note"]))
+    except (MixtureError, RecordError, ValueError, OSError) as err:
         raise CliError(str(err))
     return 0
 

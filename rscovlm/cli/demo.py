@@ -6,13 +6,15 @@ import dataclasses
 
 from rscovlm.cli import CliError, library_output_to_stderr, status
 
+HELP = ("train the offline tiny model on synthetic aerial scenes and score every task (about 2 min on 2 idle CPU "
+        "cores, 3-4 min on busy ones)")
+
 
 def register(sub) -> None:
     from rscovlm.demo import DemoConfig
 
     parser = sub.add_parser(
-        "demo", help="train the offline tiny model on synthetic aerial scenes and score every task "
-                     "(about 2 min on 2 idle CPU cores, 3-4 min on busy ones)",
+        "demo", help=HELP,
         description="Build the offline tiny Qwen2.5-VL, generate synthetic scenes with classification, VQA, "
                     "grounding and detection samples (the prompts and answer format of --prompt-set, the "
                     "reference's by default), train, answer every prompt, print accuracy / Acc@0.5 / "

@@ -6,6 +6,8 @@ import sys
 
 from rscovlm.cli import CliError, add_group
 
+HELP = "DOTA tools: split large images into patches, merge patch detections"
+
 
 def _help(cls, name: str) -> str:
     return cls.__dataclass_fields__[name].metadata.get("help", "")
@@ -15,7 +17,7 @@ def register(sub) -> None:
     from rscovlm.data.dota_merge import MergeConfig
     from rscovlm.data.dota_split import SplitConfig
 
-    group = add_group(sub, "dota", "DOTA tools: split large images into patches, merge patch detections")
+    group = add_group(sub, "dota", HELP)
 
     p = group.add_parser("split", help="split images (+ labelTxt) into patches, same output as mmrotate "
                                        "img_split",

@@ -12,10 +12,15 @@ from pathlib import Path
 
 from rscovlm.cli import CliError, add_group
 
-def _protocol_help() -> str:
-    from rscovlm.eval.dota_map import PROTOCOLS
+# register() takes choices and help texts from rscovlm.eval.names (no numpy): see the rule in rscovlm.cli
+HELP = "evaluate detections: DOTA mAP (devkit / MMRotate 1.x / 0.x protocols), AP_nc, threshold sweep, mF1, model " \
+       "responses"
 
-    return "; ".join(f"{name}: {p.summary}" for name, p in PROTOCOLS.items())
+
+def _protocol_help() -> str:
+    from rscovlm.eval.names import PROTOCOL_SUMMARIES
+
+    return "; ".join(f"{name}: {summary}" for name, summary in PROTOCOL_SUMMARIES.items())
 
 
 def _common(p, *, thr: bool = True, mode: bool = True, protocol: str = "mmrotate1x") -> None:
@@ -28,7 +33,7 @@ def _common(p, *, thr: bool = True, mode: bool = True, protocol: str = "mmrotate
 
 def _scoring(p, *, seeds_default: str = "10") -> None:
     """--score-mode, --seeds, --seed-list, --ties (AP_nc and all-ones AP)."""
-    from rscovlm.eval.ap_nc import LMMROTATE_SEEDS, SCORE_MODES
+    from rscovlm.eval.names import LMMROTATE_SEEDS, SCORE_MODES
 
     p.add_argument("--score-mode", choices=list(SCORE_MODES), default="random",
                    help="random: AP_nc, uniform random scores per class and seed; ones: every score 1.0, "
@@ -58,7 +63,7 @@ def _seeds(args):
 
 
 def _f1_mode(p) -> None:
-    from rscovlm.eval.f1 import F1_MODES
+    from rscovlm.eval.names import F1_MODES
 
     p.add_argument("--f1-mode", choices=list(F1_MODES), default="one-to-one",
                    help="one-to-one: each object matched at most once, mean of per-class F1 over classes with "
@@ -80,14 +85,14 @@ def _gt_vocabulary(p) -> None:
 
 
 def _options(p, *, thr: bool = True, mode: bool = True, protocol: str = "mmrotate1x") -> None:
-    from rscovlm.eval.dota_map import PROTOCOLS
+    from rscovlm.eval.names import AP_MODE_NAMES, PROTOCOL_SUMMARIES
 
     if thr:
         p.add_argument("--iou-thr", type=float, default=0.5, help="IoU threshold")
     if mode:
-        p.add_argument("--ap-mode", choices=["11point", "area"], default="11point",
+        p.add_argument("--ap-mode", choices=list(AP_MODE_NAMES), default="11point",
                        help="VOC07 11-point (DOTA's and DOTAMetric's default) or area under the envelope")
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default=protocol, help=_protocol_help())
+    p.add_argument("--protocol", choices=list(PROTOCOL_SUMMARIES), default=protocol, help=_protocol_help())
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed label/Task1 lines instead of failing (they are counted and reported)")
     p.add_argument("--unknown-images", choices=["error", "ignore"], default="error",
@@ -98,8 +103,7 @@ def _options(p, *, thr: bool = True, mode: bool = True, protocol: str = "mmrotat
 def register(sub) -> None:
     from rscovlm.protocol.categories import CATEGORY_SETS
 
-    group = add_group(sub, "eval", "evaluate detections: DOTA mAP (devkit / MMRotate 1.x / 0.x protocols), AP_nc, "
-                                   "threshold sweep, mF1, model responses")
+    group = add_group(sub, "eval", HELP)
 
     p = group.add_parser("dota", help="per-class AP and mAP of a Task1 folder against labelTxt ground truth")
     _common(p, protocol="dota")  # a conventional detector's Task1 files: the official devkit by default
@@ -175,12 +179,9 @@ def _write_json(path: str | None, result: dict) -> None:
 
 
 def _run(fn, *args, **kwargs):
-    from rscovlm.data.dota_io import DotaFormatError
-    from rscovlm.eval.responses import ResponseFormatError
-
     try:
         return fn(*args, **kwargs)
-    except (DotaFormatError, ResponseFormatError, FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # DotaFormatError, ResponseFormatError: ValueErrors naming file:line
         raise CliError(str(err)) from err
 
 

@@ -6,9 +6,11 @@ import sys
 
 from rscovlm.cli import CliError, add_group, library_output_to_stderr
 
+HELP = "model folders: build the offline tiny Qwen2.5-VL, inspect a checkpoint"
+
 
 def register(sub) -> None:
-    group = add_group(sub, "model", "model folders: build the offline tiny Qwen2.5-VL, inspect a checkpoint")
+    group = add_group(sub, "model", HELP)
 
     tiny = group.add_parser(
         "tiny", help="write a randomly initialised tiny Qwen2.5-VL folder (no downloads)",

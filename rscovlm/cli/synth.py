@@ -6,9 +6,11 @@ import sys
 
 from rscovlm.cli import CliError, add_group
 
+HELP = "generate synthetic aerial scenes with rotated objects and DOTA labels"
+
 
 def register(sub) -> None:
-    group = add_group(sub, "synth", "generate synthetic aerial scenes with rotated objects and DOTA labels")
+    group = add_group(sub, "synth", HELP)
     p = group.add_parser("scenes", help="write seeded synthetic scenes: OUT/images/*.png and OUT/labelTxt/*.txt")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--n", type=int, default=8, help="number of images")

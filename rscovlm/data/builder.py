@@ -90,7 +90,7 @@ import numpy as np
 from rscovlm.data.records import BOX_REF, content_parts, grounding_image_path
 from rscovlm.geometry.boxes import Boxes, Frame
 from rscovlm.geometry.objects import ObjectSet
-from rscovlm.imageio import image_size, open_rgb
+from rscovlm.imageio import ImageReadError, display_size, load_resized
 from rscovlm.protocol.categories import display_name
 from rscovlm.protocol.detection import write_detections
 from rscovlm.protocol.grounding import format_grounding, write_grounding
@@ -283,7 +283,7 @@ class SampleBuilder:
     def _image_size(self, path: str) -> tuple[int, int]:
         size = self._sizes.get(path)
         if size is None:
-            size = self._sizes[path] = image_size(path)
+            size = self._sizes[path] = display_size(path)
         return size
 
     def _image_part(self, path: str, plan: ResizePlan) -> dict:
@@ -292,13 +292,12 @@ class SampleBuilder:
         w, h = plan.model_size
         if not self.config.load_images:
             return {"type": "image", "image": path, "resized_width": w, "resized_height": h}
-        from PIL import Image
-
-        with open_rgb(path) as im:
-            if im.size != (int(plan.original.width), int(plan.original.height)):
-                raise BuildError(f"image {path} is {im.size[0]}x{im.size[1]}, but its record says "
-                                 f"{plan.original.width:g}x{plan.original.height:g}")
-            image = im.resize((w, h), Image.Resampling.BICUBIC)
+        try:
+            image = load_resized(path, (w, h), expect_size=(plan.original.width, plan.original.height))
+        except ImageReadError as err:
+            if "its record says" in err.reason:
+                raise BuildError(f"image {err}") from None
+            raise
         return {"type": "image", "image": image, "path": path, "resized_width": w, "resized_height": h}
 
     def _wrap(self, system: str | None, user: list[dict], target: str, meta: dict) -> dict:

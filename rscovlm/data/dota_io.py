@@ -19,12 +19,19 @@ flag that is not 0/1/2, a class outside ``vocabulary`` when one is given) raise 
 the file and the line (and, for undecodable bytes, the byte offset).
 With ``skip_invalid=True`` they are skipped instead and listed in the result's ``skipped`` so the caller can
 report them.
+
+Reading is done in one pass over a file's bytes (:func:`parse_task1_bytes`, :func:`parse_labeltxt_bytes`: no
+Python object per line; the compiled parser of :mod:`rscovlm._compiled` when it is built, else numpy), which
+accepts only text that is certainly well formed - printable ASCII, ``\n`` or ``\r\n`` line ends, plain decimal
+numbers - and gives the numbers ``float()`` gives. Anything else (or any error) goes to the careful line-by-line
+reader, which names the bad line, so both give the same arrays and the same errors.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +40,8 @@ import numpy as np
 
 from typing import TYPE_CHECKING
 
-from rscovlm.data.textio import BadText, read_lines
+from rscovlm._compiled import native
+from rscovlm.data.textio import BOM, BadText, read_lines
 
 if TYPE_CHECKING:  # the geometry package is imported where objects are built: the split workers need arrays only
     from rscovlm.geometry import Frame, ObjectSet
@@ -135,6 +143,233 @@ class _Problems:
         self.skipped.append(SkippedLine(str(path), line_no, reason))
 
 
+# ---- fast readers: whole files, one pass over the bytes -----------------------------------------------------
+
+def _without_bom(raw: bytes) -> bytes:
+    return raw[len(BOM):] if raw.startswith(BOM) else raw
+
+
+_WS = np.zeros(256, bool)
+_WS[[9, 10, 11, 12, 13, 32]] = True
+_ODD = np.zeros(256, bool)  # bytes where str.split() / str.splitlines() and the fast readers could disagree
+_ODD[[b for b in range(32) if not _WS[b]] + [11, 12] + list(range(127, 256))] = True  # 11, 12 break lines
+
+
+def _needs_careful_reader(buf: np.ndarray) -> bool:
+    """True when the careful reader's ``str.splitlines()`` could see other lines than the fast path (which breaks
+    only at ``\n``): odd bytes (control, ``\x0b``/``\x0c``, non-ASCII) or a ``\r`` not followed by ``\n``."""
+    if _ODD[buf].any():
+        return True
+    cr = np.flatnonzero(buf == 13)
+    return bool(len(cr)) and bool(np.any(buf[np.minimum(cr + 1, len(buf) - 1)] != 10) or cr[-1] == len(buf) - 1)
+
+
+def _parse_numbers(text: np.ndarray, rows: int, cols: int) -> np.ndarray | None:
+    """The whitespace-separated numbers of the bytes ``text`` as a ``(rows, cols)`` float64 array, or ``None``
+    when a token is not a number, the count differs or a value is not finite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns when it stops at a bad token
+        try:
+            values = np.fromstring(text.tobytes(), sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    if values.size != rows * cols or not np.isfinite(values).all():
+        return None
+    return values.reshape(rows, cols)
+
+
+def _sorted_ids(ids: list[str], inverse: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Unique ids sorted (as ``numpy.unique`` gives them), ``inverse`` re-pointed."""
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    rank = np.empty(len(ids), np.int64)
+    rank[order] = np.arange(len(ids))
+    return [ids[i] for i in order], rank[inverse] if len(ids) else inverse
+
+
+def parse_task1_bytes(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """A ``Task1_{class}.txt`` file's bytes -> ``(image ids (unique, sorted), each detection's index into them,
+    scores (N,), quads (N, 8), 1-based line numbers (N,))`` in file order, or ``None`` when anything needs the
+    careful reader (every non-blank line must have exactly 10 fields, the last 9 plain finite numbers)."""
+    raw = _without_bom(raw)
+    mod = native()
+    if mod is not None:
+        got = mod.parse_task1(raw)
+        if got is None:
+            return None
+        n, ids, values, inverse, line_no = got
+        values = np.frombuffer(values, np.float64).reshape(n, 9)
+        ids, inv = _sorted_ids(ids, np.frombuffer(inverse, np.int64))
+        return ids, inv, values[:, 0].copy(), np.ascontiguousarray(values[:, 1:]), np.frombuffer(line_no, np.int64)
+    return _task1_numpy(raw)
+
+
+def _task1_numpy(raw: bytes):
+    buf = np.frombuffer(raw, np.uint8)
+    if _needs_careful_reader(buf):
+        return None
+    is_ws = _WS[buf]
+    if is_ws.all():
+        return [], np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 8)), np.zeros(0, np.int64)
+    starts = ~is_ws
+    starts[1:] &= is_ws[:-1]
+    line_starts = np.r_[0, np.flatnonzero(buf == 10) + 1]
+    line_starts = line_starts[line_starts < len(buf)]
+    fields = np.add.reduceat(starts, line_starts, dtype=np.int64)
+    if np.any((fields != 0) & (fields != 10)):
+        return None
+    ends = ~is_ws
+    ends[:-1] &= is_ws[1:]
+    tok_s, tok_e = np.flatnonzero(starts)[0::10], np.flatnonzero(ends)[0::10] + 1  # the id field of each line
+    length = tok_e - tok_s
+    width = int(length.max())
+    cols = np.arange(width)[None, :]
+    inside = cols < length[:, None]
+    pos = np.where(inside, tok_s[:, None] + cols, 0)
+    id_bytes = np.where(inside, buf[pos], 0).astype(np.uint8)
+    uniq, inverse = np.unique(id_bytes.view(f"S{width}").ravel(), return_inverse=True)
+    numbers = buf.copy()
+    numbers[pos[inside]] = 32  # blank the ids; what is left is 9 numbers per line
+    values = _parse_numbers(numbers, len(tok_s), 9)
+    if values is None:
+        return None
+    line_no = np.searchsorted(line_starts, tok_s, side="right")  # 1-based: line_starts[k] starts line k + 1
+    return [u.decode("ascii") for u in uniq], inverse.reshape(-1).astype(np.int64), values[:, 0].copy(), \
+        np.ascontiguousarray(values[:, 1:]), line_no.astype(np.int64)
+
+
+@dataclass
+class LabelTxtBatch:
+    """labelTxt files read together: ``quads (N, 8)`` as written, ``file (N,)`` index of each object's file,
+    ``difficult (N,)``, ``label (N,)`` index into ``classes`` (class names in order of first appearance), and per
+    file its ``imagesource`` / ``gsd`` header values (``None`` when absent)."""
+
+    quads: np.ndarray
+    file: np.ndarray
+    difficult: np.ndarray
+    label: np.ndarray
+    classes: list[str]
+    imagesource: list[str | None]
+    gsd: list[float | None]
+
+
+def _header_values(n_files: int, headers: list[tuple[int, str, str]]):
+    """``imagesource``/``gsd`` per file from ``(file, key, value)`` header lines, as the careful reader reads them
+    (the last line wins; ``gsd`` ``null``/``none``/``nan``/empty is ``None``); ``None`` when a gsd is no number."""
+    imagesource: list[str | None] = [None] * n_files
+    gsd: list[float | None] = [None] * n_files
+    for f, key, value in headers:
+        if key == "imagesource":
+            imagesource[f] = value
+        elif value.lower() in ("", "null", "none", "nan"):
+            gsd[f] = None
+        else:
+            try:
+                gsd[f] = float(value)
+            except ValueError:
+                return None
+    return imagesource, gsd
+
+
+def parse_labeltxt_bytes(raws: list[bytes]) -> LabelTxtBatch | None:
+    """The bytes of labelTxt files -> one :class:`LabelTxtBatch`, or ``None`` when anything needs the careful
+    reader: object lines must be ``x1 y1 ... x4 y4 class [difficult]`` (8 plain finite numbers, a difficult flag
+    0/1/2 or none), lines of fewer fields ``imagesource:`` / ``gsd:`` headers."""
+    raws = [_without_bom(r) for r in raws]
+    mod = native()
+    if mod is None:
+        return _labeltxt_numpy(raws)
+    cap = sum(r.count(b"\n") for r in raws) + len(raws)
+    quads = np.empty((cap, 8))
+    file, difficult, label = (np.empty(cap, np.int64) for _ in range(3))
+    got = mod.parse_labeltxt(raws, quads, file, difficult, label)
+    if got is None:
+        return None
+    n, classes, headers = got
+    values = _header_values(len(raws), headers)
+    if values is None:
+        return None
+    return LabelTxtBatch(quads[:n], file[:n], difficult[:n], label[:n], classes, *values)
+
+
+def _token_spans(buf: np.ndarray, is_ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    starts = ~is_ws
+    starts[1:] &= is_ws[:-1]
+    ends = ~is_ws
+    ends[:-1] &= is_ws[1:]
+    return np.flatnonzero(starts), np.flatnonzero(ends) + 1
+
+
+def _gather_tokens(buf: np.ndarray, tok_s: np.ndarray, tok_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-width byte strings of the tokens ``[tok_s, tok_e)`` and their byte positions (for blanking)."""
+    length = tok_e - tok_s
+    width = max(int(length.max(initial=1)), 1)
+    cols = np.arange(width)[None, :]
+    inside = cols < length[:, None]
+    pos = np.where(inside, tok_s[:, None] + cols, 0)
+    data = np.where(inside, buf[pos], 0).astype(np.uint8)
+    return data.view(f"S{width}").ravel(), pos[inside]
+
+
+def _labeltxt_numpy(raws: list[bytes]) -> LabelTxtBatch | None:
+    """:func:`parse_labeltxt_bytes` with numpy on the concatenated bytes (object lines need all 10 fields here)."""
+    chunks = [r if r.endswith(b"\n") or not r else r + b"\n" for r in raws]
+    file_of_line = np.repeat(np.arange(len(raws)), [c.count(b"\n") for c in chunks])
+    buf = np.frombuffer(b"".join(chunks), np.uint8)
+    empty = LabelTxtBatch(np.zeros((0, 8)), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                          [], [None] * len(raws), [None] * len(raws))
+    if len(buf) == 0:
+        return empty
+    if _needs_careful_reader(buf):
+        return None
+    is_ws = _WS[buf]
+    tok_s, tok_e = _token_spans(buf, is_ws)
+    line_starts = np.r_[0, np.flatnonzero(buf == 10)[:-1] + 1]
+    line_of_tok = np.searchsorted(line_starts, tok_s, side="right") - 1
+    fields = np.bincount(line_of_tok, minlength=len(line_starts))
+    header = (fields > 0) & (fields < 9)
+    headers = []
+    for line in np.flatnonzero(header).tolist():
+        text = bytes(buf[line_starts[line]:(line_starts[line + 1] if line + 1 < len(line_starts) else len(buf))])
+        key, sep, value = text.decode("ascii").strip().partition(":")
+        if not sep or key.strip().lower() not in HEADER_KEYS:
+            return None
+        headers.append((int(file_of_line[line]), key.strip().lower(), value.strip()))
+    values = _header_values(len(raws), headers)
+    if values is None:
+        return None
+    empty.imagesource, empty.gsd = values
+    if np.any((fields != 0) & ~header & (fields != 10)):
+        return None
+    obj_line = fields == 10
+    keep_tok = obj_line[line_of_tok]
+    tok_s, tok_e = tok_s[keep_tok], tok_e[keep_tok]
+    n = len(tok_s) // 10
+    if n == 0:
+        return empty
+    names, _ = _gather_tokens(buf, tok_s[8::10], tok_e[8::10])
+    diff_len = tok_e[9::10] - tok_s[9::10]
+    diff_byte = buf[tok_s[9::10]]
+    if np.any(diff_len != 1) or np.any((diff_byte < 48) | (diff_byte > 50)):
+        return None
+    numbers = np.full(len(buf), 32, np.uint8)
+    coord_tok = np.ones(len(tok_s), bool)
+    coord_tok[8::10] = coord_tok[9::10] = False
+    sel_s, sel_e = tok_s[coord_tok], tok_e[coord_tok]
+    # copy the 8 coordinate tokens of every object line, everything else becomes blank
+    width = int((sel_e - sel_s).max())
+    cols = np.arange(width)[None, :]
+    inside = cols < (sel_e - sel_s)[:, None]
+    pos = (sel_s[:, None] + cols)[inside]
+    numbers[pos] = buf[pos]
+    quads = _parse_numbers(numbers, n, 8)
+    if quads is None:
+        return None
+    uniq, inverse = np.unique(names, return_inverse=True)
+    return LabelTxtBatch(quads, file_of_line[np.flatnonzero(obj_line)].astype(np.int64),
+                         (diff_byte - 48).astype(np.int64), inverse.reshape(-1).astype(np.int64),
+                         [u.decode("ascii") for u in uniq], empty.imagesource, empty.gsd)
+
+
 # ---- labelTxt ------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -164,6 +399,12 @@ def read_labeltxt_arrays(path: str | os.PathLike, *, vocabulary: Collection[str]
                          skip_invalid: bool = False) -> LabelArrays:
     """:func:`read_labeltxt` without building geometry objects (same parsing and errors)."""
     path = Path(path)
+    fast = parse_labeltxt_bytes([path.read_bytes()])
+    if fast is not None:
+        labels = [fast.classes[i] for i in fast.label.tolist()]
+        if vocabulary is None or all(c in vocabulary for c in fast.classes):
+            return LabelArrays(np.ascontiguousarray(fast.quads), labels, fast.difficult.copy(), fast.imagesource[0],
+                               fast.gsd[0], [])
     problems = _Problems(skip_invalid)
     imagesource: str | None = None
     gsd: float | None = None
@@ -267,6 +508,13 @@ def read_task1_file(path: str | os.PathLike, *, skip_invalid: bool = False, prob
     problem the file is re-read line by line to name the first bad line (or to skip the bad lines)."""
     path = Path(path)
     problems = problems or _Problems(skip_invalid)
+    fast = parse_task1_bytes(path.read_bytes())
+    if fast is not None:
+        uniq, inverse, scores, quads, line_nos = fast
+        ids = [uniq[i] for i in inverse.tolist()]
+        if with_lines:
+            return ids, scores, quads, line_nos.tolist()
+        return ids, scores, quads
     lines = _read_lines(path)
     fast = _task1_fast(lines)
     if fast is not None:

@@ -21,12 +21,11 @@ def _load_resized(part: dict):
     truncated or damaged file raises :class:`~rscovlm.imageio.ImageReadError` naming it."""
     from PIL import Image
 
-    from rscovlm.imageio import open_rgb
+    from rscovlm.imageio import as_rgb, load_resized
 
     if isinstance(part["image"], Image.Image):
-        return part["image"].convert("RGB")
-    with open_rgb(part["image"]) as im:
-        return im.resize((part["resized_width"], part["resized_height"]), Image.Resampling.BICUBIC)
+        return as_rgb(part["image"])
+    return load_resized(part["image"], (part["resized_width"], part["resized_height"]))
 
 
 def render_sample(sample: dict):

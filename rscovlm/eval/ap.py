@@ -19,6 +19,7 @@ All functions take ``(T, n)`` arrays (``T`` independent curves, e.g. score thres
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -87,6 +88,56 @@ def average_precision(tp_cum, fp_cum, num_pos: int, mode: str = "11point", dtype
         raise ValueError("AP needs at least one positive ground-truth object")
     rec, prec = _curves(tp_cum, fp_cum, num_pos, dtype)
     return AP_MODES[mode](rec, prec, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def eleven_point_counts(num_pos: int) -> np.ndarray:
+    """For each 11-point threshold, the least TP count whose recall ``tp / num_pos`` (float64, as computed for
+    the curve) reaches it (read-only; cached)."""
+    rec = np.arange(num_pos + 1) / float(num_pos)
+    out = np.searchsorted(rec, ELEVEN_POINTS, side="left").astype(np.int64)
+    out.flags.writeable = False
+    return out
+
+
+def average_precision_of_flags(tp, fp, num_pos: int, mode: str = "11point", dtype=np.float64) -> np.ndarray:
+    """:func:`average_precision` of boolean TP/FP flags in ranking order (``(n,)`` or ``(T, n)``) -> ``(T,)``,
+    the same numbers; 11-point AP is computed from the TP points alone (no pass per threshold)."""
+    tp = np.atleast_2d(np.asarray(tp, bool))
+    fp = np.atleast_2d(np.asarray(fp, bool))
+    if mode == "11point" and num_pos > 0 and tp.shape[1] and int(tp.sum(axis=1).max()) <= num_pos:
+        return _eleven_point_at_tps(tp, fp, num_pos, dtype)
+    return average_precision(np.cumsum(tp, axis=1), np.cumsum(fp, axis=1), num_pos, mode, dtype)
+
+
+def _eleven_point_at_tps(tp: np.ndarray, fp: np.ndarray, num_pos: int, dtype) -> np.ndarray:
+    """11-point AP of ``(T, n)`` TP/FP flags from the TP points alone: recall rises only at a TP and the precision
+    there is the largest until the next one, so the best precision at recall ``>= r`` is the largest over the TPs
+    from the first one reaching ``r`` on (same values as :func:`rscovlm.eval.ap.average_precision`)."""
+    t_rows = tp.shape[0]
+    rows, cols = np.nonzero(tp)  # row-major: each row's TPs in ranking order
+    row_start = np.searchsorted(rows, np.arange(t_rows))
+    m = np.arange(1, len(rows) + 1) - row_start[rows]  # the TP's count: its column in the per-row table below
+    f = np.cumsum(fp, axis=1, dtype=np.int32)[rows, cols]  # FPs up to it
+    if dtype == np.float32:
+        m32 = m.astype(np.float32)
+        prec = m32 / np.maximum(m32 + f.astype(np.float32), np.finfo(np.float32).eps)
+    else:
+        mf = m.astype(np.float64)
+        prec = mf / np.maximum(mf + f, np.finfo(np.float64).eps)
+    table = np.zeros((t_rows, num_pos + 1), dtype=prec.dtype)
+    table[rows, m - 1] = prec
+    best = np.maximum.accumulate(table[:, ::-1], axis=1)[:, ::-1]  # best precision from the k-th TP on
+    ap = np.zeros(t_rows, dtype=dtype)
+    for m_t in eleven_point_counts(num_pos):
+        p = best[:, max(int(m_t), 1) - 1].astype(dtype)
+        if dtype == np.float32:
+            ap += p
+        else:
+            ap = ap + p / 11.0
+    if dtype == np.float32:
+        ap /= np.float32(11)
+    return ap
 
 
 def voc_ap(rec, prec, mode: str = "11point") -> float:

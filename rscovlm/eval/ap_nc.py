@@ -50,16 +50,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rscovlm.eval.ap import average_precision
+from rscovlm._compiled import native
+from rscovlm.eval.ap import average_precision_of_flags, eleven_point_counts
+from rscovlm.eval.names import LMMROTATE_SEEDS, SCORE_MODES
 from rscovlm.eval.dota_map import (
     TIE_ORDERS, ClassOverlaps, check_score_thr, matches_in_rank, ranking,
 )
 
 DEFAULT_SCORE_THRS = np.round(np.arange(0.0, 0.96, 0.05), 2)  # 0.00, 0.05, ..., 0.95
 DEFAULT_IOU_SPEC = "0.5,0.75,0.5:0.95"
-SCORE_MODES = ("random", "ones", "random-per-image")
-#: the seeds of LMMRotate's map_nc_robustness_cal.py ("rnd:42", ...), in its order
-LMMROTATE_SEEDS = (42, 666, 6666, 66666, 666666, 2024, 9968, 0, 1, 123)
 DEFAULT_SEED_COUNT = 10
 
 
@@ -194,31 +193,54 @@ def _blockers(cand: np.ndarray, j: np.ndarray, level: np.ndarray, n_levels: int)
 
 def ap_nc_grid(ov: ClassOverlaps, cls: str, seeds, iou_thrs, score_thrs, ap_mode: str = "11point") -> np.ndarray:
     """AP of one class for every (score threshold, seed, IoU threshold) -> ``(T, S, I)``. The class must have
-    positives."""
+    positives. One random ranking per seed serves every IoU and score threshold; the AP of all score thresholds
+    comes from one pass over it (:func:`ap_nc_curves`)."""
     score_thrs = np.asarray(score_thrs, dtype=np.float64)
     n = ov.num_det
     out = np.zeros((len(score_thrs), len(seeds), len(iou_thrs)), dtype=np.float64)
     if n == 0:
         return out
     level, first_kept = _levels(ov.scores, n, score_thrs)
-    n_levels = int(level.max()) + 1
     ignore = ov.gt_ignore[np.maximum(ov.jmax, 0)] if ov.num_gt else np.zeros(n, bool)
-    dtype = ov.protocol.dtype
-    kept = level[None, :] >= first_kept[:, None]  # (T, n) in input order
     for s, seed in enumerate(seeds):
         perm = np.argsort(-class_uniform_scores(cls, seed, n), kind="stable")
         lv, jm, ovs, ign_all = level[perm], ov.jmax[perm], ov.ovmax[perm], ignore[perm]
-        kept_p = kept[:, perm]
         for i, thr in enumerate(iou_thrs):
-            q = ov.protocol.qualifies(ovs, thr)
-            ign = q & ign_all
-            cand = q & ~ign
-            blk = _blockers(cand, jm, lv, n_levels)
-            tp = kept_p & cand[None, :] & (blk[None, :] < first_kept[:, None])
-            fp = kept_p & ~ign[None, :] & ~tp
-            out[:, s, i] = average_precision(np.cumsum(tp, axis=1), np.cumsum(fp, axis=1), ov.num_pos, ap_mode,
-                                             dtype)
+            out[:, s, i] = ap_nc_curves(lv, jm, ov.protocol.qualifies(ovs, thr), ign_all, first_kept, ov.num_gt,
+                                        ov.num_pos, ap_mode, ov.protocol.dtype)
     return out
+
+
+def ap_nc_curves(level: np.ndarray, gt: np.ndarray, qualified: np.ndarray, ignored_gt: np.ndarray,
+                 first_kept: np.ndarray, num_gt: int, num_pos: int, ap_mode: str = "11point",
+                 dtype=np.float64) -> np.ndarray:
+    """AP for every score threshold ``t`` of detections given in ranking order: ``level`` (dense score level;
+    kept at ``t`` when ``level >= first_kept[t]``), ``gt`` (best ground truth), ``qualified`` (its IoU passes),
+    ``ignored_gt`` (that ground truth is ignored). Greedy matching: a qualified detection is a TP at ``t`` when it
+    is kept and every earlier qualified detection of its ground truth is not (their highest level, its
+    "blocker", is below ``first_kept[t]``), ignored when its ground truth is, else an FP. Same numbers as
+    :func:`rscovlm.eval.ap.average_precision` of the cumulative counts; compiled when built
+    (:mod:`rscovlm._compiled`), numpy otherwise."""
+    first_kept = np.asarray(first_kept, np.int64)
+    mod = native()
+    if mod is not None:
+        order = np.argsort(first_kept, kind="stable")  # the kernel takes thresholds by increasing kept level
+        out = np.empty(len(first_kept))
+        mod.ap_nc_curves(np.ascontiguousarray(level, np.int64), np.ascontiguousarray(gt, np.int64),
+                         np.ascontiguousarray(qualified, bool), np.ascontiguousarray(ignored_gt, bool),
+                         np.ascontiguousarray(first_kept[order]), eleven_point_counts(num_pos), int(num_gt),
+                         int(num_pos), ap_mode == "area", dtype == np.float32, out)
+        result = np.empty_like(out)
+        result[order] = out
+        return result
+    ign = qualified & ignored_gt
+    cand = qualified & ~ign
+    n_levels = int(level.max(initial=0)) + 1
+    blk = _blockers(cand, gt, level, n_levels)
+    kept = level[None, :] >= first_kept[:, None]
+    tp = kept & cand[None, :] & (blk[None, :] < first_kept[:, None])
+    fp = kept & ~ign[None, :] & ~tp
+    return average_precision_of_flags(tp, fp, num_pos, ap_mode, dtype)
 
 
 def image_positions(overlaps: dict[str, ClassOverlaps], positions: dict[str, np.ndarray] | None = None
@@ -297,9 +319,9 @@ def scored_grid(overlaps: dict[str, ClassOverlaps], classes: list[str], *, score
                 sub = ov.subset(k, scores.astype(np.float64))
                 match, rank_order = ranking(sub, ties)
                 flags = [matches_in_rank(sub, match, rank_order, thr) for thr in iou_thrs]
-                tp = np.cumsum(np.stack([f[0] for f in flags]), axis=1)
-                fp = np.cumsum(np.stack([f[1] for f in flags]), axis=1)
-                out[ti, si, :, ci] = average_precision(tp, fp, ov.num_pos, ap_mode, ov.protocol.dtype)
+                out[ti, si, :, ci] = average_precision_of_flags(np.stack([f[0] for f in flags]),
+                                                                np.stack([f[1] for f in flags]), ov.num_pos,
+                                                                ap_mode, ov.protocol.dtype)
     return out
 
 

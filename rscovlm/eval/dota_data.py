@@ -14,7 +14,6 @@ line order); that order breaks score ties (see :mod:`rscovlm.eval.dota_map`).
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -119,39 +118,6 @@ class Detections:
         return self.classes.get(cls) or ClassDets.empty(with_scores)
 
 
-def _token_spans(buf: np.ndarray, is_ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    starts = ~is_ws
-    starts[1:] &= is_ws[:-1]
-    ends = ~is_ws
-    ends[:-1] &= is_ws[1:]
-    return np.flatnonzero(starts), np.flatnonzero(ends) + 1
-
-
-def _gather_tokens(buf: np.ndarray, tok_s: np.ndarray, tok_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-width byte strings of the tokens ``[tok_s, tok_e)`` and their byte positions (for blanking)."""
-    length = tok_e - tok_s
-    width = max(int(length.max(initial=1)), 1)
-    cols = np.arange(width)[None, :]
-    inside = cols < length[:, None]
-    pos = np.where(inside, tok_s[:, None] + cols, 0)
-    data = np.where(inside, buf[pos], 0).astype(np.uint8)
-    return data.view(f"S{width}").ravel(), pos[inside]
-
-
-def _parse_numbers(text: np.ndarray, rows: int, cols: int) -> np.ndarray | None:
-    """The whitespace-separated numbers of the bytes ``text`` as a ``(rows, cols)`` float64 array, or ``None``
-    when a token is not a number, the count differs or a value is not finite."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # numpy only warns when it stops at a bad token
-        try:
-            values = np.fromstring(text.tobytes(), sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
-    if values.size != rows * cols or not np.isfinite(values).all():
-        return None
-    return values.reshape(rows, cols)
-
-
 def _txt_files(directory: Path, prefix: str) -> list[Path]:
     """``prefix*.txt`` files of ``directory`` sorted by name (what ``sorted(glob)`` gives, without building and
     comparing thousands of Path objects)."""
@@ -161,76 +127,23 @@ def _txt_files(directory: Path, prefix: str) -> list[Path]:
 
 
 def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
-    """All labelTxt files at once on their concatenated bytes, or ``None`` when anything needs the careful
-    per-line reader of :mod:`rscovlm.data.dota_io` (which then names the file and line): object lines must have
-    10 fields (8 finite numbers, a class, a difficult flag 0/1/2) in plain ASCII; ``imagesource:``/``gsd:``
-    header lines are allowed."""
-    chunks, file_of_line = [], []
-    for k, p in enumerate(paths):
-        raw = p.read_bytes()
-        if raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        chunks.append(raw if raw.endswith(b"\n") or not raw else raw + b"\n")
-    sizes = [c.count(b"\n") for c in chunks]
-    file_of_line = np.repeat(np.arange(len(paths)), sizes)
-    buf = np.frombuffer(b"".join(chunks), np.uint8)
+    """All labelTxt files at once (:func:`rscovlm.data.dota_io.parse_labeltxt_bytes`), or ``None`` when anything
+    needs the careful per-line reader of :mod:`rscovlm.data.dota_io` (which then names the file and line)."""
+    raws = []
+    for p in paths:
+        with open(p, "rb") as fh:
+            raws.append(fh.read())
+    batch = dota_io.parse_labeltxt_bytes(raws)
+    if batch is None:
+        return None
     image_ids = [p.stem for p in paths]
-    if len(buf) == 0:
-        return GroundTruth(image_ids, {})
-    if _needs_careful_reader(buf):
-        return None
-    is_ws = _WS[buf]
-    tok_s, tok_e = _token_spans(buf, is_ws)
-    line_starts = np.r_[0, np.flatnonzero(buf == 10)[:-1] + 1]
-    line_of_tok = np.searchsorted(line_starts, tok_s, side="right") - 1
-    fields = np.bincount(line_of_tok, minlength=len(line_starts))
-    header = (fields > 0) & (fields < 9)
-    for line in np.flatnonzero(header).tolist():
-        text = bytes(buf[line_starts[line]:(line_starts[line + 1] if line + 1 < len(line_starts) else len(buf))])
-        key, sep, value = text.decode("ascii").strip().partition(":")
-        if not sep or key.strip().lower() not in dota_io.HEADER_KEYS:
-            return None
-        value = value.strip().lower()
-        if key.strip().lower() == "gsd" and value not in ("", "null", "none", "nan"):
-            try:
-                float(value)
-            except ValueError:
-                return None
-    if np.any((fields != 0) & ~header & (fields != 10)):
-        return None
-    obj_line = fields == 10
-    keep_tok = obj_line[line_of_tok]
-    tok_s, tok_e = tok_s[keep_tok], tok_e[keep_tok]
-    n = len(tok_s) // 10
-    if n == 0:
-        return GroundTruth(image_ids, {})
-    names, name_pos = _gather_tokens(buf, tok_s[8::10], tok_e[8::10])
-    diff_len = tok_e[9::10] - tok_s[9::10]
-    diff_byte = buf[tok_s[9::10]]
-    if np.any(diff_len != 1) or np.any((diff_byte < 48) | (diff_byte > 50)):
-        return None
-    numbers = np.full(len(buf), 32, np.uint8)
-    coord_tok = np.ones(len(tok_s), bool)
-    coord_tok[8::10] = coord_tok[9::10] = False
-    sel_s, sel_e = tok_s[coord_tok], tok_e[coord_tok]
-    # copy the 8 coordinate tokens of every object line, everything else becomes blank
-    width = int((sel_e - sel_s).max())
-    cols = np.arange(width)[None, :]
-    inside = cols < (sel_e - sel_s)[:, None]
-    pos = (sel_s[:, None] + cols)[inside]
-    numbers[pos] = buf[pos]
-    quads = _parse_numbers(numbers, n, 8)
-    if quads is None:
-        return None
-    difficult = (diff_byte - 48).astype(np.int64)
-    image = file_of_line[np.flatnonzero(obj_line)]
-    uniq, inverse = np.unique(names, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    order = np.argsort(batch.label, kind="stable")  # grouped by class, file and line order inside
+    bounds = np.searchsorted(batch.label[order], np.arange(len(batch.classes) + 1))
     classes = {}
-    for k, name in enumerate(uniq):
-        sel = inverse == k
-        classes[name.decode("ascii")] = ClassGT(np.ascontiguousarray(quads[sel]), image[sel], difficult[sel])
-    return GroundTruth(image_ids, dict(sorted(classes.items())))
+    for k in sorted(range(len(batch.classes)), key=batch.classes.__getitem__):
+        idx = order[bounds[k]:bounds[k + 1]]
+        classes[batch.classes[k]] = ClassGT(batch.quads[idx], batch.file[idx], batch.difficult[idx])
+    return GroundTruth(image_ids, classes)
 
 
 def load_gt_dir(gt_dir: str | os.PathLike, *, skip_invalid: bool = False,
@@ -309,60 +222,12 @@ def _load_gt_files(gt_dir: str | os.PathLike, skip_invalid: bool) -> GroundTruth
     return GroundTruth(image_ids, classes, skipped)
 
 
-_WS = np.zeros(256, bool)
-_WS[[9, 10, 11, 12, 13, 32]] = True
-_ODD = np.zeros(256, bool)  # bytes where str.split() / str.splitlines() and this fast path could disagree
-_ODD[[b for b in range(32) if not _WS[b]] + [11, 12] + list(range(127, 256))] = True  # 11, 12 break lines
-
-
-def _needs_careful_reader(buf: np.ndarray) -> bool:
-    """True when the careful reader's ``str.splitlines()`` could see other lines than the fast path (which breaks
-    only at ``\n``): odd bytes (control, ``\x0b``/``\x0c``, non-ASCII) or a ``\r`` not followed by ``\n``."""
-    if _ODD[buf].any():
-        return True
-    cr = np.flatnonzero(buf == 13)
-    return bool(len(cr)) and bool(np.any(buf[np.minimum(cr + 1, len(buf) - 1)] != 10) or cr[-1] == len(buf) - 1)
-
-
 def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
     """``(unique image ids, index into them per line, scores, quads)`` of a well-formed Task1 file, or ``None``
-    when any line needs the careful reader (which then names the bad line): every non-blank line must have
-    exactly 10 fields, the last 9 finite numbers, in plain ASCII. Works on the bytes, without a Python loop over
-    lines: the id fields are cut out by position and the rest is parsed by numpy in one call."""
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    buf = np.frombuffer(raw, np.uint8)
-    if _needs_careful_reader(buf):
-        return None
-    is_ws = _WS[buf]
-    if is_ws.all():
-        return [], np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 8))
-    starts = ~is_ws
-    starts[1:] &= is_ws[:-1]
-    line_starts = np.r_[0, np.flatnonzero(buf == 10) + 1]
-    line_starts = line_starts[line_starts < len(buf)]
-    fields = np.add.reduceat(starts, line_starts, dtype=np.int64)
-    if np.any((fields != 0) & (fields != 10)):
-        return None
-    ends = ~is_ws
-    ends[:-1] &= is_ws[1:]
-    tok_s, tok_e = np.flatnonzero(starts)[0::10], np.flatnonzero(ends)[0::10] + 1  # the id field of each line
-    length = tok_e - tok_s
-    width = int(length.max())
-    cols = np.arange(width)[None, :]
-    inside = cols < length[:, None]
-    pos = np.where(inside, tok_s[:, None] + cols, 0)
-    id_bytes = np.where(inside, buf[pos], 0).astype(np.uint8)
-    uniq, inverse = np.unique(id_bytes.view(f"S{width}").ravel(), return_inverse=True)
-    numbers = buf.copy()
-    numbers[pos[inside]] = 32  # blank the ids; what is left is 9 numbers per line
-    n = len(tok_s)
-    values = _parse_numbers(numbers, n, 9)
-    if values is None:
-        return None
-    return [u.decode("ascii") for u in uniq], inverse.reshape(-1), values[:, 0].copy(), \
-        np.ascontiguousarray(values[:, 1:])
+    when any line needs the careful reader (:func:`rscovlm.data.dota_io.parse_task1_bytes`)."""
+    with open(path, "rb") as fh:
+        got = dota_io.parse_task1_bytes(fh.read())
+    return None if got is None else got[:4]
 
 
 def read_task1_class_file(path: str | os.PathLike, *, skip_invalid: bool = False

@@ -55,7 +55,9 @@ from typing import Literal
 
 import numpy as np
 
-from rscovlm.eval.ap import AP_MODES, average_precision
+from rscovlm.eval.ap import AP_MODES, average_precision_of_flags
+from rscovlm._compiled import native
+from rscovlm.eval.names import PROTOCOL_SUMMARIES, TIE_ORDERS
 from rscovlm.eval.dota_data import (
     ClassDets, ClassGT, Detections, GroundTruth, UnknownGtClasses, UnknownImages, load_gt_dir, load_task1_dir,
 )
@@ -139,15 +141,13 @@ def min_area_rects(quads: np.ndarray) -> np.ndarray:
 
 PROTOCOLS: dict[str, Protocol] = {
     "dota": Protocol("dota", strict=True, difficult_ignored=True, candidate_margin=1.0,
-                     summary="the DOTA devkit's Task1 rules: polygon IoU > thr, difficult objects ignored"),
+                     summary=PROTOCOL_SUMMARIES["dota"]),
     "mmrotate1x": Protocol("mmrotate1x", strict=False, difficult_ignored=False, candidate_margin=0.0,
                            rotated_rect=True, zero_iou_default=True, dtype=np.float32, float32_boxes=True,
-                           summary="MMRotate 1.x DOTAMetric (the reference RSCoVLM evaluation): min-area "
-                                   "rectangles, IoU >= thr, every object positive, nothing dropped"),
+                           summary=PROTOCOL_SUMMARIES["mmrotate1x"]),
     "mmrotate": Protocol("mmrotate", strict=False, difficult_ignored=False, candidate_margin=0.0, min_side=2.0,
                          rotated_rect=True, zero_iou_default=True, dtype=np.float32, float32_boxes=True,
-                         summary="MMRotate 0.x eval_rbbox_map: as mmrotate1x, but rectangles with a side < 2 px "
-                                 "are dropped (0.x loader)"),
+                         summary=PROTOCOL_SUMMARIES["mmrotate"]),
 }
 
 
@@ -227,26 +227,84 @@ def _hbb(q: np.ndarray) -> np.ndarray:
 
 def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dota") -> ClassOverlaps:
     """Candidate pairs, their IoUs and each detection's best match for one class (see module docstring)."""
-    proto = get_protocol(protocol)
-    g_quads, g_keep = proto.prepare(gt.quads)
-    d_quads, d_keep = proto.prepare(dets.quads)
-    g_image, d_image = gt.image[g_keep], dets.image[d_keep]
-    n_det = len(d_keep)
-    gt_ignore = (gt.difficult[g_keep] > 0) if proto.difficult_ignored else np.zeros(len(g_keep), bool)
+    return _overlaps_of_classes([(gt, dets)], get_protocol(protocol))[0]
+
+
+def compute_overlaps(gt: GroundTruth, dets: Detections, protocol: str | Protocol = "dota",
+                     classes: list[str] | None = None) -> dict[str, ClassOverlaps]:
+    """:func:`class_overlaps` for every class with ground truth or detections (sorted)."""
+    names = classes if classes is not None else sorted(set(gt.classes) | set(dets.classes))
+    with_scores = any(d.scores is not None for d in dets.classes.values()) or not dets.classes
+    items = [(gt.get(c), dets.get(c, with_scores)) for c in names]
+    return dict(zip(names, _overlaps_of_classes(items, get_protocol(protocol))))
+
+
+def _overlaps_of_classes(items: list[tuple[ClassGT, ClassDets]], proto: Protocol) -> list[ClassOverlaps]:
+    """:func:`class_overlaps` of several classes: compiled per class when built; otherwise the candidate pairs of
+    all classes are intersected in one call (whose size decides whether numba pays, see
+    :func:`rscovlm.geometry.iou.iou_backend`)."""
+    prepared = []
+    for gt, dets in items:
+        g_quads, g_keep = proto.prepare(gt.quads)
+        d_quads, d_keep = proto.prepare(dets.quads)
+        prepared.append((gt, dets, g_quads, g_keep, d_quads, d_keep, gt.image[g_keep], dets.image[d_keep]))
+    mod = native()
+    if mod is not None:  # the same computation compiled (rscovlm/_native.c), bitwise equal
+        matched = [tuple(np.frombuffer(b, t) for b, t in zip(
+            mod.class_overlaps(np.ascontiguousarray(d_quads, np.float64), np.ascontiguousarray(d_image, np.int64),
+                               np.ascontiguousarray(g_quads, np.float64), np.ascontiguousarray(g_image, np.int64),
+                               float(proto.candidate_margin), bool(proto.float32_boxes)),
+            (np.int64, np.int64, np.float64, np.float64, np.int64)))
+            for _, _, g_quads, _, d_quads, _, g_image, d_image in prepared]
+    else:
+        cands = [_candidates(proto, d_quads, d_image, g_quads, g_image)
+                 for _, _, g_quads, _, d_quads, _, g_image, d_image in prepared]
+        real_d = [d_quads[pi[real]] for (_, _, _, _, d_quads, *_), (pi, _, real) in zip(prepared, cands)]
+        real_g = [g_quads[pj[real]] for (_, _, g_quads, *_), (_, pj, real) in zip(prepared, cands)]
+        sizes = np.cumsum([0] + [len(x) for x in real_d])
+        inter = poly_intersection_pairs(np.concatenate(real_d), np.concatenate(real_g)) if sizes[-1] \
+            else np.zeros(0)
+        matched = [_best_matches(proto, d_quads, g_quads, pi, pj, real, inter[sizes[k]:sizes[k + 1]])
+                   for k, ((_, _, g_quads, _, d_quads, *_), (pi, pj, real)) in enumerate(zip(prepared, cands))]
+    out = []
+    for (gt, dets, _, g_keep, _, d_keep, g_image, d_image), (pi, pj, iou, ovmax, jmax) in zip(prepared, matched):
+        n_det = len(d_keep)
+        gt_ignore = (gt.difficult[g_keep] > 0) if proto.difficult_ignored else np.zeros(len(g_keep), bool)
+        if proto.zero_iou_default and len(g_keep) and n_det:
+            first_gt = np.full(int(max(g_image.max(), d_image.max())) + 1, -1, np.int64)
+            first_gt[g_image[::-1]] = np.arange(len(g_image))[::-1]  # lowest GT index of each image
+            fg = first_gt[d_image]
+            none = (fg >= 0) & ~(ovmax > 0)
+            ovmax[none] = 0.0
+            jmax[none] = fg[none]
+        scores = None if dets.scores is None else dets.scores[d_keep]
+        out.append(ClassOverlaps(proto, d_keep, scores, d_image, ovmax, jmax, gt_ignore, pi, pj, iou))
+    return out
+
+
+def _candidates(proto: Protocol, d_quads: np.ndarray, d_image: np.ndarray, g_quads: np.ndarray,
+                g_image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs ``(pi, pj)`` (numpy path) and which of them overlap positively (``real``: intersected)."""
     d_hbb, g_hbb = _hbb(d_quads), _hbb(g_quads)
     pi, pj = hbb_overlap_pairs(d_hbb, g_hbb, margin=proto.candidate_margin, groups_a=d_image, groups_b=g_image)
+    hd, hg = d_hbb[pi], g_hbb[pj]
+    real = (np.minimum(hd[:, 2], hg[:, 2]) > np.maximum(hd[:, 0], hg[:, 0])) & (
+        np.minimum(hd[:, 3], hg[:, 3]) > np.maximum(hd[:, 1], hg[:, 1]))
+    return pi, pj, real
+
+
+def _best_matches(proto: Protocol, d_quads: np.ndarray, g_quads: np.ndarray, pi: np.ndarray, pj: np.ndarray,
+                  real: np.ndarray, inter_real: np.ndarray):
+    """IoUs of the candidate pairs and each detection's best match (numpy path; see :func:`class_overlaps`)."""
+    n_det = len(d_quads)
     inter = np.zeros(len(pi))
-    if len(pi):
-        hd, hg = d_hbb[pi], g_hbb[pj]
-        real = (np.minimum(hd[:, 2], hg[:, 2]) > np.maximum(hd[:, 0], hg[:, 0])) & (
-            np.minimum(hd[:, 3], hg[:, 3]) > np.maximum(hd[:, 1], hg[:, 1]))
-        if real.any():
-            inter[real] = poly_intersection_pairs(d_quads[pi[real]], g_quads[pj[real]])
+    inter[real] = inter_real
     union = poly_areas(d_quads)[pi] + poly_areas(g_quads)[pj] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / union
     if proto.float32_boxes:  # box_iou_rotated returns float32: its argmax and threshold see float32 values
-        iou = iou.astype(np.float32).astype(np.float64)
+        with np.errstate(over="ignore"):
+            iou = iou.astype(np.float32).astype(np.float64)
     ovmax = np.full(n_det, -np.inf)
     jmax = np.full(n_det, -1, np.int64)
     if len(pi):
@@ -259,29 +317,12 @@ def class_overlaps(gt: ClassGT, dets: ClassDets, protocol: str | Protocol = "dot
         has_nan = np.zeros(n_det, bool)
         has_nan[pi[np.isnan(iou)]] = True
         ovmax[has_nan] = np.nan
-    if proto.zero_iou_default and len(g_keep) and n_det:
-        first_gt = np.full(int(max(g_image.max(), d_image.max())) + 1, -1, np.int64)
-        first_gt[g_image[::-1]] = np.arange(len(g_image))[::-1]  # lowest GT index of each image
-        fg = first_gt[d_image]
-        none = (fg >= 0) & ~(ovmax > 0)
-        ovmax[none] = 0.0
-        jmax[none] = fg[none]
-    scores = None if dets.scores is None else dets.scores[d_keep]
-    return ClassOverlaps(proto, d_keep, scores, d_image, ovmax, jmax, gt_ignore, pi, pj, iou)
-
-
-def compute_overlaps(gt: GroundTruth, dets: Detections, protocol: str | Protocol = "dota",
-                     classes: list[str] | None = None) -> dict[str, ClassOverlaps]:
-    """:func:`class_overlaps` for every class with ground truth or detections (sorted)."""
-    names = classes if classes is not None else sorted(set(gt.classes) | set(dets.classes))
-    with_scores = any(d.scores is not None for d in dets.classes.values()) or not dets.classes
-    return {c: class_overlaps(gt.get(c), dets.get(c, with_scores), protocol) for c in names}
+    return pi, pj, iou, ovmax, jmax
 
 
 # ---- matching and AP -------------------------------------------------------------------------------------------
 
 TieOrder = Literal["reference", "stable"]
-TIE_ORDERS = ("reference", "stable")
 
 
 def rank_by_score(scores: np.ndarray | None, n: int) -> np.ndarray:
@@ -367,7 +408,7 @@ def match_ranked(ov: ClassOverlaps, order: np.ndarray, iou_thr: float) -> tuple[
 
 def ap_from_matches(tp: np.ndarray, fp: np.ndarray, num_pos: int, mode: str, dtype) -> float:
     """AP of boolean TP/FP flags in ranking order (``num_pos`` positives)."""
-    return float(average_precision(np.cumsum(tp), np.cumsum(fp), num_pos, mode, dtype)[0])
+    return float(average_precision_of_flags(tp, fp, num_pos, mode, dtype)[0])
 
 
 @dataclass

@@ -38,12 +38,12 @@ from __future__ import annotations
 import numpy as np
 
 from rscovlm.eval.dota_data import Detections, GroundTruth
+from rscovlm.eval.names import F1_MODES
 from rscovlm.eval.dota_map import (
     ClassOverlaps, check_iou_thr, check_score_thr, compute_overlaps, load_pair, min_area_rects, rects_to_quads,
 )
 from rscovlm.geometry.iou import _hbb_of, hbb_overlap_pairs, poly_areas, poly_intersection_pairs
 
-F1_MODES = ("one-to-one", "lmmrotate")
 
 
 def one_to_one_counts(ov: ClassOverlaps, iou_thr: float, kept: np.ndarray | None = None) -> tuple[int, int, int]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rscovlm.eval.ap_nc import DEFAULT_IOU_SPEC, DEFAULT_SCORE_THRS, ap_nc_table, det_positions, eval_dota_nc
+from rscovlm.eval.dota_data import GroundTruth, load_gt_dir
 from rscovlm.eval.dota_map import compute_overlaps, load_pair
 
 
@@ -63,6 +64,13 @@ def sweep_curve(gt, dets, *, name: str = "detector", thresholds=DEFAULT_SCORE_TH
                       dict(gt.dropped_unknown_classes))
 
 
+def _load_gt(gt, skip_invalid: bool, categories, unknown_gt_classes):
+    """Ground truth given as a folder is read once (and shared by every detector); loaded ground truth passes."""
+    if isinstance(gt, GroundTruth):
+        return gt
+    return load_gt_dir(gt, skip_invalid=skip_invalid, categories=categories, unknown_classes=unknown_gt_classes)
+
+
 def eval_dota_sweep(val_gt, val_dets: dict, test_gt=None, test_dets: dict | None = None, *,
                     thresholds=DEFAULT_SCORE_THRS, seeds=None, iou_thrs: str = DEFAULT_IOU_SPEC,
                     select: str | None = None, ap_mode: str = "11point", protocol: str = "mmrotate1x",
@@ -78,15 +86,12 @@ def eval_dota_sweep(val_gt, val_dets: dict, test_gt=None, test_dets: dict | None
     if not val_dets:
         raise ValueError("the sweep needs at least one val detection set")
     vocab = dict(categories=categories, unknown_gt_classes=unknown_gt_classes)
-    val_gt_loaded, _ = load_pair(val_gt, next(iter(val_dets.values())), skip_invalid=skip_invalid,
-                                 unknown_images=unknown_images, **vocab)
     if test_dets is not None and set(test_dets) != set(val_dets):
         raise ValueError(f"test detectors {sorted(test_dets)} differ from val detectors {sorted(val_dets)}")
     if (test_gt is None) != (test_dets is None):
         raise ValueError("test ground truth and test detections go together")
-    test_gt_loaded = load_pair(test_gt, next(iter(test_dets.values())), skip_invalid=skip_invalid,
-                               unknown_images=unknown_images, **vocab)[0] \
-        if test_gt is not None else None
+    val_gt_loaded = _load_gt(val_gt, skip_invalid, **vocab)
+    test_gt_loaded = _load_gt(test_gt, skip_invalid, **vocab) if test_gt is not None else None
     out: dict = {"detectors": {}, "select": select, "protocol": protocol, "ap_mode": ap_mode,
                  "score_mode": score_mode, "ties": ties}
     curves = []

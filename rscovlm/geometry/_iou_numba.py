@@ -19,6 +19,11 @@ def available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+def loaded() -> bool:
+    """The kernel is compiled (or loaded from numba's cache) in this process: using it costs nothing more."""
+    return _KERNEL is not None
+
+
 def _clip(px, py, n, ax, ay, bx, by, ox, oy):
     """Keep the part of ring (px, py)[:n] left of a -> b (points on the line kept); returns the new length."""
     ex = bx - ax

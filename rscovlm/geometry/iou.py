@@ -38,9 +38,11 @@ Speed
 Candidate pairs are pre-filtered by the overlap of their enclosing horizontal boxes. Pairs of two strictly
 convex quads (the vast majority: every rotated rectangle) are intersected by clipping one quad with the four
 half-planes of the other (Sutherland-Hodgman), vectorized over all pairs at once; every other pair goes
-through the 16 triangle intersections of the rule above, also vectorized. With numba installed (the
-``fast`` extra) the same two paths run as one compiled loop over the pairs (about 20x faster); set
-``RSCOVLM_NO_NUMBA=1`` to force the numpy code. Both give bitwise identical areas (above).
+through the 16 triangle intersections of the rule above, also vectorized. The same two paths also exist as one
+compiled loop over the pairs, in C (``rscovlm._native``, built at install time when a C compiler is present;
+about 30x faster than numpy, nothing to load) and in numba (the ``fast`` extra; as fast once loaded, but loading
+it costs ~0.27 s, so it is used only from :data:`NUMBA_MIN_PAIRS` pairs on): :func:`iou_backend` chooses. All
+three give bitwise identical areas (above).
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ import os
 
 import numpy as np
 
-from rscovlm.geometry.boxes import obb_to_quad
+from rscovlm._compiled import native
 from rscovlm.geometry import _iou_numba
+from rscovlm.geometry.boxes import obb_to_quad
 
 __all__ = [
     "hbb_iou", "hbb_overlap_pairs", "poly_areas", "poly_intersection_pairs", "poly_iof", "poly_iou",
@@ -194,6 +197,35 @@ def _rule_inter(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return _sum_columns(tri.reshape(k, 16))
 
 
+#: without the compiled kernel, numba is loaded only from this many pairs on (or once loaded): importing numba and
+#: loading its cached kernel cost 0.27 s of CPU, then 0.11 us per pair against numpy's 4.0 us, so the two break
+#: even at ~65k pairs, about one DOTA-val mAP (measured; docs/metrics.md "Speed")
+NUMBA_MIN_PAIRS = 65_000
+BACKENDS = ("native", "numba", "numpy")
+
+
+def iou_backend(n_pairs: int = 0) -> str:
+    """The code that intersects ``n_pairs`` pairs: ``native`` (the compiled kernel, when built), else ``numba``
+    (the ``fast`` extra) for at least :data:`NUMBA_MIN_PAIRS` pairs or once it is loaded, else ``numpy``.
+    ``RSCOVLM_IOU_BACKEND=native|numba|numpy`` forces one (an error if it is not installed);
+    ``RSCOVLM_NO_NATIVE=1`` / ``RSCOVLM_NO_NUMBA=1`` rule one out. All three give bitwise identical results."""
+    forced = os.environ.get("RSCOVLM_IOU_BACKEND")
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"RSCOVLM_IOU_BACKEND={forced!r}: expected one of {BACKENDS}")
+        if forced == "native" and native() is None:
+            raise RuntimeError("RSCOVLM_IOU_BACKEND=native: the compiled kernels are not built (rscovlm._native)")
+        if forced == "numba" and not _iou_numba.available():
+            raise RuntimeError("RSCOVLM_IOU_BACKEND=numba: numba is not installed (pip install 'rscovlm[fast]')")
+        return forced
+    if native() is not None:
+        return "native"
+    if not os.environ.get("RSCOVLM_NO_NUMBA") and _iou_numba.available() and (
+            n_pairs >= NUMBA_MIN_PAIRS or _iou_numba.loaded()):
+        return "numba"
+    return "numpy"
+
+
 def poly_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection areas (the devkit rule, see module docstring) of aligned quads ``a[k]``, ``b[k]``.
 
@@ -202,7 +234,12 @@ def poly_intersection_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = _as_quads(b, "b")
     if len(a) != len(b):
         raise ValueError(f"aligned pairs need the same length, got {len(a)} and {len(b)}")
-    if _iou_numba.available() and not os.environ.get("RSCOVLM_NO_NUMBA"):
+    backend = iou_backend(len(a))
+    if backend == "native":
+        out = np.empty(len(a))
+        native().poly_inter_pairs(np.ascontiguousarray(a), np.ascontiguousarray(b), _ZERO_REL, out)
+        return out
+    if backend == "numba":
         return _iou_numba.intersection_pairs(a, b, _ZERO_REL)
     return _numpy_intersection_pairs(a, b)
 
@@ -250,17 +287,20 @@ def hbb_overlap_pairs(hbb_a: np.ndarray, hbb_b: np.ndarray, margin: float = 0.0,
                       groups_b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All index pairs ``(i, j)`` with ``min(x2) - max(x1) > -margin`` and the same for y (strict), i.e. boxes
     whose overlap is positive (``margin=0``), or that come closer than ``margin`` (the devkit's ``+1`` pre-filter
-    is ``margin=1``). With ``groups_a``/``groups_b`` (e.g. image indices) only pairs of the same group count.
+    is ``margin=1``; the test is computed on the coordinates as given, as the devkit computes it). With
+    ``groups_a``/``groups_b`` (e.g. image indices) only pairs of the same group count.
 
-    Sort-and-sweep on x, so the cost follows the number of x-overlapping pairs, not ``N * M``. Pairs come out
-    sorted by ``i``, then ``j``."""
+    Sort-and-sweep on x (groups laid side by side), so the cost follows the number of x-overlapping pairs, not
+    ``N * M``. Pairs come out sorted by ``i``, then ``j``."""
     hbb_a = np.asarray(hbb_a, dtype=np.float64).reshape(-1, 4)
     hbb_b = np.asarray(hbb_b, dtype=np.float64).reshape(-1, 4)
     if len(hbb_a) == 0 or len(hbb_b) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     xa1, xa2 = hbb_a[:, 0].copy(), hbb_a[:, 2].copy()
     xb1, xb2 = hbb_b[:, 0].copy(), hbb_b[:, 2].copy()
-    if groups_a is not None or groups_b is not None:
+    grouped = groups_a is not None or groups_b is not None
+    slack = 0.0
+    if grouped:
         ga = np.zeros(len(hbb_a), np.int64) if groups_a is None else np.asarray(groups_a, np.int64)
         gb = np.zeros(len(hbb_b), np.int64) if groups_b is None else np.asarray(groups_b, np.int64)
         lo = min(xa1.min(), xb1.min())
@@ -269,11 +309,13 @@ def hbb_overlap_pairs(hbb_a: np.ndarray, hbb_b: np.ndarray, margin: float = 0.0,
         xa2 += ga * stride - lo
         xb1 += gb * stride - lo
         xb2 += gb * stride - lo
+        # the shift rounds: widen the sweep so that it keeps every pair the exact test below accepts
+        slack = 1e-9 * max(float(np.abs(xa2).max()), float(np.abs(xb2).max()), 1.0)
     order = np.argsort(xb1, kind="stable")
     sx1 = xb1[order]
     max_w = float(np.max(xb2 - xb1))
-    start = np.searchsorted(sx1, xa1 - margin - max_w, side="left")
-    stop = np.searchsorted(sx1, xa2 + margin, side="left")
+    start = np.searchsorted(sx1, xa1 - margin - max_w - slack, side="left")
+    stop = np.searchsorted(sx1, xa2 + margin + slack, side="left")
     counts = np.maximum(stop - start, 0)
     out_i, out_j = [], []
     bounds = np.concatenate([[0], np.cumsum(counts)])
@@ -288,8 +330,10 @@ def hbb_overlap_pairs(hbb_a: np.ndarray, hbb_b: np.ndarray, margin: float = 0.0,
             ii = np.repeat(np.arange(i0, i1), cnt)
             offs = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
             jj = order[np.repeat(start[i0:i1], cnt) + offs]
-            ok = (np.minimum(xa2[ii], xb2[jj]) - np.maximum(xa1[ii], xb1[jj]) > -margin) & (
+            ok = (np.minimum(hbb_a[ii, 2], hbb_b[jj, 2]) - np.maximum(hbb_a[ii, 0], hbb_b[jj, 0]) > -margin) & (
                 np.minimum(hbb_a[ii, 3], hbb_b[jj, 3]) - np.maximum(hbb_a[ii, 1], hbb_b[jj, 1]) > -margin)
+            if grouped:
+                ok &= ga[ii] == gb[jj]
             ii, jj = ii[ok], jj[ok]
             srt = np.lexsort((jj, ii))
             out_i.append(ii[srt])

@@ -131,17 +131,12 @@ def conversation_messages(sample: Any) -> list[dict]:
 
 
 def _open_image(value):
-    """An RGB image from a PIL image or a file (:func:`rscovlm.imageio.open_rgb`: a missing, truncated or damaged
-    file raises :class:`~rscovlm.imageio.ImageReadError` naming it)."""
-    from PIL import Image
+    """An RGB image from a PIL image or a file, through the one reader (:func:`rscovlm.imageio.as_rgb`: EXIF
+    orientation, modes, 16-bit data; a missing, truncated or damaged file raises
+    :class:`~rscovlm.imageio.ImageReadError` naming it)."""
+    from rscovlm.imageio import as_rgb
 
-    from rscovlm.imageio import open_rgb
-
-    if isinstance(value, Image.Image):
-        return value.convert("RGB") if value.mode != "RGB" else value
-    if isinstance(value, (str, Path)):
-        return open_rgb(value)
-    raise TypeError(f"an image must be a path or a PIL image, got {type(value).__name__}")
+    return as_rgb(value)
 
 
 class ConversationEncoder:
@@ -245,26 +240,8 @@ class ConversationEncoder:
         return ResizePlan(Frame.original(*size), Frame.model(w, h))
 
     # ---- everything -----------------------------------------------------------------------------------------
-    def encode(self, sample: Any) -> EncodedSample:
-        """Encode one conversation; raises :class:`SampleDropped` when it cannot fit ``max_length``."""
-        import torch
-
-        messages = conversation_messages(sample)
-        pieces = self.segments(messages)
-        images, plans = self.images(messages)
-        n_placeholders = sum(text.count(self.image_token) for text, _ in pieces)
-        if n_placeholders != len(images):
-            raise ValueError(f"the rendered conversation holds {n_placeholders} image placeholders for "
-                             f"{len(images)} images")
-        pixel_values = grid = None
-        counts: list[int] = []
-        if images:
-            vision = self.image_processor(images=images, do_resize=False, return_tensors="pt")
-            pixel_values, grid = vision["pixel_values"], vision["image_grid_thw"]
-            for (t, h, w), plan in zip(grid.tolist(), plans):
-                if (w * self.patch_size, h * self.patch_size) != plan.model_size:
-                    raise AssertionError(f"vision grid {w}x{h} patches does not match model size {plan.model_size}")
-                counts.append(t * h * w // self.merge_size**2)
+    def _token_ids(self, pieces: list[tuple[str, bool]], counts: list[int]) -> tuple[list[int], list[int]]:
+        """Token ids and labels of the rendered ``pieces`` with ``counts[i]`` pad tokens for image ``i``."""
         texts, is_label = [], []
         image_iter = iter(counts)
         for text, label in pieces:
@@ -279,10 +256,13 @@ class ConversationEncoder:
         for piece_ids, label in zip(encoded, is_label):
             ids.extend(piece_ids)
             labels.extend(piece_ids if label else [IGNORE_INDEX] * len(piece_ids))
+        return ids, labels
 
+    def _fit(self, ids: list[int], labels: list[int], has_images: bool) -> tuple[list[int], list[int], bool]:
+        """Apply ``max_length``: truncate, or raise :class:`SampleDropped` (an image cut, no label left)."""
         truncated = False
         if len(ids) > self.max_length:
-            if images:
+            if has_images:
                 last_image_token = max(i for i, t in enumerate(ids) if t == self.image_token_id)
                 # the image span closes with the vision-end token right after its last placeholder
                 if last_image_token + 1 >= self.max_length:
@@ -292,12 +272,73 @@ class ConversationEncoder:
             truncated = True
         if all(v == IGNORE_INDEX for v in labels):
             raise SampleDropped("no_target", f"no assistant token left within max_length {self.max_length}")
+        return ids, labels, truncated
+
+    def _check_placeholders(self, pieces, n_images: int) -> None:
+        n_placeholders = sum(text.count(self.image_token) for text, _ in pieces)
+        if n_placeholders != n_images:
+            raise ValueError(f"the rendered conversation holds {n_placeholders} image placeholders for "
+                             f"{n_images} images")
+
+    def encode(self, sample: Any) -> EncodedSample:
+        """Encode one conversation; raises :class:`SampleDropped` when it cannot fit ``max_length``."""
+        import torch
+
+        messages = conversation_messages(sample)
+        pieces = self.segments(messages)
+        images, plans = self.images(messages)
+        self._check_placeholders(pieces, len(images))
+        pixel_values = grid = None
+        counts: list[int] = []
+        if images:
+            vision = self.image_processor(images=images, do_resize=False, return_tensors="pt")
+            pixel_values, grid = vision["pixel_values"], vision["image_grid_thw"]
+            for (t, h, w), plan in zip(grid.tolist(), plans):
+                if (w * self.patch_size, h * self.patch_size) != plan.model_size:
+                    raise AssertionError(f"vision grid {w}x{h} patches does not match model size {plan.model_size}")
+                counts.append(t * h * w // self.merge_size**2)
+        ids, labels = self._token_ids(pieces, counts)
+        ids, labels, truncated = self._fit(ids, labels, bool(images))
         mm_types = self.processor.create_mm_token_type_ids([ids])[0]
         return EncodedSample(
             input_ids=torch.tensor(ids, dtype=torch.long), labels=torch.tensor(labels, dtype=torch.long),
             mm_token_type_ids=torch.tensor(mm_types, dtype=torch.long), pixel_values=pixel_values,
             image_grid_thw=grid, plans=plans, truncated=truncated,
         )
+
+    def image_tokens(self, model_size: tuple[int, int]) -> int:
+        """``<|image_pad|>`` tokens of one image at ``model_size`` (the processor's rule: a still image is one
+        temporal patch, ``(h / patch) * (w / patch)`` patches, ``merge**2`` patches per token)."""
+        w, h = model_size
+        return (w // self.patch_size) * (h // self.patch_size) // self.merge_size**2
+
+    def length(self, sample: Any) -> int:
+        """The number of tokens :meth:`encode` gives ``sample``, without decoding any image (image sizes from the
+        parts' ``resized_width`` / ``resized_height``, a PIL image's size or the file's header); raises
+        :class:`SampleDropped` exactly when :meth:`encode` would."""
+        from rscovlm.imageio import image_size
+
+        messages = conversation_messages(sample)
+        pieces = self.segments(messages)
+        counts = []
+        for message in messages:
+            if isinstance(message["content"], str):
+                continue
+            for part in message["content"]:
+                if part.get("type") != "image":
+                    continue
+                value = part["image"]
+                if "resized_width" in part or "resized_height" in part:
+                    size = (1, 1)  # the plan is the part's own size; the original size does not matter
+                elif isinstance(value, (str, Path)):
+                    size = image_size(value)
+                else:
+                    size = value.size
+                counts.append(self.image_tokens(self._plan(part, size).model_size))
+        self._check_placeholders(pieces, len(counts))
+        ids, labels = self._token_ids(pieces, counts)
+        ids, _, _ = self._fit(ids, labels, bool(counts))
+        return len(ids)
 
     def encode_prompts(self, conversations: list[list[dict]]):
         """Inference inputs for a batch of conversations that end with a user turn: each rendered with the
@@ -320,21 +361,37 @@ class ConversationEncoder:
 
 
 class Collator:
-    """Pad a list of encoded samples (dicts from :meth:`EncodedSample.as_dict`) into a batch.
+    """Pad a list of encoded samples (dicts from :meth:`EncodedSample.as_dict`) into a batch, or pack rows of them.
 
     Right padding with the tokenizer's pad id; labels padded with ``-100``; pixel values of all images are
     concatenated in order (the Qwen-VL layout). Keys other than the model inputs are summed into
     ``rscovlm_dropped`` (dropped-sample counts travelling from the dataset workers to the trainer).
+
+    Packing (``packing=True``): the features are *rows*, each a list of encoded samples placed one after the
+    other. The batch has no ``attention_mask``; ``packed_samples`` lists, per row, ``[tokens, images]`` of each
+    sample, from which :func:`packed_position_ids` makes the per-sample position ids the model needs to keep
+    attention inside each sample. The first label of every sample is ``-100`` (it is never a target unpacked
+    either: nothing precedes it; packed, the previous sample's last token would otherwise predict it), other labels
+    are unchanged. ``flatten=True`` puts all rows of the batch into one row of batch size 1 (flash-attention's
+    variable-length path needs that); otherwise rows are right-padded to the longest, the padding being one more
+    sequence of its own.
     """
 
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, packing: bool = False, flatten: bool = False):
         self.pad_token_id = pad_token_id
+        self.packing = packing
+        self.flatten = flatten
 
-    def __call__(self, features: list[dict]) -> dict:
-        import torch
-
+    def __call__(self, features: list) -> dict:
         if not features:
             raise ValueError("cannot collate an empty batch")
+        if self.packing:
+            return self._pack(features)
+        return self._pad(features)
+
+    def _pad(self, features: list[dict]) -> dict:
+        import torch
+
         length = max(len(f["input_ids"]) for f in features)
         n = len(features)
         input_ids = torch.full((n, length), self.pad_token_id, dtype=torch.long)
@@ -349,17 +406,115 @@ class Collator:
             mm_types[i, :k] = f["mm_token_type_ids"]
         batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
                  "mm_token_type_ids": mm_types}
+        self._add_vision(batch, features)
+        self._add_dropped(batch, features)
+        return batch
+
+    def _pack(self, rows: list[list[dict]]) -> dict:
+        import torch
+
+        if self.flatten:
+            rows = [[f for row in rows for f in row]]
+        if any(not row for row in rows):
+            raise ValueError("cannot pack an empty row")
+        lengths = [sum(len(f["input_ids"]) for f in row) for row in rows]
+        length = max(lengths)
+        n = len(rows)
+        input_ids = torch.full((n, length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((n, length), IGNORE_INDEX, dtype=torch.long)
+        mm_types = torch.zeros((n, length), dtype=torch.long)
+        packed = []
+        for i, row in enumerate(rows):
+            cursor, layout = 0, []
+            for f in row:
+                k = len(f["input_ids"])
+                input_ids[i, cursor:cursor + k] = f["input_ids"]
+                labels[i, cursor:cursor + k] = f["labels"]
+                labels[i, cursor] = IGNORE_INDEX
+                mm_types[i, cursor:cursor + k] = f["mm_token_type_ids"]
+                grid = f.get("image_grid_thw")
+                layout.append([k, 0 if grid is None else int(grid.shape[0])])
+                cursor += k
+            packed.append(layout)
+        features = [f for row in rows for f in row]
+        batch = {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": mm_types,
+                 "packed_samples": packed}
+        self._add_vision(batch, features)
+        self._add_dropped(batch, features)
+        return batch
+
+    @staticmethod
+    def _add_vision(batch: dict, features: list[dict]) -> None:
+        import torch
+
         pixels = [f["pixel_values"] for f in features if f.get("pixel_values") is not None]
         if pixels:
             batch["pixel_values"] = torch.cat(pixels, dim=0)
             batch["image_grid_thw"] = torch.cat([f["image_grid_thw"] for f in features
                                                  if f.get("image_grid_thw") is not None], dim=0)
+
+    @staticmethod
+    def _add_dropped(batch: dict, features: list[dict]) -> None:
         dropped = Counter()
         for f in features:
             dropped.update(f.get("dropped") or {})
         if dropped:
             batch["rscovlm_dropped"] = dict(dropped)
+
+
+def rope_index_function(model):
+    """The ``get_rope_index`` of ``model`` or of the first submodule that has one (through DeepSpeed / DDP / PEFT
+    wrappers): the model's own rule for its multimodal rotary position ids."""
+    for module in model.modules():
+        if callable(getattr(module, "get_rope_index", None)):
+            return module.get_rope_index
+    raise TypeError(f"{type(model).__name__} has no get_rope_index: packing needs a Qwen-VL model")
+
+
+def packed_position_ids(model, batch: dict, rope_index=None):
+    """Position ids of a packed batch (:class:`Collator` with ``packing=True``): shape ``(4, rows, length)``,
+    row 0 the text positions (``0, 1, ...`` restarting at every sample and at the padding) that tell the
+    attention where a sample starts - the block-diagonal mask of SDPA / eager, the cumulative lengths of
+    flash-attention's variable-length kernel, both built by ``transformers`` from these positions when no
+    ``attention_mask`` is given - and rows 1-3 the model's 3-D rotary positions (``get_rope_index``) of each
+    sample computed on its own, as if it were alone in the batch."""
+    import torch
+
+    rope_index = rope_index or rope_index_function(model)
+    input_ids, mm_types = batch["input_ids"], batch["mm_token_type_ids"]
+    grids = batch.get("image_grid_thw")
+    n_rows, length = input_ids.shape
+    positions = torch.zeros((4, n_rows, length), dtype=torch.long, device=input_ids.device)
+    image = 0
+    for i, layout in enumerate(batch["packed_samples"]):
+        cursor = 0
+        for tokens, n_images in layout:
+            span = slice(cursor, cursor + tokens)
+            positions[0, i, span] = torch.arange(tokens, device=input_ids.device)
+            if n_images:
+                rope, _ = rope_index(input_ids[i:i + 1, span], mm_token_type_ids=mm_types[i:i + 1, span],
+                                     image_grid_thw=grids[image:image + n_images])
+                positions[1:, i, span] = rope[:, 0]
+                image += n_images
+            else:
+                positions[1:, i, span] = positions[0, i, span]
+            cursor += tokens
+        if cursor < length:  # padding: a sequence of its own
+            positions[:, i, cursor:] = torch.arange(length - cursor, device=input_ids.device)
+    return positions
+
+
+def packed_model_inputs(model, batch: dict, rope_index=None) -> dict:
+    """The model's keyword arguments for a packed batch: ``batch`` without ``packed_samples``, with
+    :func:`packed_position_ids` and ``use_cache=False`` (other batches are returned unchanged). ``transformers``
+    reads packed sequences from the positions only without a cache: a forward that makes a ``DynamicCache``
+    (``use_cache`` on, the config's default) would attend across the samples."""
+    if "packed_samples" not in batch:
         return batch
+    inputs = {k: v for k, v in batch.items() if k != "packed_samples"}
+    inputs["position_ids"] = packed_position_ids(model, batch, rope_index)
+    inputs["use_cache"] = False
+    return inputs
 
 
 class EncodedDataset:
@@ -371,6 +526,9 @@ class EncodedDataset:
     dropped sample once). With ``drop=False`` the error propagates instead (naming the index). Any other
     problem of a sample (missing, truncated or damaged image, bad resized size, ...) raises :class:`SampleError`
     naming its index, its record's ``file:line`` when the conversations have ``where(index)``, and the file.
+
+    Keys are indices, or ``(epoch, position)`` for conversations that take them (the mixture); a replacement keeps
+    the epoch. Every item carries ``sample_id``: the conversation's ``meta.id`` when it has one, else its key.
     """
 
     def __init__(self, conversations, encoder: ConversationEncoder, drop: bool = True):
@@ -386,7 +544,7 @@ class EncodedDataset:
         if hasattr(self.conversations, "set_epoch"):
             self.conversations.set_epoch(epoch)
 
-    def describe(self, index: int) -> str:
+    def describe(self, index) -> str:
         """``sample <index>``, with the record's location when the conversations know it (``where``)."""
         where = getattr(self.conversations, "where", None)
         try:
@@ -394,13 +552,31 @@ class EncodedDataset:
         except (IndexError, KeyError, TypeError, ValueError):
             return f"sample {index}"
 
-    def __getitem__(self, index: int) -> dict:
+    @staticmethod
+    def _shift(index, step: int, n: int):
+        if isinstance(index, (tuple, list)):
+            return (index[0], (int(index[1]) + step) % n)
+        return (index + step) % n
+
+    @staticmethod
+    def _sample_id(conversation, key):
+        meta = conversation.get("meta") if isinstance(conversation, dict) else None
+        value = meta.get("id") if isinstance(meta, dict) else None
+        return value if value is not None else (list(key) if isinstance(key, tuple) else key)
+
+    def _encode(self, key) -> dict:
+        conversation = self.conversations[key]
+        item = self.encoder.encode(conversation).as_dict()
+        item["sample_id"] = self._sample_id(conversation, key)
+        return item
+
+    def __getitem__(self, index) -> dict:
         dropped: Counter = Counter()
         n = len(self)
         for step in range(n):
-            i = (index + step) % n
+            i = self._shift(index, step, n)
             try:
-                item = self.encoder.encode(self.conversations[i]).as_dict()
+                item = self._encode(i)
             except SampleDropped as err:
                 if not self.drop:
                     raise SampleDropped(err.reason, f"{self.describe(i)}: {err}") from err
@@ -415,3 +591,26 @@ class EncodedDataset:
             return item
         raise SampleError(f"every one of the {n} samples was dropped (sample {index}: {dict(dropped)}); raise "
                           "data.max_length or use smaller images")
+
+    def encode_exact(self, key) -> dict:
+        """The encoded sample at ``key`` itself (no replacement; packed rows hold samples whose lengths were
+        counted): a sample that does not encode raises :class:`SampleError` naming it."""
+        try:
+            return self._encode(key)
+        except SampleError as err:
+            raise SampleError(f"{self.describe(key)}: {err}") from err
+        except (ValueError, OSError, TypeError) as err:
+            raise SampleError(f"{self.describe(key)}: {err}") from err
+
+    def length(self, key) -> int:
+        """Token count of the sample at ``key`` (:meth:`ConversationEncoder.length`; conversations that can build a
+        sample without its decoded images - the mixture's ``build(key, load_images=False)`` - do). Raises
+        :class:`SampleDropped` for a sample that cannot be trained on and :class:`SampleError` for a broken one."""
+        build = getattr(self.conversations, "build", None)
+        try:
+            conversation = build(key, load_images=False) if callable(build) else self.conversations[key]
+            return self.encoder.length(conversation)
+        except SampleError:
+            raise
+        except (ValueError, OSError, TypeError) as err:
+            raise SampleError(f"{self.describe(key)}: {err}") from err

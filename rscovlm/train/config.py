@@ -13,6 +13,8 @@ YAML layout::
 
 Overrides are ``section.key=value`` (or ``key=value`` when the key name is unique across sections); values are
 parsed as YAML scalars/lists and checked against the field type. Unknown keys are errors that name the key.
+``${config_dir}`` in a string of the file stands for the file's folder (``data.paths:
+[${config_dir}/mixtures/rscovlm.yaml]`` works from any current directory).
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ class DataConfig:
                           "{'messages': [...]} lines; the curation mixture registers its own"},
     )
     paths: list[str] = field(default_factory=list, metadata={"help": "input files of the source"})
+    data_root: str | None = field(
+        default=None, metadata={"help": "mixture source: the folder ${data_root} in the mixture's unit paths "
+                                        "stands for, replacing the YAML's data_root (relative: to the current "
+                                        "directory)"},
+    )
     image_root: str | None = field(
         default=None, metadata={"help": "folder relative image paths are resolved against (default: the folder "
                                         "of each jsonl file)"},
@@ -47,8 +54,9 @@ class DataConfig:
         default_factory=dict, metadata={"help": "extra keyword arguments passed to the data source"},
     )
     shuffle: bool = field(
-        default=True, metadata={"help": "shuffle the sample order each epoch; false keeps the source's order (the "
-                                        "mixture source already draws a seeded random order)"},
+        default=True, metadata={"help": "shuffle the sample order each epoch (seeded by train.seed and the epoch); "
+                                        "false keeps the source's order. The mixture source always uses its own "
+                                        "seeded order"},
     )
     min_pixels: int = field(default=224 * 224, metadata={"help": "lower pixel bound of model inputs (paper 224^2)"})
     max_pixels: int = field(default=1008 * 1008, metadata={"help": "upper pixel bound of model inputs (paper 1008^2)"})
@@ -109,6 +117,20 @@ class TrainConfig:
     save_total_limit: int | None = field(default=3, metadata={"help": "keep at most N checkpoints"})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "checkpoint folder, or 'latest' = newest checkpoint in output_dir"},
+    )
+    packing: bool = field(
+        default=False,
+        metadata={"help": "pack several samples into each row of up to data.max_length tokens (first-fit from a "
+                          "look-ahead buffer; attention stays inside each sample). Batch sizes then count rows"},
+    )
+    packing_buffer: int = field(
+        default=64, metadata={"help": "look-ahead of the packer: samples it may choose from to fill a row"},
+    )
+    record_samples: bool = field(
+        default=False,
+        metadata={"help": "write the samples of every batch to <output_dir>/rscovlm_samples.jsonl (one line per "
+                          "micro-batch: step, rank, epoch, batch, rows of sample ids and of dataset keys; one file "
+                          "per rank when distributed)"},
     )
     seed: int = field(default=42, metadata={"help": "seed of weights init, shuffling and augmentation"})
     dataloader_num_workers: int = field(default=2, metadata={"help": "sample-building worker processes"})
@@ -281,6 +303,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.save_steps": (lambda v: v >= 1, ">= 1"),
     "train.save_total_limit": (lambda v: v >= 1, ">= 1"),
     "train.dataloader_num_workers": (lambda v: v >= 0, ">= 0"),
+    "train.packing_buffer": (lambda v: v >= 1, ">= 1"),
     "train.seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),  # numpy's seed range
 }
 
@@ -316,10 +339,23 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{p}: invalid YAML: {err}") from err
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping with model / data / train sections")
+        raw = _expand_config_dir(raw, p.resolve().parent)
     try:
         return build_config(raw, overrides, source=str(path or "overrides"))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+
+
+def _expand_config_dir(value: Any, folder: Path) -> Any:
+    """``value`` with ``${config_dir}`` in every string replaced by ``folder`` (the config file's folder), so a
+    config can name files beside it whatever the current directory."""
+    if isinstance(value, str):
+        return value.replace("${config_dir}", str(folder))
+    if isinstance(value, list):
+        return [_expand_config_dir(v, folder) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand_config_dir(v, folder) for k, v in value.items()}
+    return value
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

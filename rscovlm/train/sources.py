@@ -20,8 +20,8 @@ Built in:
 * ``mixture`` - registered by :mod:`rscovlm.data.mixture` (imported on first use): the weighted online mixture
   of subset units; ``data.paths`` holds one mixture YAML; each item is built on the fly by
   :class:`rscovlm.data.builder.SampleBuilder` (prompt templates, plain/JSON targets, random resize with boxes in
-  the box frame of the family being trained). The mixture already draws a seeded random order per epoch, so set
-  ``data.shuffle: false`` to keep it. Its prompt set is the YAML's (``builder.prompt_set``, per unit
+  the box frame of the family being trained). The trainer visits it in the mixture's own seeded order of each
+  epoch (``data.shuffle`` does not apply; ``data.data_root`` replaces the YAML's ``data_root``). Its prompt set is the YAML's (``builder.prompt_set``, per unit
   ``prompt_set``; default ``reference``); ``data.options.prompt_set`` overrides the builder's.
 
 :func:`dataset_prompt_sets` says which prompt sets a dataset's samples were built with (the trainer writes it to

@@ -6,6 +6,9 @@ label masks (:mod:`rscovlm.model.collator`) and run :class:`RSCoVLMTrainer`, whi
 
 * AdamW parameter groups with their own learning rates for the vision tower and the merger (weight decay off
   for biases and norm weights, as in the stock Trainer);
+* its own data stream (:mod:`rscovlm.train.stream`): a per-rank order of padded or packed micro-batches whose
+  position is stored in every checkpoint (``rscovlm_data_state.json``), so a resumed run trains on exactly the
+  samples an uninterrupted one does; packed rows get per-sample position ids (attention stays in each sample);
 * counts of the samples the collator had to drop (``dropped_<reason>`` in the logs and the summary);
 * atomic checkpoints: each is written under ``incomplete-checkpoints/`` and renamed into place once every process
   has written its part (:mod:`rscovlm.train.checkpoints`); ``resume_from_checkpoint=latest`` is the latest
@@ -34,6 +37,14 @@ from rscovlm.train.checkpoints import (
 from rscovlm.train.config import Config, ConfigError, config_to_dict, gradient_accumulation_steps
 
 DROP_REASONS = ("image_cut", "no_target")
+#: the data stream's state inside a checkpoint folder (rscovlm.train.stream.TrainStream.state_dict)
+DATA_STATE = "rscovlm_data_state.json"
+
+
+def samples_record_path(output_dir: str, rank: int, world_size: int) -> Path:
+    """``train.record_samples``: ``rscovlm_samples.jsonl`` (one process) or ``rscovlm_samples.rank<r>.jsonl``."""
+    name = "rscovlm_samples.jsonl" if world_size == 1 else f"rscovlm_samples.rank{rank}.jsonl"
+    return Path(output_dir) / name
 
 
 def world_size() -> int:
@@ -182,13 +193,51 @@ def _trainer_class():
     class RSCoVLMTrainer(Trainer):
         """The stock Trainer plus per-module learning rates and dropped-sample accounting."""
 
-        def __init__(self, *args, family=None, module_lrs: dict[str, float] | None = None, keep_order=False,
-                     **kwargs):
-            self.keep_order = keep_order  # read by _get_train_sampler during super().__init__
+        def __init__(self, *args, family=None, module_lrs: dict[str, float] | None = None,
+                     stream_options: dict | None = None, **kwargs):
             super().__init__(*args, **kwargs)
             self.family = family
             self.module_lrs = dict(module_lrs or {})
             self.dropped: Counter = Counter()
+            self.stream_options = dict(stream_options or {})
+            self.stream = None  # the TrainStream, made by get_train_dataloader
+            self.stream_resume: dict | None = None  # the data state of the checkpoint being resumed
+            self._rope_index = None
+
+        def get_train_dataloader(self):
+            """The :class:`rscovlm.train.stream.TrainStream` of this rank (not sharded by accelerate: the stream
+            gives each rank its own rows), positioned at the resumed checkpoint's data state. Its length is the
+            whole run, so the Trainer sees one epoch of ``max_steps`` steps."""
+            import math
+
+            from rscovlm.train.stream import TrainStream
+
+            o = self.stream_options
+            args = self.args
+            ga = args.gradient_accumulation_steps
+            gather = None
+            if args.world_size > 1:
+                import torch.distributed as dist
+
+                def gather(obj):
+                    parts: list = [None] * dist.get_world_size()
+                    dist.all_gather_object(parts, obj)
+                    return parts
+
+            epochs = None if o.get("max_steps", -1) > 0 else o.get("epochs", 1.0)
+            total = o["max_steps"] * ga if o.get("max_steps", -1) > 0 else None
+            self.stream = TrainStream(
+                self.train_dataset, self.data_collator, batch_size=args.per_device_train_batch_size,
+                seed=o.get("seed", args.seed), shuffle=o.get("shuffle", True), packing=o.get("packing", False),
+                max_length=o.get("max_length", 6144), buffer=o.get("buffer", 64), rank=args.process_index,
+                world_size=args.world_size, num_workers=args.dataloader_num_workers, epochs=epochs,
+                total_batches=total, gather=gather, progress=args.process_index == 0)
+            if self.stream_resume is not None:
+                self.stream.load_state_dict(self.stream_resume)
+            if total is None:
+                args.max_steps = math.ceil(self.stream.total_batches / ga)
+            args.ignore_data_skip = True  # the stream is positioned by its own state, not by skipping batches
+            return self.stream
 
         _staging = False
 
@@ -210,6 +259,10 @@ def _trainer_class():
                 super()._save_checkpoint(model, trial)
             finally:
                 self._staging = False
+            if self.args.should_save and self.stream is not None:  # the data position, inside the checkpoint
+                state = self.stream.state_dict()
+                staged = staged_path(run_dir, self.state.global_step)
+                (staged / DATA_STATE).write_text(json.dumps(state, indent=1) + "\n")
             self.accelerator.wait_for_everyone()
             if self.args.should_save:
                 publish(staged_path(run_dir, self.state.global_step), self.state.global_step)
@@ -233,13 +286,6 @@ def _trainer_class():
                                                    attn_implementation=model.config._attn_implementation)
             model.load_state_dict(restored.state_dict(), strict=True)
             del restored
-
-        def _get_train_sampler(self, train_dataset=None):
-            if self.keep_order:
-                import torch
-
-                return torch.utils.data.SequentialSampler(train_dataset or self.train_dataset)
-            return super()._get_train_sampler(train_dataset)
 
         def create_optimizer(self, model=None):
             from rscovlm.model.loading import module_groups
@@ -267,18 +313,40 @@ def _trainer_class():
             return self.optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            from rscovlm.model.collator import packed_model_inputs, rope_index_function
+
             dropped = inputs.pop("rscovlm_dropped", None)
             if dropped:
                 self.dropped.update({k: int(v) for k, v in dropped.items()})
+            where = inputs.pop("rscovlm_stream", None)
+            if where is not None and self.stream is not None and model.training:
+                self._consumed(where)
+            if "packed_samples" in inputs:
+                if self._rope_index is None:
+                    self._rope_index = rope_index_function(model)
+                inputs = packed_model_inputs(model, inputs, self._rope_index)
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
+
+        def _consumed(self, where: dict) -> None:
+            """Move the stream's state past the micro-batch ``where`` (and record its samples when asked)."""
+            self.stream.advance(where["epoch"], where["batch"])
+            if self.stream_options.get("record_samples"):
+                path = samples_record_path(self.args.output_dir, self.args.process_index, self.args.world_size)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                line = {"step": self.state.global_step + 1, "rank": self.args.process_index,
+                        "epoch": where["epoch"], "batch": where["batch"], "rows": where["ids"],
+                        "keys": where["keys"]}
+                with open(path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(line) + "\n")
 
         def dropped_totals(self) -> dict[str, int]:
             """Dropped-sample counts summed over all processes (a collective call when distributed)."""
             import torch
             import torch.distributed as dist
 
-            counts = torch.tensor([self.dropped.get(r, 0) for r in DROP_REASONS], dtype=torch.long)
+            dropped = self.dropped + (self.stream.dropped if self.stream is not None else Counter())
+            counts = torch.tensor([dropped.get(r, 0) for r in DROP_REASONS], dtype=torch.long)
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
                 counts = counts.to(self.args.device)
                 dist.all_reduce(counts)
@@ -402,6 +470,23 @@ def _load_error(name: str, err: Exception) -> ConfigError:
                        "tiny --out runs/tiny`, then `rscovlm train --config configs/tiny_cpu.yaml data.paths=[...]`")
 
 
+def check_data_files(cfg: Config) -> None:
+    """A mixture source's YAML and the files and image folders of its units, before anything else is read (the
+    model's config included): every missing one is listed with its unit and the path expected."""
+    if cfg.data.source != "mixture":
+        return
+    from rscovlm.data.mixture import MixtureError, missing_data, training_mixture_config
+
+    try:
+        config = training_mixture_config(cfg.data)
+    except (MixtureError, ValueError) as err:
+        raise ConfigError(f"data (mixture): {err}") from err
+    missing = missing_data(config.units)
+    if missing:
+        raise ConfigError(f"data (mixture): {len(missing)} missing file(s) or folder(s) of the mixture's units (data "
+                          f"root {config.data_root or 'not set'}):\n  " + "\n  ".join(missing))
+
+
 def check_pixels(cfg: Config, family) -> None:
     """``data.max_pixels`` must hold one merged patch of the family (``factor`` x ``factor`` pixels); smaller bounds
     cannot be met and would silently be exceeded."""
@@ -478,6 +563,7 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
     if console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {CONSOLE_MODES}, got {console!r}")
     check_model(cfg)  # a local path that is not there fails at once
+    check_data_files(cfg)
     args = build_training_arguments(cfg)
     # before the weights: a bad data file or image should fail in seconds, not after loading 7B weights
     image_check = None
@@ -506,10 +592,17 @@ def build_trainer(cfg: Config, dataset=None, callbacks=None, console: str = "log
     module_lrs = {k: v for k, v in (("vision_tower", cfg.train.vision_lr), ("merger", cfg.train.merger_lr))
                   if v is not None}
     trainer_cls = _trainer_class()
+    # flash-attention reads packed samples from the position ids of a single row (batch size 1)
+    flatten = cfg.train.packing and str(model.config._attn_implementation).startswith("flash")
+    stream_options = {"seed": cfg.train.seed, "shuffle": cfg.data.shuffle, "packing": cfg.train.packing,
+                      "max_length": cfg.data.max_length, "buffer": cfg.train.packing_buffer,
+                      "epochs": cfg.train.num_train_epochs, "max_steps": cfg.train.max_steps,
+                      "record_samples": cfg.train.record_samples}
     trainer = trainer_cls(
         model=model, args=args, train_dataset=EncodedDataset(conversations, encoder, drop=cfg.data.drop_overlong),
-        data_collator=Collator(processor.tokenizer.pad_token_id), processing_class=processor,
-        callbacks=callbacks, family=family, module_lrs=module_lrs, keep_order=not cfg.data.shuffle,
+        data_collator=Collator(processor.tokenizer.pad_token_id, packing=cfg.train.packing, flatten=flatten),
+        processing_class=processor, callbacks=callbacks, family=family, module_lrs=module_lrs,
+        stream_options=stream_options,
     )
     trainer.image_check = image_check
     if console == "bar":
@@ -532,6 +625,8 @@ def train(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
     resume = _resume_path(cfg.train.resume_from_checkpoint, cfg.train.output_dir)
     trainer = build_trainer(cfg, dataset=dataset, callbacks=callbacks, console=console,
                             progress_desc=progress_desc)
+    if resume is not None:
+        trainer.stream_resume = _data_state(resume, trainer)
     out = Path(cfg.train.output_dir)
     if trainer.is_world_process_zero():
         from rscovlm.train.sources import dataset_prompt_sets
@@ -551,6 +646,25 @@ def train(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
     return TrainResult(output_dir=str(out), global_step=trainer.state.global_step,
                        training_loss=float(result.training_loss), losses=losses, dropped=dropped, trainer=trainer,
                        image_check=trainer.image_check)
+
+
+def _data_state(checkpoint: str, trainer) -> dict:
+    """The data stream's state stored in ``checkpoint``; for a checkpoint without one (written before the stream
+    was stored), the position ``global_step x accumulation`` micro-batches into the run. A record of the batches
+    (``train.record_samples``) loses the lines of the steps after the checkpoint, which the resumed run writes
+    again."""
+    path = Path(checkpoint) / DATA_STATE
+    if path.is_file():
+        state = json.loads(path.read_text())
+    else:
+        step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+        state = {"consumed_batches": step * trainer.args.gradient_accumulation_steps}
+    record = samples_record_path(trainer.args.output_dir, trainer.args.process_index, trainer.args.world_size)
+    if record.is_file():
+        step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+        lines = [line for line in record.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        record.write_text("".join(line + "\n" for line in lines))
+    return state
 
 
 def _close_progress_bars(trainer) -> None:
