@@ -171,6 +171,10 @@ def register(sub) -> None:
     _options(p)
     p.set_defaults(handler=_responses)
 
+    from rscovlm.cli import _eval_bench  # the benchmark commands (list, show-prompt, score, ...) of this group
+
+    _eval_bench.register(sub)
+
 
 def _write_json(path: str | None, result: dict) -> None:
     if path:
