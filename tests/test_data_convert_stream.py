@@ -248,3 +248,33 @@ def test_streamed_array_reader_at_any_chunk_size(tmp_path, monkeypatch, chunk):
     path.write_text('[\n {"a": 1},\n {"b": 2\n]\n')
     with pytest.raises(RecordError, match=r"a.json:4: not valid JSON"):
         list(iter_json_array_from(path))
+
+
+@pytest.mark.parametrize("source, make", [("refgeo", jsonl_input), ("dota", dota_input)])
+def test_partial_output_shorter_than_its_checkpoint_starts_over(tmp_path, monkeypatch, capsys, source, make):
+    """A partial output that lost bytes the checkpoint counted (copied or cut by hand) cannot be resumed from:
+    the run says so and starts over (never pads the hole or duplicates records); the result is the uninterrupted
+    one."""
+    inp, images, extra = make(tmp_path)
+    ext = ".json" if source == "dota" else ".jsonl"
+    whole, cut = tmp_path / f"whole{ext}", tmp_path / f"cut{ext}"
+
+    def cfg(out):
+        return ConvertConfig(input=str(inp), output=str(out), images=images and str(images), checkpoint_every=4,
+                             **extra)
+
+    convert(source, cfg(whole))
+    restore = interrupt_after(monkeypatch, 14)
+    with pytest.raises(KeyboardInterrupt):
+        convert(source, cfg(cut))
+    restore()
+    state = json.loads(checkpoint_path(cut).read_text())
+    size = state["output"]["bytes" if source == "refgeo" else "images"]  # DOTA: the spooled image entries
+    assert partial_path(cut).stat().st_size > size > 0
+    with open(partial_path(cut), "r+b") as fh:
+        fh.truncate(size - 1)
+    capsys.readouterr()
+    rep = convert(source, cfg(cut))
+    assert rep.resumed_at is None and "shorter than its checkpoint says; starting over" in capsys.readouterr().err
+    assert cut.read_bytes() == whole.read_bytes()
+    reports_equal(cut, whole)

@@ -253,6 +253,10 @@ class JsonlOutput:
         self.fh = open(self.partial, "ab")
         return self._written()
 
+    def can_resume(self, position: dict) -> bool:
+        """Whether the partial output still holds what the checkpoint counted."""
+        return self.partial.exists() and self.partial.stat().st_size >= position["bytes"]
+
     def _written(self) -> Iterator[dict]:
         with open(self.partial, encoding="utf-8") as fh:
             for line in fh:
@@ -506,6 +510,10 @@ class Converter:
         self.ids = IdIndex()
         output = self.make_output()
         state = self._load_checkpoint()
+        if state is not None and not output.can_resume(state["output"]):
+            print(f"{partial_path(self.config.output)} is shorter than its checkpoint says; starting over",
+                  file=sys.stderr)
+            state = None
         cursor = None
         if state is not None:
             cursor = state["cursor"]

@@ -15,9 +15,11 @@ images with the same stems (``split/images``; .png, .jpg, .jpeg, .tif, .tiff, .b
   naming file:line, or with ``--skip-invalid`` that line alone is dropped and counted).
 * ``--categories dota-v1.0|dota-v1.5|dota-v2.0`` (the names of ``rscovlm eval``; default dota-v1.0) is the class
   vocabulary (:mod:`rscovlm.protocol.categories`): v1.5 adds ``container-crane``, v2.0 also ``airport`` and
-  ``helipad``. Any spelling of a class is accepted (``Small_Vehicle``; unified, counted). Checked against the
-  class lists of the DOTA devkit (``dota_utils.py``, wordname_15 / wordname_16 / wordname_18) and mmrotate's
-  ``DOTADataset`` / ``DOTAv15Dataset`` / ``DOTAv2Dataset`` METAINFO classes.
+  ``helipad``. Any spelling of a class is accepted (``Small_Vehicle``; unified, counted). Checked against the DOTA
+  devkit (CAPTAIN-WHU/DOTA_devkit @ 9938855: ``wordname_15`` of ``dota_utils.py``, the class list of
+  ``dota-v1.5_evaluation_task1.py``, and its real label files ``example/labelTxt/*.txt`` - 7 files, 984 objects,
+  converted and validated clean) and mmrotate 1.x (@ d50ab76 ``mmrotate/datasets/dota.py``: the METAINFO classes
+  of ``DOTADataset``, ``DOTAv15Dataset``, ``DOTAv2Dataset``).
 * A **self-intersecting quad** (its corners written in an order whose edges cross - it happens in the released
   labels) is kept as written (the evaluation's polygon IoU defines a value for it), counted
   (``self_intersecting_quads``) and its ``file:line`` listed in the report's ``notes``.
@@ -102,6 +104,9 @@ class CocoOutput:
                     fh.truncate(position[key])
                 self.fhs[key] = open(path, "ab")
         return iter(())
+
+    def can_resume(self, position: dict) -> bool:
+        return all(p.exists() and p.stat().st_size >= position[k] for k, p in self.paths.items())
 
     def write(self, unit: dict) -> None:
         self.fhs["images"].write(json.dumps(unit["image"], ensure_ascii=False, separators=(",", ":")).encode() + b"\n")

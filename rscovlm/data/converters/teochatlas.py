@@ -35,6 +35,8 @@ A JSON array (JSON Lines accepted) of LLaVA-style records::
   The frames of a sequence are co-registered: boxes are attributed to the first frame, and every frame must have
   that frame's size.
 * ``polygon`` is kept in ``meta.polygon`` as given.
+* Image paths stay as written (the released eval files write ``TEOChatlas/eval/...``): ``--images`` is the folder
+  they are relative to.
 """
 
 from __future__ import annotations
