@@ -125,3 +125,73 @@ def test_vrsbench_per_image_annotation(tmp_path):
     path.write_text('{"image": "a.png",\n "objects": [}')
     with pytest.raises(RecordError, match=r"P0003_0002.json:2: not valid JSON"):
         read_vrsbench_annotation(path)
+
+
+# ---- one reader per file format: the benchmark registry reads these files through the readers above -------------
+
+def test_geoground_benchmark_and_refgeo_converter_read_metainfo_with_one_reader(tmp_path):
+    """refGeo metainfo: the GeoGround loader and `data convert --source refgeo` stop at the same record with the
+    same file:line: field: message (rscovlm.data.refgeo); an inverted bbox, once let through by the loader, is
+    refused by both."""
+    from PIL import Image
+
+    from rscovlm.data.converters import ConvertConfig, convert
+    from rscovlm.eval.benchmarks import BenchmarkDataError, get_benchmark
+
+    (tmp_path / "images" / "dior_rsvg").mkdir(parents=True)
+    Image.new("RGB", (80, 60)).save(tmp_path / "images" / "dior_rsvg" / "00001.jpg")
+    path = tmp_path / "metainfo" / "dior_rsvg_test.jsonl"
+    path.parent.mkdir()
+    good = {"dataset": "dior_rsvg", "image_id": "00001.jpg", "question": "the dam", "question_id": 3,
+            "bbox": [4, 6, 30, 40]}
+    path.write_text(json.dumps(good) + "\n")
+    bench = get_benchmark("geoground_dior_rsvg_test")
+    (item,) = bench.items(tmp_path)
+    assert (item.id, item.target, item.fields, item.meta) == (
+        "1", [4.0, 6.0, 30.0, 40.0], {"object": "the dam"}, {"question_id": 3, "image_id": "00001.jpg"})
+    path.write_text(json.dumps(good) + "\n" + json.dumps(dict(good, bbox=[30, 6, 4, 40])) + "\n")
+    with pytest.raises(BenchmarkDataError) as bench_err:
+        bench.items(tmp_path)
+    with pytest.raises(RecordError) as conv_err:
+        convert("refgeo", ConvertConfig(input=str(path), output=str(tmp_path / "o.jsonl"),
+                                        images=str(tmp_path / "images")))
+    assert (conv_err.value.problem.line, conv_err.value.problem.field) == (2, "bbox")
+    assert str(bench_err.value) == f"geoground_dior_rsvg_test: {conv_err.value}"
+    assert "needs x1 <= x2 and y1 <= y2" in str(conv_err.value)
+
+
+def test_vrsbench_benchmarks_read_through_the_data_readers(tmp_path):
+    """vrsbench_vg / vrsbench_vqa items come from read_vrsbench_referring / read_vrsbench_eval: the same checks
+    (a ground_truth beyond the 0-100 grid, once let through by the loader, is refused) and errors naming the
+    benchmark, file, line and field."""
+    from PIL import Image
+
+    from rscovlm.eval.benchmarks import BenchmarkDataError, get_benchmark
+
+    (tmp_path / "Images").mkdir()
+    Image.new("RGB", (200, 100)).save(tmp_path / "Images" / "P0003_0002.png")
+    ref = tmp_path / "VRSBench_EVAL_referring.json"
+    second = vrs_ref(question_id=1, question="A ship.", ground_truth="{<10><20><30><40>}")
+    del second["unique"]
+    second["is_unique"] = False
+    ref.write_text(json.dumps([vrs_ref(), second], indent=1))
+    a, b = get_benchmark("vrsbench_vg").items(tmp_path)
+    assert (a.id, a.target, a.fields["object"], a.meta) == (
+        "0", "{<12><34><56><78>}", "large ship at the bottom of the image", {"is_unique": True, "size": [200, 100],
+                                                                             "obj_cls": "ship"})
+    assert (b.id, b.meta["is_unique"]) == ("1", False)
+    ref.write_text(json.dumps([vrs_ref(), dict(second, ground_truth="{<10><20><30><140>}")], indent=1))
+    starts = [i for i, text in enumerate(ref.read_text().splitlines(), 1) if text == " {"]
+    with pytest.raises(BenchmarkDataError, match=rf"^vrsbench_vg: .*VRSBench_EVAL_referring.json:{starts[1]}: "
+                                                 r"ground_truth: .* is no box on the 0-100 grid"):
+        get_benchmark("vrsbench_vg").items(tmp_path)
+    vqa = tmp_path / "VRSBench_EVAL_vqa.json"
+    vqa.write_text(json.dumps([{"image_id": "P0003_0002.png", "question": "How many ships?", "ground_truth": "2",
+                                "question_id": 3, "type": "object quantity"}]))
+    assert read_vrsbench_eval(vqa)[0][0] == 1
+    (item,) = get_benchmark("vrsbench_vqa").items(tmp_path)
+    assert (item.id, item.target, item.fields, item.meta["type"]) == ("3", "2", {"question": "How many ships?"},
+                                                                     "object quantity")
+    vqa.write_text(json.dumps([{"image_id": "P0003_0002.png", "question": "  ", "ground_truth": "2"}]))
+    with pytest.raises(BenchmarkDataError, match=r"^vrsbench_vqa: .*VRSBench_EVAL_vqa.json:1: question: required"):
+        get_benchmark("vrsbench_vqa").items(tmp_path)

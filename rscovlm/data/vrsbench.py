@@ -34,6 +34,7 @@ ones that code writes and reads.
 quantity / category / color / shape / size / direction, scene type, image, reasoning, rural or urban; caption:
 ``caption``).
 
+The benchmark registry reads the evaluation files through these readers (:mod:`rscovlm.eval.benchmarks.vrsbench`).
 Coordinates in pixels are ``value * width`` (x) and ``value * height`` (y) of the original image, continuous.
 Malformed records raise :class:`rscovlm.data.records.RecordError` naming file, line and field.
 """
@@ -59,7 +60,8 @@ def _num(v: Any) -> bool:
 @dataclass(frozen=True)
 class VRSBenchReferring:
     """One referring question: ``gt_grid`` = the file's ``ground_truth`` box (0-100 grid ints), ``obj_corner`` =
-    the 4 corners (0-1; None when the file has none)."""
+    the 4 corners (0-1; None when the file has none), ``raw`` = the record as read, ``line`` = where it starts in
+    the file."""
 
     question_id: Any
     image_id: str
@@ -70,6 +72,7 @@ class VRSBenchReferring:
     obj_cls: str | None
     size_group: str | None
     raw: dict
+    line: int | None = None
 
     def gt_pixels(self, width: float, height: float) -> tuple[float, float, float, float]:
         """``ground_truth`` in original pixels (``v / 100 * size``)."""
@@ -125,12 +128,12 @@ def read_vrsbench_referring(path: str | os.PathLike) -> list[VRSBenchReferring]:
         out.append(VRSBenchReferring(rec.get("question_id"), rec["image_id"], rec["question"], box,
                                      _corners(rec.get("obj_corner"), path, line, "obj_corner"),
                                      None if unique is None else bool(unique), rec.get("obj_cls"),
-                                     rec.get("size_group"), rec))
+                                     rec.get("size_group"), rec, line))
     return out
 
 
-def read_vrsbench_eval(path: str | os.PathLike) -> list[dict]:
-    """The records of a VQA or caption evaluation file, checked for ``image_id``, ``question`` and
+def read_vrsbench_eval(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """``(line, record)`` of a VQA or caption evaluation file, checked for ``image_id``, ``question`` and
     ``ground_truth`` (a string, or a list of strings for captions)."""
     path = str(path)
     out = []
@@ -143,7 +146,7 @@ def read_vrsbench_eval(path: str | os.PathLike) -> list[dict]:
         gt = rec.get("ground_truth")
         if not (isinstance(gt, str) or (isinstance(gt, list) and gt and all(isinstance(g, str) for g in gt))):
             raise RecordError(Problem(path, line, "ground_truth", f"expected a string (or list), got {gt!r}"))
-        out.append(rec)
+        out.append((line, rec))
     return out
 
 

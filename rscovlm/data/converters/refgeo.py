@@ -8,7 +8,8 @@ verbatim by the RSCoVLM reference's notebook ``playground/data_analysis/explore_
 ``playground/data_prepare/prepare_refgeo_for_qwen2_5_vl_{legacy,new}.py`` and ``training/data/refgeo_dataset.py``
 (@ c507282) read them. The layout is decided by the file's first record; every record must have it.
 
-**metainfo** (JSON Lines; a JSON array is accepted too), one referring expression per line::
+**metainfo** (JSON Lines; a JSON array is accepted too; read by :mod:`rscovlm.data.refgeo`, the reader the GeoGround
+benchmarks use), one referring expression per line::
 
     {"dataset": "dior_rsvg", "image_id": "00001.jpg", "question": "the storage tank on the left",
      "question_id": 17, "bbox": [x1, y1, x2, y2], "poly": [[x, y], [x, y], [x, y], [x, y]],
@@ -63,6 +64,7 @@ import numpy as np
 
 from rscovlm.data.converters.base import Converter, descriptor_table, register_converter, take_descriptor
 from rscovlm.data.records import Problem, iter_records_from, validate_grounding
+from rscovlm.data.refgeo import check_metainfo
 from rscovlm.geometry.boxes import normalize_quads
 
 KEEP = ("dataset", "image_id", "question", "question_id", "bbox", "poly", "image_width", "image_height",
@@ -115,8 +117,7 @@ class RefGeoConverter(Converter):
             self.change("image_size_read_from_file")
 
     def _metainfo(self, raw: Any, line: int) -> dict:
-        if not isinstance(raw, dict):
-            raise self.problem(line, "", "expected a JSON object")
+        check_metainfo(raw, self.path, line)  # the format's own fields (rscovlm.data.refgeo, shared with eval)
         rec = {k: raw[k] for k in KEEP if k in raw}
         if isinstance(raw.get("dataset"), str) and isinstance(raw.get("image_id"), str):
             self._size(rec, raw.get("image") or f"{raw['dataset']}/{raw['image_id']}", line, "image_id")
