@@ -141,13 +141,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _mix_stats(args: argparse.Namespace) -> int:
-    from rscovlm.data.mixture import MixtureError, format_stats, mixture_for_stats
+    from rscovlm.data.mixture import MixtureError, format_stats
     from rscovlm.data.records import RecordError
     from rscovlm.data.tokens import estimate_tokens, format_tokens
+    from rscovlm.train.sources import mix_stats_inputs  # a mixture YAML or a training config that uses one
 
     try:
-        mix, counter, settings = mixture_for_stats(args.config, prompt_set=args.prompt_set, data_root=args.data_root,
-                                                   model=args.model, max_length=args.max_length)
+        mix, counter, settings = mix_stats_inputs(args.config, prompt_set=args.prompt_set, data_root=args.data_root,
+                                                  model=args.model, max_length=args.max_length)
         print(format_stats(mix.stats()))
         if args.samples_per_unit > 0:
             estimate = estimate_tokens(mix, counter, per_unit=args.samples_per_unit)

@@ -44,9 +44,9 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Hashable, Iterator, Literal
 
 from rscovlm.data.textio import BadText, DecodedText, iter_lines, iter_lines_from
 
@@ -71,6 +71,18 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image reference of one record, as a dataset offers it to the pre-flight image check
+    (:mod:`rscovlm.train.preflight`: ``image_references()``)."""
+
+    path: str = field(metadata={"help": "the image file, as it will be opened"})
+    where: str = field(metadata={"help": "the record, for messages: 'file:line' (or 'sample i')"})
+    key: Hashable = field(metadata={"help": "the record's key for drop_records"})
+    size: tuple[int, int] | None = field(default=None, metadata={
+        "help": "(width, height) the record states, checked against the file's header (None: not stated)"})
 
 
 class RecordError(ValueError):
