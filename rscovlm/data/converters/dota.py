@@ -11,7 +11,7 @@ images with the same stems (``split/images``; .png, .jpg, .jpeg, .tif, .tiff, .b
 
 * Box convention: the four corners of a quadrilateral in **absolute pixels** of the image (of the patch after
   splitting); ``difficult`` 0/1, or 2 for objects cut by a split window. Lines are read by
-  :func:`rscovlm.data.dota_io.read_labeltxt_arrays` (CRLF, headers; a bad line or an unknown class is an error
+  :func:`rscovlm.dota.io.read_labeltxt_arrays` (CRLF, headers; a bad line or an unknown class is an error
   naming file:line, or with ``--skip-invalid`` that line alone is dropped and counted).
 * ``--categories dota-v1.0|dota-v1.5|dota-v2.0`` (the names of ``rscovlm eval``; default dota-v1.0) is the class
   vocabulary (:mod:`rscovlm.protocol.categories`): v1.5 adds ``container-crane``, v2.0 also ``airport`` and
@@ -48,9 +48,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from rscovlm.data.converters.base import Converter, partial_path, register_converter
-from rscovlm.data.dota_io import HEADER_KEYS, DotaFormatError, read_labeltxt_arrays
 from rscovlm.data.records import BOUNDS_SLACK, Problem, RecordError
 from rscovlm.data.textio import BadText, read_lines
+from rscovlm.dota.io import HEADER_KEYS, DotaFormatError, read_labeltxt_arrays
 from rscovlm.geometry.boxes import normalize_quads, signed_area
 from rscovlm.protocol.categories import CategorySet, get_category_set
 
