@@ -39,7 +39,8 @@ def main() -> None:
 
     from PIL import Image
 
-    from rscovlm.train.preflight import ImageRef, check_images, default_workers
+    from rscovlm.data.records import ImageRef
+    from rscovlm.train.preflight import check_images, default_workers
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)

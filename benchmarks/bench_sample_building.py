@@ -55,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from rscovlm.data.builder import BuildConfig, SampleBuilder
     from rscovlm.data.mixture import UnitConfig
-    from rscovlm.data.synthetic import generate_scene
+    from rscovlm.dota.synthetic import generate_scene
     from rscovlm.model.collator import ConversationEncoder
     from rscovlm.model.loading import load_processor
     from rscovlm.model.tiny import build_tiny_model

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_split.py --mmrotate /path/to/mmrotate --workers 2
 
-1. generates ``--n`` synthetic scenes of ``--size`` px with DOTA labels (``rscovlm.data.synthetic``; cached in
+1. generates ``--n`` synthetic scenes of ``--size`` px with DOTA labels (``rscovlm.dota.synthetic``; cached in
    ``--work-dir``);
 2. runs both tools as separate processes with the same settings (size, gap, iof_thr, img_rate_thr, number of
    worker processes), each ``--repeat`` times, recording wall time and peak memory (summed RSS of the process
@@ -83,7 +83,7 @@ def make_data(work: Path, n: int, size: int, seed: int, density: float) -> Path:
     data = work / f"data_n{n}_s{size}_seed{seed}_d{density:g}"
     stamp = data / "DONE"
     if not stamp.exists():
-        from rscovlm.data.synthetic import generate_dataset
+        from rscovlm.dota.synthetic import generate_dataset
 
         shutil.rmtree(data, ignore_errors=True)
         t0 = time.perf_counter()

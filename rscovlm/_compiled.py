@@ -3,7 +3,7 @@
 ``pip install`` builds them when a C compiler is present (``setup.py``; the build is optional, a failure leaves
 the package without them). Each kernel has a numpy twin that gives bitwise the same results, so they change
 speed, never numbers: polygon intersections (:mod:`rscovlm.geometry.iou`), Task1/labelTxt parsing
-(:mod:`rscovlm.data.dota_io`), AP_nc over score thresholds (:mod:`rscovlm.eval.ap_nc`).
+(:mod:`rscovlm.dota.io`), AP_nc over score thresholds (:mod:`rscovlm.eval.ap_nc`).
 
 ``RSCOVLM_NO_NATIVE=1`` switches them off (the numpy code runs). A build from older sources (its ``API`` differs
 from :data:`API`, e.g. an editable install not rebuilt after an update) is not used, with a warning.

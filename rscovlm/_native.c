@@ -4,8 +4,8 @@ Every function here has a numpy twin in the package and gives bitwise the same r
 
   poly_inter_pairs   rscovlm.geometry.iou: intersection areas of aligned quad pairs under the DOTA devkit rule
                      (same floating-point operations in the same order as the numpy and numba paths)
-  parse_task1        rscovlm.data.dota_io: one Task1_{class}.txt file -> image ids, scores, quads
-  parse_labeltxt     rscovlm.data.dota_io: labelTxt files -> quads, class indices, difficult flags
+  parse_task1        rscovlm.dota.io: one Task1_{class}.txt file -> image ids, scores, quads
+  parse_labeltxt     rscovlm.dota.io: labelTxt files -> quads, class indices, difficult flags
   ap_sweep_random    rscovlm.eval.ap_nc: AP_nc of one class for every score threshold (11-point / area AP)
 
 Parsers accept only what is certainly well formed (printable ASCII, LF or CRLF line ends, plain decimal numbers)
@@ -1193,7 +1193,7 @@ static PyMethodDef methods[] = {
      "ap_nc_curves(level, gt, qualified, ignored_gt, first_kept, eleven_m, num_gt, num_pos, area, float32, out): "
      "AP of one class and ranking for every score threshold (see rscovlm.eval.ap_nc)"},
     {"parse_task1", parse_task1, METH_VARARGS,
-     "parse_task1(data) -> (n, ids, values, inverse, line_no) or None (see rscovlm.data.dota_io)"},
+     "parse_task1(data) -> (n, ids, values, inverse, line_no) or None (see rscovlm.dota.io)"},
     {"parse_labeltxt", parse_labeltxt, METH_VARARGS,
      "parse_labeltxt(files, quads, image, difficult, label) -> (n, class_names, headers) or None"},
     {NULL, NULL, 0, NULL},

@@ -2,7 +2,7 @@
 
 :func:`run_demo` (``rscovlm demo``):
 
-1. renders small synthetic aerial scenes (:mod:`rscovlm.data.synthetic`; one object category per scene, 1-3
+1. renders small synthetic aerial scenes (:mod:`rscovlm.dota.synthetic`; one object category per scene, 1-3
    objects) and turns each into four samples with the online sample builder (:mod:`rscovlm.data.builder`, the
    evaluation prompts of the prompt set ``--prompt-set``, default ``reference``: its system prompts, requests and
    answer format): scene classification, VQA (counting), grounding (the topmost object, hbb) and detection
@@ -112,7 +112,7 @@ def build_samples(cfg: DemoConfig, image_dir: Path, scenes: range, progress=None
     of its own. A scene file already holding that scene is not rendered again (:func:`_write_scene`)."""
     from rscovlm.data.builder import BuildConfig, SampleBuilder
     from rscovlm.data.mixture import UnitConfig
-    from rscovlm.data.synthetic import SceneConfig, plan_scene
+    from rscovlm.dota.synthetic import SceneConfig, plan_scene
     from rscovlm.protocol.categories import display_name
 
     image_dir.mkdir(parents=True, exist_ok=True)

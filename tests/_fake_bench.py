@@ -51,6 +51,20 @@ def make_fake_root(root: Path) -> Path:
             {"image_id": image_id, "question": "the bridge", "bbox": [20.5, 10, 60, 20]}])
         # GeoChat images named .jpg are .png on disk (the reference falls back)
         _img(root / "images" / folder / (image_id.replace(".jpg", ".png") if "geochat" in folder else image_id))
+    # DIOR-RSVG (its own release): Annotations/*.xml, split lists of global object indices, JPEGImages/
+    rsvg = root / "DIOR_RSVG"
+    (rsvg / "Annotations").mkdir(parents=True)
+    for stem, objects in (("00001", [("storagetank", (4, 6, 30, 40), "storage tank on the left")]),
+                          ("00002", [("bridge", (20.5, 10, 60, 20), "the bridge"), ("dam", (1, 2, 3, 4), "a dam")])):
+        obj_xml = "".join(f"<object><name>{n}</name><pose>Unspecified</pose><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}"
+                          f"</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox><description>{d}</description>"
+                          f"</object>" for n, b, d in objects)
+        (rsvg / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename><size><width>64</width><height>48</height></size>"
+            f"{obj_xml}</annotation>", encoding="utf-8")
+        _img(rsvg / "JPEGImages" / f"{stem}.jpg")
+    (rsvg / "test.txt").write_text("0\n1\n", encoding="utf-8")
+    (rsvg / "val.txt").write_text("2\n", encoding="utf-8")
     # VRSBench (its own layout)
     _json(root / "VRSBench_EVAL_referring.json", [
         {"image_id": "P0001_0001.png", "question": "The small white car on the road.",

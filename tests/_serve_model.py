@@ -20,7 +20,7 @@ def make_scene(path: Path):
     """Render the scene to ``path`` (PNG); returns its objects (quads in pixels)."""
     from PIL import Image
 
-    from rscovlm.data.synthetic import SceneConfig, plan_scene
+    from rscovlm.dota.synthetic import SceneConfig, plan_scene
 
     scene = plan_scene(SIZE, SIZE, SEED, SceneConfig(categories=CATS, num_objects=N_OBJECTS))
     Image.fromarray(scene.render()).save(path)

@@ -103,6 +103,19 @@ def test_geochat_cls_and_rsvqa_conversions(fake_root):
     assert [it.meta["type"] for it in lr] == ["presence", "comp", "rural_urban"]  # count, area, inactive left out
 
 
+def test_dior_rsvg_release_reads_the_xml_with_the_data_reader(fake_root):
+    """dior_rsvg_test reads DIOR-RSVG's own files through rscovlm.data.dior_rsvg (global object indices in
+    file-name order, bndbox corners as given) and asks exactly what geoground_dior_rsvg_test asks."""
+    items = get_benchmark("dior_rsvg_test").items(fake_root)
+    assert [(it.id, it.target, it.fields["object"], Path(it.image).name) for it in items] == [
+        ("0", [4.0, 6.0, 30.0, 40.0], "storage tank on the left", "00001.jpg"),
+        ("1", [20.5, 10.0, 60.0, 20.0], "the bridge", "00002.jpg")]
+    assert [it.id for it in get_benchmark("dior_rsvg_val").items(fake_root)] == ["2"]
+    refgeo = get_benchmark("geoground_dior_rsvg_test")
+    (first, *_), (ref_first, *_) = items, refgeo.items(fake_root)
+    assert _texts(get_benchmark("dior_rsvg_test").messages(first))[:2] == _texts(refgeo.messages(ref_first))[:2]
+
+
 def test_vrsbench_referring_phrase_as_the_reference(fake_root):
     items = get_benchmark("vrsbench_vg").items(fake_root)
     assert items[0].fields["object"] == "small white car on the road"
@@ -113,7 +126,7 @@ def test_vrsbench_referring_phrase_as_the_reference(fake_root):
 
 def _answer(bench_name, it, right: bool) -> dict:
     size = it.meta.get("size")
-    if bench_name.startswith("geoground"):
+    if bench_name.startswith(("geoground", "dior_rsvg")):
         x1, y1, x2, y2 = (int(round(v)) for v in it.target) if right else (0, 0, 2, 2)
         return {"id": it.id, "text": f"{x1},{y1},{x2},{y2} {it.fields['object']}\n",
                 "resize": {"original": [64, 48], "model": [64, 48]}}
@@ -127,6 +140,7 @@ def _answer(bench_name, it, right: bool) -> dict:
 
 
 @pytest.mark.parametrize("name", ["lrs_vqa", "lrs_vqa_zoom", "geoground_avvg_test", "geoground_geochat_test",
+                                  "dior_rsvg_test",
                                   "vrsbench_vg", "aid_vhm", "aid_geochat", "ucmerced", "nwpu_resisc45", "whu_rs19",
                                   "meter_ml", "rsvqa_hr", "rsvqa_lr"])
 def test_right_answers_score_100_and_wrong_ones_0(fake_root, name):
@@ -187,7 +201,7 @@ def test_missing_answers_are_an_error_unless_partial(fake_root):
 def test_bad_data_names_file_line_and_field(tmp_path):
     (tmp_path / "metainfo").mkdir()
     (tmp_path / "metainfo" / "rsvg_test.jsonl").write_text('{"image_id": "a.jpg", "question": "x"}\n')
-    with pytest.raises(BenchmarkDataError, match=r"rsvg_test.jsonl:1: missing field 'bbox'"):
+    with pytest.raises(BenchmarkDataError, match=r"rsvg_test.jsonl:1: bbox: required field is missing"):
         get_benchmark("geoground_rsvg_test").items(tmp_path)
     (tmp_path / "metainfo" / "rsvg_test.jsonl").write_text(
         '{"image_id": "a.jpg", "question": "x", "bbox": [1, 2, 3, 4]}\n')

@@ -25,7 +25,17 @@ VALID = {
     "refgeo": {"dataset": "d", "image_id": "a.png", "question": "the car", "question_id": 1,
                "bbox": [1, 2, 30, 40], "poly": [[1, 2], [30, 2], [30, 40], [1, 40]],
                "image_width": 64, "image_height": 48},
+    # the layouts of the released files (VHM list_sft.json, refGeo's LLaVA and ms-swift SFT files)
+    "vhm_sft": {"image": "a.png", "source_dataset": "sub", "conversations": [
+        {"from": "human", "value": "<image>\n{VG} the car"}, {"from": "gpt", "value": "[[010,020,300,400]]"}]},
+    "refgeo_llava": {"id": "0", "image": "a.png", "conversations": [
+        {"from": "human", "value": "<image>\n[refer] give me the bounding boxes of all <ref>car</ref>"},
+        {"from": "gpt", "value": "[[1,2,30,40],[50,50,60,70]]"}]},
+    "refgeo_swift": {"images": ["/mnt/x/refGeo/images/sub/a.png"], "messages": [
+        {"role": "user", "content": "<image> give me the location of <ref-object>"},
+        {"role": "assistant", "content": "<bbox><bbox>"}], "objects": {"ref": "the car", "bbox": [[1, 2, 30, 40]]}},
 }
+SOURCE = {"vhm_sft": "vhm", "refgeo_llava": "refgeo", "refgeo_swift": "refgeo"}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-200, 200) | st.floats(allow_nan=False, allow_infinity=False)
@@ -63,27 +73,31 @@ def mutate(obj, path, value, delete):
 def image_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("img")
     Image.new("RGB", (64, 48)).save(root / "a.png")
+    (root / "sub").mkdir()
+    Image.new("RGB", (64, 48)).save(root / "sub" / "a.png")
     return root
 
 
-@pytest.mark.parametrize("source", sorted(VALID))
-def test_damaged_records_raise_record_errors(source, image_root, tmp_path_factory):
-    base = VALID[source]
+@pytest.mark.parametrize("layout", sorted(VALID))
+def test_damaged_records_raise_record_errors(layout, image_root, tmp_path_factory):
+    source = SOURCE.get(layout, layout)
+    base = VALID[layout]
     all_paths = list(paths(base))
-    work = tmp_path_factory.mktemp(source)
+    work = tmp_path_factory.mktemp(layout)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(st.sampled_from(all_paths), json_values, st.booleans())
     def check(path, value, delete):
         rec = mutate(base, path, value, delete and bool(path))
         inp = work / "in.jsonl"
-        inp.write_text(json.dumps(VALID[source]) + "\n" + json.dumps(rec) + "\n")
+        inp.write_text(json.dumps(base) + "\n" + json.dumps(rec) + "\n")
         try:
-            convert(source, ConvertConfig(input=str(inp), output=str(work / "out.jsonl"), images=str(image_root)))
+            rep = convert(source, ConvertConfig(input=str(inp), output=str(work / "out.jsonl"),
+                                                images=str(image_root)))
         except RecordError as err:
             assert err.problem.file == str(inp) and err.problem.line == 2
             return
-        validate = validate_grounding if source == "refgeo" else validate_conversation
+        validate = validate_grounding if rep.kind == "grounding" else validate_conversation
         for line in (work / "out.jsonl").read_text().splitlines():
             assert validate(json.loads(line)) == []
 

@@ -427,3 +427,30 @@ def test_mix_stats_shows_both_notations(mix_dir, rate_dir, capsys):
     assert rows["a"][4:9] == ["~43.5", "%29", "43.48%", "30", "0.28"]
     assert rows["off"][5] == "*0"
     assert "approximate counts" in out and "total:" in out
+
+
+def test_data_never_imports_train_and_train_registers_the_mixture_source():
+    """The layers run one way: no module under rscovlm/data imports rscovlm.train (lazy imports included); the
+    trainer's ``mixture`` source is registered by rscovlm.train.sources, which imports the mixture only when the
+    source is built."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "rscovlm" / "data"
+    offenders = []
+    for path in sorted(data.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            offenders += [f"{path.name}:{node.lineno}: {n}" for n in names if n.startswith("rscovlm.train")]
+    assert offenders == []
+    code = ("import sys; from rscovlm.train.sources import source_uses_family, sources; "
+            "print('mixture' in sources(), source_uses_family('mixture'), 'rscovlm.data.mixture' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False"]

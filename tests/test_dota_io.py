@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rscovlm.data.dota_io import (
+from rscovlm.dota.io import (
     DotaFormatError,
     read_labeltxt,
     read_labeltxt_dir,
@@ -129,7 +129,7 @@ def test_real_dota_sample_labels_round_trip(tmp_path):
 
 
 def test_task1_fast_path_keeps_line_numbers_and_order(tmp_path):
-    from rscovlm.data.dota_io import read_task1_file
+    from rscovlm.dota.io import read_task1_file
 
     p = tmp_path / "Task1_ship.txt"
     p.write_text("B 0.5 0 0 1 0 1 1 0 1\n\nA 0.25 2 2 3 2 3 3 2 3\n  \nB 1e-3 4 4 5 4 5 5 4 5\n")
@@ -188,7 +188,7 @@ def _task1_oracle(text: str):
 
 @pytest.fixture(params=["compiled", "numpy"])
 def reader(request, monkeypatch):
-    from rscovlm.data.dota_io import native
+    from rscovlm.dota.io import native
 
     if request.param == "compiled" and native() is None:
         pytest.skip("compiled kernels not built")
@@ -201,7 +201,7 @@ def test_task1_bytes_reader_gives_float_values_bit_for_bit(reader):
     """Random well-formed Task1 text with every number form float() reads (exponents, 17+ digits, leading
     zeros, signs, -0, subnormals): ids, line numbers and the exact float() bits (the numpy reader falls back to
     the careful one where its tokenizer differs, e.g. on tabs, and must then give None, never other numbers)."""
-    from rscovlm.data.dota_io import parse_task1_bytes
+    from rscovlm.dota.io import parse_task1_bytes
 
     rng = np.random.default_rng(7)
     compared = 0
@@ -224,7 +224,7 @@ def test_task1_bytes_reader_gives_float_values_bit_for_bit(reader):
 @pytest.mark.parametrize("bad", ["nan", "inf", "-Infinity", "1e999", "0x1A", "1_000", "1.2.3", "--1", "1e", ".",
                                  "+", "12a", "\u00bd", "1\x0b2", "1\r2", "1\x1c2", "1\x00"])
 def test_task1_bytes_reader_leaves_anything_unusual_to_the_careful_reader(reader, tmp_path, bad):
-    from rscovlm.data.dota_io import DotaFormatError, parse_task1_bytes, read_task1_file
+    from rscovlm.dota.io import DotaFormatError, parse_task1_bytes, read_task1_file
 
     text = f"P1 0.5 1 2 3 4 5 6 7 8\nP2 0.5 1 2 3 {bad} 5 6 7 8\n"
     assert parse_task1_bytes(text.encode("utf-8")) is None
@@ -239,7 +239,7 @@ def test_task1_bytes_reader_leaves_anything_unusual_to_the_careful_reader(reader
 
 
 def test_task1_bytes_reader_field_counts(reader):
-    from rscovlm.data.dota_io import parse_task1_bytes
+    from rscovlm.dota.io import parse_task1_bytes
 
     assert parse_task1_bytes(b"P1 0.5 1 2 3 4 5 6 7\n") is None  # 9 fields
     assert parse_task1_bytes(b"P1 0.5 1 2 3 4 5 6 7 8 9\n") is None  # 11
@@ -252,7 +252,7 @@ def test_labeltxt_bytes_reader_matches_the_careful_reader(reader, tmp_path):
     """labelTxt files with headers (any case), CRLF, BOM, 9-field lines (difficult 0), flags 0/1/2, blank lines:
     the one-pass reader gives the careful reader's quads, labels, flags and header values; anything it does not
     take (difficult '01', a bad gsd, an 11-field line) is None, and the careful reader decides."""
-    from rscovlm.data import dota_io
+    from rscovlm.dota import io as dota_io
 
     rng = np.random.default_rng(3)
     raws, expected = [], []
@@ -301,7 +301,7 @@ def test_task1_bytes_reader_rounds_hard_decimals_exactly(reader):
     rounded quotient), values next to powers of two and decimal midpoints between two doubles: float()'s bits."""
     from decimal import Decimal, getcontext
 
-    from rscovlm.data.dota_io import parse_task1_bytes
+    from rscovlm.dota.io import parse_task1_bytes
 
     rng = np.random.default_rng(1)
     strs = []

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from rscovlm.cli import main
-from rscovlm.data.dota_io import DotaFormatError, read_task1_dir, write_task1_dir
-from rscovlm.data.dota_merge import MergeConfig, merge_patch_objects, merge_task1_dir
-from rscovlm.data.dota_split import patch_name, sliding_windows, window_iof
-from rscovlm.data.synthetic import plan_scene, SceneConfig
+from rscovlm.dota.io import DotaFormatError, read_task1_dir, write_task1_dir
+from rscovlm.dota.merge import MergeConfig, merge_patch_objects, merge_task1_dir
+from rscovlm.dota.split import patch_name, sliding_windows, window_iof
+from rscovlm.dota.synthetic import plan_scene, SceneConfig
 from rscovlm.geometry import Boxes, ObjectSet
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rscovlm.cli import main
-from rscovlm.data.dota_split import (
+from rscovlm.dota.split import (
     SplitConfig,
     parse_patch_name,
     patch_name,
@@ -197,7 +197,7 @@ def _png_with_chunk(png: bytes, ctype: bytes, payload: bytes) -> bytes:
 def test_decoder_gives_opencv_imread_pixels(tmp_path, variant):
     from PIL import Image
 
-    from rscovlm.data.dota_split import decode_rgb
+    from rscovlm.dota.split import decode_rgb
 
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
@@ -261,7 +261,7 @@ def test_vectorized_iof_equals_the_pair_loop_bit_for_bit():
 @pytest.mark.skipif(not Path("/work/shared/data/dota_examples/labelTxt").is_dir(),
                     reason="public DOTA sample labels not present")
 def test_real_dota_labels_iof_matches_the_pair_loop():
-    from rscovlm.data.dota_io import read_labeltxt_dir
+    from rscovlm.dota.io import read_labeltxt_dir
 
     for stem, lab in read_labeltxt_dir("/work/shared/data/dota_examples/labelTxt").items():
         quads32 = lab.objects.boxes.data.astype(np.float32)
@@ -273,7 +273,7 @@ def test_real_dota_labels_iof_matches_the_pair_loop():
 def test_explicit_fpng_without_the_package_is_a_clear_error(monkeypatch):
     import sys
 
-    from rscovlm.data.dota_split import resolve_png_encoder
+    from rscovlm.dota.split import resolve_png_encoder
 
     monkeypatch.setitem(sys.modules, "fpng", None)  # import fpng -> ImportError
     assert resolve_png_encoder("auto") == "opencv"
@@ -314,8 +314,8 @@ def _scene_images(root: Path, formats: dict[str, str], size=(520, 400), seed=5, 
     """Write one synthetic scene as ``{stem}.{ext}`` for each entry of ``formats`` (stem -> ext), with labels."""
     from PIL import Image
 
-    from rscovlm.data.dota_io import write_labeltxt
-    from rscovlm.data.synthetic import generate_scene
+    from rscovlm.dota.io import write_labeltxt
+    from rscovlm.dota.synthetic import generate_scene
 
     img, objects = generate_scene(*size, seed=seed, density=density)
     (root / "img").mkdir(parents=True, exist_ok=True)
@@ -430,7 +430,7 @@ def test_split_by_windows_equals_split_of_the_fully_decoded_image(tmp_path, monk
 
 def test_progress_is_reported_band_by_band(tmp_path):
     pytest.importorskip("pyvips")
-    from rscovlm.data.dota_split import ImageTask, split_image
+    from rscovlm.dota.split import ImageTask, split_image
 
     _scene_images(tmp_path, {"a": "png", "b": "tif"}, size=(1100, 900))
     cfg = SplitConfig(size=256, gap=56, band_megapixels=0.2)  # 6 x 5 windows; random: 2 bands per row
@@ -446,7 +446,7 @@ def test_progress_is_reported_band_by_band(tmp_path):
 
 
 def test_window_bands_group_rows_and_respect_the_column_budget():
-    from rscovlm.data.dota_split import window_bands
+    from rscovlm.dota.split import window_bands
 
     windows = sliding_windows(1100, 900, 256, 56)  # x starts 0 200 400 600 800 844, y starts 0 200 400 600 644
     bands = window_bands(windows)
@@ -462,7 +462,7 @@ def _die(task, **_kwargs):
 
 
 def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path, capsys, monkeypatch):
-    import rscovlm.data.dota_split as ds
+    import rscovlm.dota.split as ds
 
     _scene_images(tmp_path, {"a": "png", "b": "png"})
     monkeypatch.setattr(ds, "split_image", _die)

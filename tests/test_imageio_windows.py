@@ -18,7 +18,7 @@ cv2.setNumThreads(1)
 
 @pytest.fixture(scope="module")
 def rgb():
-    from rscovlm.data.synthetic import generate_scene
+    from rscovlm.dota.synthetic import generate_scene
 
     return generate_scene(300, 260, seed=3, density=300)[0]
 

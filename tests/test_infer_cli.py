@@ -15,7 +15,7 @@ from rscovlm.cli import main
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from rscovlm.data.synthetic import write_scene
+    from rscovlm.dota.synthetic import write_scene
 
     d = tmp_path_factory.mktemp("cli")
     write_scene(d / "scene.png", 1100, 700, seed=2)

@@ -20,7 +20,7 @@ TRANSFORM = (0.3, 0.02, 500000.0, 0.01, -0.3, 4100000.0)  # 0.3 m pixels, slight
 
 
 def _scene():
-    from rscovlm.data.synthetic import SceneConfig, plan_scene
+    from rscovlm.dota.synthetic import SceneConfig, plan_scene
 
     return plan_scene(SIZE, SIZE, SEED, SceneConfig(categories=CATS, num_objects=6))
 
@@ -112,7 +112,7 @@ def test_split_infer_merge_finds_every_object_once(detect_model, scene_files, tm
     (512 -> 504), the parse of the reference answers, the model-frame -> patch -> image mapping (every object
     within 1.1 px: integer model coordinates x 512/504) and the merge (objects seen in two or four patches are
     kept once: polygon NMS); confidence scores from the token log-probs; the output files."""
-    from rscovlm.data.dota_io import read_labeltxt, read_task1_dir
+    from rscovlm.dota.io import read_labeltxt, read_task1_dir
     from rscovlm.eval.dota_map import eval_dota
     from rscovlm.geometry.iou import poly_iou
 
@@ -136,7 +136,7 @@ def test_split_infer_merge_finds_every_object_once(detect_model, scene_files, tm
     assert len(scores) == len(gt) and ((scores > 0.5) & (scores <= 1.0)).all()  # memorised: confident
     assert sorted(p.name for p in (out / "Task1").iterdir()) == sorted(f"Task1_{c}.txt" for c in CATS)
     gt_dir = tmp_path / "gt"
-    from rscovlm.data.dota_io import write_labeltxt
+    from rscovlm.dota.io import write_labeltxt
 
     write_labeltxt(gt_dir / "scene.txt", gt)
     assert eval_dota(gt_dir, out / "Task1", iou_thr=0.5).mAP == pytest.approx(1.0)
@@ -161,7 +161,7 @@ def test_geotiff_round_trips_to_geojson_in_its_crs(detect_model, scene_files, tm
     report = detect_paths(scene_files["tif"], _backend(detect_model), DetectConfig(categories=",".join(CATS)), out,
                           geojson=True, overlay=False)
     assert report.objects == len(scene_files["objects"])
-    from rscovlm.data.dota_io import read_labeltxt
+    from rscovlm.dota.io import read_labeltxt
 
     quads = read_labeltxt(out / "labelTxt" / "geo.txt").objects.boxes.data
     collection = json.loads((out / "geojson" / "geo.geojson").read_text())

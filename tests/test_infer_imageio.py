@@ -13,7 +13,7 @@ from rscovlm.imageio import ImageReadError, ImageSource, ReadOptions, as_rgb, di
 
 @pytest.fixture(scope="module")
 def rgb():
-    from rscovlm.data.synthetic import generate_scene
+    from rscovlm.dota.synthetic import generate_scene
 
     return generate_scene(300, 260, seed=3, density=300)[0]
 
@@ -58,7 +58,7 @@ def test_windowed_reads_and_banded_resize_equal_a_whole_decode(tmp_path, kind):
     pytest.importorskip("pyvips")
     tifffile = pytest.importorskip("tifffile")
     pytest.importorskip("rasterio")
-    from rscovlm.data.synthetic import generate_scene
+    from rscovlm.dota.synthetic import generate_scene
 
     big = generate_scene(1500, 1300, seed=1, density=100)[0]
     path = tmp_path / f"big.{kind}"

@@ -8,8 +8,8 @@ import pytest
 
 from rscovlm.cli import main
 from rscovlm.data.converters import ConvertConfig, convert
-from rscovlm.data.dota_io import DotaFormatError, read_labeltxt, read_task1_dir
 from rscovlm.data.records import RecordError, iter_jsonl, iter_records, validate_file
+from rscovlm.dota.io import DotaFormatError, read_labeltxt, read_task1_dir
 from rscovlm.eval.dota_map import eval_dota
 
 EVAL_COMMANDS = ["dota", "dota-nc", "dota-sweep", "dota-f1"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rscovlm.data.dota_io import DotaFormatError
+from rscovlm.dota.io import DotaFormatError
 from rscovlm.eval.dota_data import ClassDets, ClassGT, Detections, GroundTruth, load_gt_dir, load_task1_dir
 from rscovlm.eval.dota_map import compute_overlaps, eval_dota, get_protocol, map_from_overlaps
 from rscovlm.eval.synthetic_dets import make_detection_set, write_detection_set
@@ -177,7 +177,7 @@ def test_malformed_label_lines_name_file_and_line(tmp_path, bad):
 
 
 def test_fast_readers_equal_the_careful_ones(tmp_path, monkeypatch):
-    from rscovlm.data import dota_io
+    from rscovlm.dota import io as dota_io
     from rscovlm.eval import dota_data
 
     ds = make_detection_set(n_images=5, n_gt=120, n_det=300, seed=7)

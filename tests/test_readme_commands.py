@@ -250,7 +250,7 @@ def run_eval_folders(argv: list[str], ws: Workspace) -> None:
 def run_eval_responses(argv: list[str], ws: Workspace) -> None:
     _write_eval_folders(ws)
     # preds.jsonl: the demo's detection answers are for its own scenes; here responses that restate labelTxt
-    from rscovlm.data.dota_io import read_labeltxt
+    from rscovlm.dota.io import read_labeltxt
     from rscovlm.protocol.detection import write_detections
 
     lines = []

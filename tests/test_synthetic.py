@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from rscovlm.cli import main
-from rscovlm.data.dota_io import read_labeltxt, read_labeltxt_dir
-from rscovlm.data.synthetic import (
+from rscovlm.dota.io import read_labeltxt, read_labeltxt_dir
+from rscovlm.dota.synthetic import (
     CATEGORIES,
     SceneConfig,
     generate_dataset,

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from rscovlm.train.preflight import ImageRef, check_images
+from rscovlm.data.records import ImageRef
+from rscovlm.train.preflight import check_images
 
 
 def _png(path, w=64, h=48, seed=0):

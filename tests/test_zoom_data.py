@@ -31,7 +31,7 @@ BUDGET = 224 * 224
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    from rscovlm.data.synthetic import generate_dataset
+    from rscovlm.dota.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("zoomdata")
     generate_dataset(root / "syn", 3, size=SIZE, seed=11, density=30)

@@ -11,22 +11,34 @@ HELP = "data curation: convert, validate, mixture statistics, previews"
 
 
 def register(sub) -> None:
+    from rscovlm.protocol.categories import CATEGORY_SETS
+
     group = add_group(sub, "data", HELP)
 
     p = group.add_parser("convert", help="convert one source to unified records (+ OUT.report.json)",
                          description="Convert one source dataset to unified records (conversations as jsonl, "
                                      "detection as COCO json, grounding as jsonl; boxes in original pixels) and "
-                                     "write a count of every change and drop to OUT.report.json. `rscovlm data "
-                                     "sources` lists the sources.")
+                                     "write a count of every change and drop to OUT.report.json. The input is "
+                                     "streamed (bounded memory) with a progress bar; a killed run is resumed by "
+                                     "running the same command again (OUT.partial + OUT.partial.ckpt). `rscovlm "
+                                     "data sources` lists the sources.")
     p.add_argument("--source", required=True, help="source name (see `rscovlm data sources`)")
-    p.add_argument("--in", dest="input", required=True, help="source file or folder")
-    p.add_argument("--images", default=None, help="image root of the source (paths stay relative to it)")
+    p.add_argument("--in", dest="input", required=True,
+                   help="source file or folder (DOTA labelTxt folder; parquet file or folder of shards)")
+    p.add_argument("--images", default=None,
+                   help="image root of the source (paths stay relative to it); for parquet input the folder the "
+                        "embedded images are written to")
     p.add_argument("--out", required=True, help="output file (.jsonl, or .json for COCO detection)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="drop malformed records and count them instead of stopping at the first one")
     p.add_argument("--no-clean", action="store_true", help="do not apply the rule-based text cleaning")
     p.add_argument("--typo-table", default=None, help="YAML typo table replacing the packaged one")
     p.add_argument("--task", default=None, help="task name for records whose source names none")
+    p.add_argument("--categories", default=None, choices=sorted(CATEGORY_SETS),
+                   help="--source dota: class vocabulary of the labels; dota-v1.0 when not given")
+    p.add_argument("--checkpoint-every", type=int, default=2000,
+                   help="input records between checkpoints of the output (resume after a kill)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_convert)
 
     p = group.add_parser("build-zoom", help="build LRS-VQA-Zoom: zoom-chain conversations from UHR detection labels",
@@ -105,15 +117,25 @@ def _convert(args: argparse.Namespace) -> int:
 
     if args.source not in CONVERTERS:
         raise CliError(f"unknown source {args.source!r}; known: {', '.join(sorted(CONVERTERS))}")
+    if args.categories is not None and args.source != "dota":
+        raise CliError(f"--categories is for --source dota (the DOTA class vocabulary), not {args.source!r}")
+    if args.checkpoint_every < 1:
+        raise CliError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
     cfg = ConvertConfig(input=args.input, output=args.out, images=args.images, skip_invalid=args.skip_invalid,
-                        clean=not args.no_clean, typo_table=args.typo_table, task=args.task)
+                        clean=not args.no_clean, typo_table=args.typo_table, task=args.task,
+                        categories=args.categories, checkpoint_every=args.checkpoint_every,
+                        progress=not args.no_progress)
     try:
         report = convert(args.source, cfg)
     except RecordError as err:
         hint = "" if args.skip_invalid else " (use --skip-invalid to drop and count malformed records)"
         raise CliError(f"{err}{hint}")
-    except (FileNotFoundError, NotADirectoryError, ValueError) as err:  # ValueError: e.g. a bad --typo-table
+    except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as err:
+        # ValueError: e.g. a bad --typo-table; ImportError: a missing optional package (names its extra)
         raise CliError(str(err))
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
     print(report.summary(), file=sys.stderr)
     print(f"report: {report_path(args.out)}", file=sys.stderr)
     return 0
@@ -146,13 +168,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _mix_stats(args: argparse.Namespace) -> int:
-    from rscovlm.data.mixture import MixtureError, format_stats, mixture_for_stats
+    from rscovlm.data.mixture import MixtureError, format_stats
     from rscovlm.data.records import RecordError
     from rscovlm.data.tokens import estimate_tokens, format_tokens
+    from rscovlm.train.sources import mix_stats_inputs  # a mixture YAML or a training config that uses one
 
     try:
-        mix, counter, settings = mixture_for_stats(args.config, prompt_set=args.prompt_set, data_root=args.data_root,
-                                                   model=args.model, max_length=args.max_length)
+        mix, counter, settings = mix_stats_inputs(args.config, prompt_set=args.prompt_set, data_root=args.data_root,
+                                                  model=args.model, max_length=args.max_length)
         print(format_stats(mix.stats()))
         if args.samples_per_unit > 0:
             estimate = estimate_tokens(mix, counter, per_unit=args.samples_per_unit)

@@ -14,8 +14,8 @@ def _help(cls, name: str) -> str:
 
 
 def register(sub) -> None:
-    from rscovlm.data.dota_merge import MergeConfig
-    from rscovlm.data.dota_split import SplitConfig
+    from rscovlm.dota.merge import MergeConfig
+    from rscovlm.dota.split import SplitConfig
 
     group = add_group(sub, "dota", HELP)
 
@@ -59,8 +59,8 @@ def register(sub) -> None:
 
 def _split(args) -> int:
     from rscovlm._optional import MissingDependencyError
-    from rscovlm.data.dota_io import DotaFormatError
-    from rscovlm.data.dota_split import SplitConfig, SplitWorkerDied, split_dataset
+    from rscovlm.dota.io import DotaFormatError
+    from rscovlm.dota.split import SplitConfig, SplitWorkerDied, split_dataset
 
     try:
         cfg = SplitConfig(size=args.size, gap=args.gap, iof_thr=args.iof_thr, img_rate_thr=args.img_rate_thr,
@@ -77,8 +77,8 @@ def _split(args) -> int:
 
 
 def _merge(args) -> int:
-    from rscovlm.data.dota_io import DotaFormatError
-    from rscovlm.data.dota_merge import MergeConfig, merge_task1_dir
+    from rscovlm.dota.io import DotaFormatError
+    from rscovlm.dota.merge import MergeConfig, merge_task1_dir
 
     try:
         cfg = MergeConfig(iou_thr=args.nms_iou, workers=args.workers, skip_invalid=args.skip_invalid)

@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 
 def _scenes(args) -> int:
-    from rscovlm.data.synthetic import SceneConfig, generate_dataset
+    from rscovlm.dota.synthetic import SceneConfig, generate_dataset
 
     if len(args.size) not in (1, 2) or min(args.size) < 1:
         raise CliError("--size takes one side or WIDTH HEIGHT, positive")
@@ -54,7 +54,7 @@ def _scenes(args) -> int:
 
 def _big(args) -> int:
     from rscovlm._optional import MissingDependencyError
-    from rscovlm.data.synthetic import SceneConfig, write_scene
+    from rscovlm.dota.synthetic import SceneConfig, write_scene
 
     if not args.out.lower().endswith((".tif", ".tiff", ".png")):
         raise CliError("--out must end with .tif, .tiff or .png")

@@ -74,7 +74,7 @@ import yaml
 from rscovlm.data.builder import UNIT_OPTIONS, BuildConfig, BuildError, SampleBuilder, check_options
 from rscovlm.protocol.prompt_sets import get_prompt_set
 from rscovlm.data.records import (
-    RECORD_KINDS, RecordError, content_parts, grounding_image_path, iter_jsonl, read_coco,
+    RECORD_KINDS, ImageRef, RecordError, content_parts, grounding_image_path, iter_jsonl, read_coco,
 )
 
 
@@ -723,8 +723,6 @@ class Mixture:
     def image_references(self):
         """Every image reference of every record of the units with a positive weight, with the size the record
         states; key ``(unit, record)``."""
-        from rscovlm.train.preflight import ImageRef
-
         for u, (unit, store) in enumerate(zip(self.units, self.stores)):
             if not unit.active:
                 continue
@@ -993,17 +991,7 @@ class MixtureDataset:
             raise BuildError(f"{store.where(i)}: unit {unit.name}: {type(err).__name__}: {err}") from err
 
 
-# ---- the trainer's data source -----------------------------------------------------------------------------
-
-def _register_training_source() -> None:
-    from rscovlm.train.sources import register_source
-
-    @register_source("mixture", family_aware=True)
-    def build_mixture_source(cfg, seed: int, family=None) -> MixtureDataset:
-        """``data.source: mixture`` in a training config (:func:`training_mixture_config`). The trainer gives
-        each item's epoch in its key (``(epoch, position)``)."""
-        return MixtureDataset(Mixture(training_mixture_config(cfg, family)))
-
+# ---- the trainer's data source (registered as ``data.source: mixture`` by rscovlm.train.sources) -----------------
 
 def training_mixture_config(cfg, family=None, prompt_set: str | None = None) -> MixtureConfig:
     """The mixture of a training config's data section ``cfg`` (:class:`rscovlm.train.config.DataConfig`):
@@ -1044,62 +1032,54 @@ def is_training_config(raw: Any) -> bool:
     return isinstance(raw, dict) and "units" not in raw and "data" in raw and set(raw) <= {"model", "data", "train"}
 
 
-def mixture_for_stats(path: str | os.PathLike, prompt_set: str | None = None, data_root=None, model=None,
-                      max_length: int | None = None):
-    """What ``rscovlm data mix-stats`` reads: ``(mixture, token counter, settings)`` of a mixture YAML or of a
-    training config that uses one (its data root, pixel bounds, max_length and model). The counter is exact when a
-    processor loads offline (``model``, else the training config's model), else
-    :class:`rscovlm.data.tokens.ApproxTokenCounter`; ``settings`` = ``{"max_length", "global_batch", "note"}``."""
-    from rscovlm.data.tokens import ApproxTokenCounter
-
+def read_yaml_document(path: str | os.PathLike) -> Any:
+    """The YAML document of ``path`` (a mixture or a training config); errors as :class:`MixtureError`."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MixtureError(f"{path}: no such file") from None
     except yaml.YAMLError as err:
         raise MixtureError(f"{path}: not valid YAML ({err})") from None
-    settings: dict[str, Any] = {"global_batch": None, "note": ""}
-    family = None
-    if is_training_config(raw):
-        from rscovlm.train.config import ConfigError, load_config
-
-        try:
-            cfg = load_config(path)
-        except ConfigError as err:
-            raise MixtureError(str(err)) from None
-        if cfg.data.source != "mixture":
-            raise MixtureError(f"{path}: data.source is {cfg.data.source!r}; mix-stats reads mixtures")
-        if data_root is not None:
-            cfg.data.data_root = str(data_root)
-        model = model or cfg.model.model_name_or_path
-        min_pixels, max_pixels = cfg.data.min_pixels, cfg.data.max_pixels
-        max_length = max_length or cfg.data.max_length
-        settings["global_batch"] = cfg.train.global_batch_size if cfg.train.packing else None
-        processor, family, why = _offline_processor(model, min_pixels, max_pixels)
-        mixture = Mixture(training_mixture_config(cfg.data, family, prompt_set))
-    else:
-        mixture = Mixture.from_yaml(path, prompt_set, data_root)
-        build = BuildConfig.from_dict(mixture.config.builder)
-        min_pixels, max_pixels = build.min_pixels, build.max_pixels
-        max_length = max_length or 6144
-        processor, family, why = _offline_processor(model, min_pixels, max_pixels) if model else (None, None, "")
-    settings["max_length"] = max_length
-    if processor is not None:
-        from rscovlm.data.tokens import exact_counter
-        from rscovlm.model.collator import ConversationEncoder
-        from rscovlm.resolution import ResolutionPolicy
-
-        policy = ResolutionPolicy(min_pixels, max_pixels, family.factor)
-        counter = exact_counter(ConversationEncoder(processor, policy=policy, max_length=max_length))
-        settings["note"] = f"tokenizer of {model}"
-    else:
-        counter = ApproxTokenCounter(min_pixels, max_pixels, max_length)
-        settings["note"] = why
-    return mixture, counter, settings
 
 
-def _offline_processor(model: str | None, min_pixels: int, max_pixels: int):
+def mixture_for_stats(path: str | os.PathLike, prompt_set: str | None = None, data_root=None, model=None,
+                      max_length: int | None = None):
+    """``(mixture, token counter, settings)`` of a mixture YAML (what ``rscovlm data mix-stats`` reads; a training
+    config is read by :func:`rscovlm.train.sources.mix_stats_inputs`, which gives its own settings to
+    :func:`stats_counter`). ``settings`` = ``{"max_length", "global_batch", "note"}``."""
+    path = Path(path)
+    if is_training_config(read_yaml_document(path)):
+        raise MixtureError(f"{path}: a training config, not a mixture (rscovlm.train.sources.mix_stats_inputs reads "
+                           "both)")
+    mixture = Mixture.from_yaml(path, prompt_set, data_root)
+    build = BuildConfig.from_dict(mixture.config.builder)
+    max_length = max_length or 6144
+    processor, family, why = offline_processor(model, build.min_pixels, build.max_pixels) if model else (
+        None, None, "")
+    counter, note = stats_counter(processor, family, why, model, build.min_pixels, build.max_pixels, max_length)
+    return mixture, counter, {"global_batch": None, "max_length": max_length, "note": note}
+
+
+def stats_counter(processor, family, why: str, model: str | None, min_pixels: int, max_pixels: int,
+                  max_length: int):
+    """``(token counter, note)`` for the statistics: exact when ``processor`` (loaded offline,
+    :func:`offline_processor`) is there, else :class:`rscovlm.data.tokens.ApproxTokenCounter` (``why`` says why
+    not)."""
+    from rscovlm.data.tokens import ApproxTokenCounter
+
+    if processor is None:
+        return ApproxTokenCounter(min_pixels, max_pixels, max_length), why
+    from rscovlm.data.tokens import exact_counter
+    from rscovlm.model.collator import ConversationEncoder
+    from rscovlm.resolution import ResolutionPolicy
+
+    policy = ResolutionPolicy(min_pixels, max_pixels, family.factor)
+    return exact_counter(ConversationEncoder(processor, policy=policy, max_length=max_length)), \
+        f"tokenizer of {model}"
+
+
+def offline_processor(model: str | None, min_pixels: int, max_pixels: int):
     """``(processor, family, why not)`` of ``model`` from local files only (a folder, or the hub cache)."""
     if not model:
         return None, None, "no model given"
@@ -1133,5 +1113,3 @@ def _check_family(family, forced, where: str) -> None:
                            f"{family.box_frame}, side factor {family.factor}); targets built for another family "
                            "would teach wrong coordinates. Remove the option: the trainer sets it from the checkpoint")
 
-
-_register_training_source()

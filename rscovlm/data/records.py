@@ -47,11 +47,11 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Hashable, Iterator, Literal
 
-from rscovlm.data.textio import BadText, DecodedText, iter_lines
+from rscovlm.data.textio import BadText, DecodedText, iter_lines, iter_lines_from
 
 RecordKind = Literal["conversation", "detection", "grounding"]
 RECORD_KINDS: tuple[str, ...] = ("conversation", "detection", "grounding")
@@ -76,6 +76,18 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image reference of one record, as a dataset offers it to the pre-flight image check
+    (:mod:`rscovlm.train.preflight`: ``image_references()``)."""
+
+    path: str = field(metadata={"help": "the image file, as it will be opened"})
+    where: str = field(metadata={"help": "the record, for messages: 'file:line' (or 'sample i')"})
+    key: Hashable = field(metadata={"help": "the record's key for drop_records"})
+    size: tuple[int, int] | None = field(default=None, metadata={
+        "help": "(width, height) the record states, checked against the file's header (None: not stated)"})
 
 
 class RecordError(ValueError):
@@ -118,6 +130,7 @@ def _decode_problem(path: str, bad: BadText) -> RecordError:
 
 
 _WS = re.compile(r"\s*")
+_BAD_CHAR = re.compile("[\udc80-\udcff]")  # an undecodable byte, as surrogateescape decodes it
 
 
 def _line_of(text: str, pos: int, cache: list[int]) -> int:
@@ -182,20 +195,183 @@ class _ArrayReader:
 def iter_json_array(path: str | os.PathLike, text: str | None = None, start: int = 0,
                     errors: Literal["raise", "yield"] = "raise") -> Iterator[tuple[int, Any]]:
     """``(line_no, element)`` of a top-level JSON array, decoding element by element so that every element
-    knows the line it starts on (``json.load`` forgets positions). Read from ``path`` (``text`` not given), an
-    element with bytes that are not UTF-8 raises, or with ``errors="yield"`` comes as a :class:`RecordError`."""
+    knows the line it starts on (``json.load`` forgets positions). Read from ``path`` (``text`` not given), the
+    file is streamed in bounded memory (:func:`iter_json_array_from`); an element with bytes that are not UTF-8
+    raises, or with ``errors="yield"`` comes as a :class:`RecordError`."""
     path = str(path)
-    doc = None
     if text is None:
-        doc = DecodedText(path)
-        text = doc.text
+        for line, obj, _ in iter_json_array_from(path, errors=errors):
+            yield line, obj
+        return
     cache = [0, 1]
     pos = _WS.match(text, start).end()
     if text[pos:pos + 1] != "[":
-        bad = doc.bad_in(pos, pos + 1) if doc is not None else None
-        raise _decode_problem(path, bad) if bad else RecordError(
-            Problem(path, _line_of(text, pos, cache), "", "expected a JSON array '['"))
-    yield from _ArrayReader(path, text, pos, cache, doc, errors)
+        raise RecordError(Problem(path, _line_of(text, pos, cache), "", "expected a JSON array '['"))
+    yield from _ArrayReader(path, text, pos, cache, None, errors)
+
+
+@dataclass(frozen=True)
+class ArrayCursor:
+    """Where a streamed JSON array stands: ``offset`` = the byte just after the last element read (or after
+    ``[``, ``first`` true), ``line`` = the line of that byte. A reader started at a cursor goes on from there."""
+
+    offset: int
+    line: int
+    first: bool = False
+
+    def to_json(self) -> list:
+        return [self.offset, self.line, self.first]
+
+    @classmethod
+    def from_json(cls, value) -> "ArrayCursor":
+        return cls(int(value[0]), int(value[1]), bool(value[2]))
+
+
+_CHUNK = 1 << 20
+_UTF8_LEAD = re.compile(rb"[\xc0-\xff][\x80-\xbf]{0,2}\Z")
+
+
+class _ArrayStream:
+    """The elements of a top-level JSON array, read in chunks: memory holds one element plus a chunk, whatever
+    the file's size. Byte offsets and lines are tracked for every element (errors name them; cursors resume)."""
+
+    def __init__(self, path: str, errors: Literal["raise", "yield"], start: ArrayCursor | None):
+        self.path, self.errors = path, errors
+        self.fh = open(path, "rb")
+        self.pending = b""  # bytes read but not yet decoded (an incomplete UTF-8 sequence at the chunk's end)
+        self.text = ""
+        self.pos = 0  # char index into text; byte / line of that position:
+        self.byte, self.line = 0, 1
+        self.eof = False
+        self.read_size = _CHUNK
+        if start is None:
+            self._open_array()
+            self.first = True
+        else:
+            self.fh.seek(start.offset)
+            self.byte, self.line, self.first = start.offset, start.line, start.first
+
+    # ---- buffer ----------------------------------------------------------------------------------------------
+    def _fill(self) -> bool:
+        """Read one more chunk into ``text``; False at the end of the file."""
+        if self.eof:
+            return False
+        data = self.fh.read(self.read_size)
+        if len(self.text) - self.pos > self.read_size:
+            self.read_size *= 2  # a long element: read more per call so its re-decoding stays linear overall
+        if not data:
+            self.eof = True
+            if self.pending:
+                self.text = self.text[self.pos:] + self.pending.decode("utf-8", "surrogateescape")
+                self.pos, self.pending = 0, b""
+                return True
+            return False
+        data = self.pending + data
+        m = _UTF8_LEAD.search(data[-3:])  # keep a multi-byte sequence cut by the chunk for the next read
+        cut = len(data) - (len(m.group()) if m else 0)
+        self.pending = data[cut:]
+        self.text = self.text[self.pos:] + data[:cut].decode("utf-8", "surrogateescape")
+        self.pos = 0
+        return True
+
+    def _advance(self, end: int) -> None:
+        """Move ``pos`` to ``end``, keeping byte offset and line in step."""
+        chunk = self.text[self.pos:end]
+        self.byte += len(chunk) if chunk.isascii() else len(chunk.encode("utf-8", "surrogateescape"))
+        self.line += chunk.count("\n")
+        self.pos = end
+
+    def _skip_ws(self) -> str:
+        """The next non-blank character (``""`` at the end of the file), ``pos`` moved onto it."""
+        while True:
+            end = _WS.match(self.text, self.pos).end()
+            self._advance(end)
+            if end < len(self.text):
+                return self.text[end]
+            if not self._fill():
+                return ""
+
+    # ---- problems ------------------------------------------------------------------------------------------------
+    def _bad_byte(self, start: int, end: int) -> RecordError | None:
+        m = _BAD_CHAR.search(self.text, start, end)
+        if m is None:
+            return None
+        head = self.text[start:m.start()]
+        offset = self.byte + len(head.encode("utf-8", "surrogateescape"))
+        line_no = self.line + head.count("\n")
+        a = self.text.rfind("\n", 0, m.start()) + 1
+        b = self.text.find("\n", m.start())
+        shown = self.text[a:b if b >= 0 else len(self.text)].rstrip("\r")
+        bad = BadText(line_no, offset, ord(m.group()) - 0xDC00,
+                      shown.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        return _decode_problem(self.path, bad)
+
+    def _syntax(self, at: int, message: str) -> RecordError:
+        bad = self._bad_byte(self.pos, min(at + 1, len(self.text)))
+        if bad is not None:
+            return bad
+        line = self.line + self.text.count("\n", self.pos, at)
+        return RecordError(Problem(self.path, line, "", message))
+
+    def _open_array(self) -> None:
+        self._fill()
+        if self.text.startswith("\ufeff"):
+            raise RecordError(Problem(self.path, 1, "", "starts with a byte-order mark; expected a JSON array '['"))
+        c = self._skip_ws()
+        if c != "[":
+            raise self._syntax(self.pos, "expected a JSON array '['")
+        self._advance(self.pos + 1)
+
+    # ---- elements --------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[int, Any, ArrayCursor]]:
+        dec = json.JSONDecoder()
+        try:
+            while True:
+                c = self._skip_ws()
+                if not self.first:
+                    if c == "]":
+                        return
+                    if c != ",":
+                        raise self._syntax(self.pos, "expected ',' or ']' between array elements" if c else
+                                           "the file ends inside the JSON array (no closing ']')")
+                    self._advance(self.pos + 1)
+                    c = self._skip_ws()
+                elif c == "]":
+                    return
+                if not c:
+                    raise self._syntax(self.pos, "the file ends inside the JSON array (no closing ']')")
+                self.first = False
+                while True:
+                    try:
+                        obj, end = dec.raw_decode(self.text, self.pos)
+                    except json.JSONDecodeError as err:
+                        truncated = err.pos >= len(self.text) - 8 or err.msg.startswith("Unterminated string")
+                        if not self.eof and truncated and self._fill():
+                            continue
+                        col = err.pos - self.text.rfind("\n", 0, err.pos)
+                        raise self._syntax(err.pos, f"not valid JSON ({err.msg} at column {col})") from None
+                    if len(self.text) - end < 64 and not self.eof and self._fill():
+                        continue  # a number cut by the chunk's end ("-2." of "-2.5") decodes as a shorter one
+                    break
+                self.read_size = _CHUNK
+                line = self.line
+                bad = self._bad_byte(self.pos, end)
+                if bad is not None:
+                    if self.errors == "raise":
+                        raise bad
+                    obj = bad
+                self._advance(end)
+                yield line, obj, ArrayCursor(self.byte, self.line)
+        finally:
+            self.fh.close()
+
+
+def iter_json_array_from(path: str | os.PathLike, errors: Literal["raise", "yield"] = "raise",
+                         start: ArrayCursor | None = None) -> Iterator[tuple[int, Any, ArrayCursor]]:
+    """``(line_no, element, cursor)`` of a top-level JSON array file, streamed in bounded memory; ``cursor`` is
+    the position after the element (pass it as ``start`` to go on from there, e.g. after an interruption).
+    Errors as in :func:`iter_json_array`; a syntax error always raises (nothing after it can be located)."""
+    return iter(_ArrayStream(str(path), errors, start))
 
 
 def _starts_with_bracket(path: str) -> bool:
@@ -213,12 +389,34 @@ def _starts_with_bracket(path: str) -> bool:
 def iter_records(path: str | os.PathLike, errors: Literal["raise", "yield"] = "raise") -> Iterator[tuple[int, Any]]:
     """Records of a JSON array file or a JSON Lines file (decided by the first non-blank character). ``errors``
     as in :func:`iter_jsonl` (lines or elements that are not JSON or not UTF-8); in a JSON array nothing after a
-    syntax error can be trusted, so that always raises."""
+    syntax error can be trusted, so that always raises. Both are streamed (bounded memory)."""
+    for line, obj, _ in iter_records_from(path, errors):
+        yield line, obj
+
+
+def iter_records_from(path: str | os.PathLike, errors: Literal["raise", "yield"] = "raise",
+                      start: list | None = None) -> Iterator[tuple[int, Any, list]]:
+    """:func:`iter_records` with a resume position: ``(line_no, record, cursor)``, ``cursor`` a JSON-able list
+    that, passed as ``start``, goes on after that record (JSON array: :class:`ArrayCursor`; JSON Lines: the
+    byte offset and line number of the next line)."""
     path = str(path)
     if _starts_with_bracket(path):
-        yield from iter_json_array(path, errors=errors)
+        for line, obj, cur in iter_json_array_from(path, errors, None if start is None else
+                                                   ArrayCursor.from_json(start)):
+            yield line, obj, cur.to_json()
         return
-    yield from _json_lines(path, iter_lines(path), errors)
+    offset, first_line = (0, 1) if start is None else (int(start[0]), int(start[1]))
+    ends: dict[int, int] = {}
+
+    def lines() -> Iterator[tuple[int, str | BadText]]:
+        for n, text, nxt in iter_lines_from(path, offset, first_line):
+            ends[n] = nxt
+            yield n, text
+
+    for line_no, obj in _json_lines(path, lines(), errors):
+        nxt = ends[line_no]
+        ends.clear()  # blank lines skipped by _json_lines leave their entries behind
+        yield line_no, obj, [nxt, line_no + 1]
 
 
 def read_coco(path: str | os.PathLike) -> tuple[dict, dict[str, list[int]]]:

@@ -8,7 +8,8 @@ skip invalid lines, skip that line, count it, and go on with the next one.
 * :func:`read_lines` - a whole file as ``str.splitlines()`` lines; a line with undecodable bytes comes back as
   a :class:`BadText` in its place (line numbers stay right).
 * :func:`iter_lines` - the same, streamed (for files too large to hold), with the line ends of ``open(path,
-  encoding="utf-8")`` (universal newlines: ``\\n``, ``\\r\\n`` and ``\\r`` end a line).
+  encoding="utf-8")`` (universal newlines: ``\\n``, ``\\r\\n`` and ``\\r`` end a line);
+  :func:`iter_lines_from` also gives the byte offset after each line and starts at such an offset (resuming).
 * :class:`DecodedText` - a whole file as one string (for JSON documents), with :meth:`DecodedText.bad_in` to
   find undecodable bytes inside a span.
 
@@ -18,6 +19,7 @@ reach a caller as text.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -85,26 +87,36 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str | BadText]]:
     """``(line_no, line)`` of a UTF-8 file, streamed, lines as ``open(path, encoding="utf-8")`` yields them
     (universal newlines: each line ends with ``\\n`` except perhaps the last; no byte-order-mark handling); a
     line with undecodable bytes comes as a :class:`BadText` and the lines after it are still read."""
-    offset = 0
-    # newline="": lines split as universal newlines do, but their ends left as written (byte offsets stay exact)
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        for line_no, line in enumerate(fh, 1):
+    for line_no, line, _ in iter_lines_from(path):
+        yield line_no, line
+
+
+def iter_lines_from(path: str | os.PathLike, offset: int = 0,
+                    line_no: int = 1) -> Iterator[tuple[int, str | BadText, int]]:
+    """:func:`iter_lines` starting at byte ``offset`` (the start of line ``line_no``), each line with the byte
+    offset of the line after it: ``(line_no, line, next_offset)`` - a position to resume reading from."""
+    with open(path, "rb") as raw:
+        raw.seek(offset)
+        # newline="": lines split as universal newlines do, but their ends left as written (byte offsets exact)
+        fh = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        for line_no, line in enumerate(fh, line_no):
             if line.isascii():
                 size = len(line)
             else:
                 try:
                     size = len(line.encode("utf-8"))  # fails exactly on the escaped (undecodable) bytes
                 except UnicodeEncodeError as err:
-                    yield line_no, BadText(line_no, offset + len(line[:err.start].encode("utf-8", "surrogateescape")),
-                                           ord(line[err.start]) - 0xDC00, _shown(line.rstrip("\r\n")))
+                    bad = BadText(line_no, offset + len(line[:err.start].encode("utf-8", "surrogateescape")),
+                                  ord(line[err.start]) - 0xDC00, _shown(line.rstrip("\r\n")))
                     offset += len(line.encode("utf-8", "surrogateescape"))
+                    yield line_no, bad, offset
                     continue
             offset += size
             if line.endswith("\r\n"):
                 line = line[:-2] + "\n"
             elif line.endswith("\r"):
                 line = line[:-1] + "\n"
-            yield line_no, line
+            yield line_no, line, offset
 
 
 class DecodedText:

@@ -1,8 +1,8 @@
 """DOTA ground truth and detections as flat per-class arrays, the input of every detection metric.
 
-Reading goes through :mod:`rscovlm.data.dota_io` (its file:line errors and ``skip_invalid`` counting); Task1
-files take a vectorized fast path first and fall back to ``dota_io`` for the exact message when anything in a file
-is unusual.
+Reading goes through :mod:`rscovlm.dota.io` (its file:line errors and ``skip_invalid`` counting); Task1
+files take a vectorized fast path first and fall back to the careful reader for the exact message when anything in
+a file is unusual.
 
 Frames and order
 ----------------
@@ -20,9 +20,9 @@ from typing import Literal
 
 import numpy as np
 
-from rscovlm.data import dota_io
-from rscovlm.data.dota_io import DotaFormatError, SkippedLine
 from rscovlm.data.textio import BadText, read_lines
+from rscovlm.dota import io as dota_io
+from rscovlm.dota.io import DotaFormatError, SkippedLine
 from rscovlm.protocol.categories import CATEGORY_SETS, CategorySet
 
 UnknownImages = Literal["error", "ignore"]
@@ -127,8 +127,8 @@ def _txt_files(directory: Path, prefix: str) -> list[Path]:
 
 
 def _load_gt_fast(paths: list[Path]) -> GroundTruth | None:
-    """All labelTxt files at once (:func:`rscovlm.data.dota_io.parse_labeltxt_bytes`), or ``None`` when anything
-    needs the careful per-line reader of :mod:`rscovlm.data.dota_io` (which then names the file and line)."""
+    """All labelTxt files at once (:func:`rscovlm.dota.io.parse_labeltxt_bytes`), or ``None`` when anything
+    needs the careful per-line reader of :mod:`rscovlm.dota.io` (which then names the file and line)."""
     raws = []
     for p in paths:
         with open(p, "rb") as fh:
@@ -224,7 +224,7 @@ def _load_gt_files(gt_dir: str | os.PathLike, skip_invalid: bool) -> GroundTruth
 
 def _read_task1_fast(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
     """``(unique image ids, index into them per line, scores, quads)`` of a well-formed Task1 file, or ``None``
-    when any line needs the careful reader (:func:`rscovlm.data.dota_io.parse_task1_bytes`)."""
+    when any line needs the careful reader (:func:`rscovlm.dota.io.parse_task1_bytes`)."""
     with open(path, "rb") as fh:
         got = dota_io.parse_task1_bytes(fh.read())
     return None if got is None else got[:4]

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rscovlm.data.dota_io import SkippedLine
 from rscovlm.data.records import RecordError, iter_jsonl
+from rscovlm.dota.io import SkippedLine
 from rscovlm.eval.ap_nc import DEFAULT_IOU_SPEC, ap_nc_table, det_positions, resolve_seeds
 from rscovlm.eval.dota_data import ClassDets, ClassGT, Detections, GroundTruth, load_gt_dir
 from rscovlm.eval.dota_map import TIE_ORDERS, compute_overlaps, get_protocol

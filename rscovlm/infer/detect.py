@@ -4,7 +4,7 @@ Per image (any size; read by :class:`rscovlm.imageio.ImageSource`, so a huge fil
 GeoTIFF's bands, bit depth and nodata become 8-bit RGB by its documented rules):
 
 1. **Split** into ``patch_size`` windows overlapping by ``gap`` (the paper's 512 / 100 by default; the windows of
-   :func:`rscovlm.data.dota_split.sliding_windows`: the DOTA devkit's and mmrotate's), read one row of windows at
+   :func:`rscovlm.dota.split.sliding_windows`: the DOTA devkit's and mmrotate's), read one row of windows at
    a time (a band of ``patch_size`` rows); window parts outside the image are ``padding_value``.
 2. **Resize** each patch to its model size: the resolution policy (a 512 patch -> 504 x 504 within the paper's
    224^2..1008^2), or with ``max_mode`` ("Max Mode") upsampled to the largest size within ``max_pixels``
@@ -16,7 +16,7 @@ GeoTIFF's bands, bit depth and nodata become 8-bit RGB by its documented rules):
    score each object with its confidence (:mod:`rscovlm.infer.confidence`; objects without one - no log-probs -
    get score 1.0, the reference's constant, and are counted as ``unscored``), map its quad from the model
    frame to patch pixels and shift it by the window's offset.
-5. **Merge** the patches with per-class polygon NMS (:func:`rscovlm.data.dota_merge.nms_per_class`, IoU
+5. **Merge** the patches with per-class polygon NMS (:func:`rscovlm.dota.merge.nms_per_class`, IoU
    ``nms_iou`` = 0.1 as mmrotate's merge), highest confidence first.
 
 Outputs under ``out``: ``labelTxt/{stem}.txt`` (DOTA quads, difficult 0), ``Task1/Task1_{class}.txt`` (every
@@ -139,7 +139,7 @@ class Detector:
 
     def windows(self, width: int, height: int) -> np.ndarray:
         """``(M, 4)`` windows x1, y1, x2, y2 in reading order (rows of windows top to bottom, then x)."""
-        from rscovlm.data.dota_split import sliding_windows
+        from rscovlm.dota.split import sliding_windows
 
         c = self.config
         w = sliding_windows(width, height, c.patch_size, c.gap, c.img_rate_thr)
@@ -179,7 +179,7 @@ class Detector:
 
     def detect(self, path: str | os.PathLike, progress=None, read_options=None) -> ImageDetections:
         """Detect objects in one image file (module docstring, steps 1-5)."""
-        from rscovlm.data.dota_merge import nms_per_class
+        from rscovlm.dota.merge import nms_per_class
         from rscovlm.geometry import Boxes, ObjectSet
         from rscovlm.imageio import ImageSource
 
@@ -260,7 +260,7 @@ def geojson_dict(result: ImageDetections, source=None) -> dict:
 def write_outputs(result: ImageDetections, out: Path, geojson: bool, overlay: bool, overlay_side: int = 2048,
                   read_options=None) -> list[Path]:
     """labelTxt (and GeoJSON, overlay PNG) of one image; Task1 files are written for all images at the end."""
-    from rscovlm.data.dota_io import write_labeltxt
+    from rscovlm.dota.io import write_labeltxt
     from rscovlm.imageio import ImageSource
 
     written = []
@@ -299,7 +299,7 @@ def write_outputs(result: ImageDetections, out: Path, geojson: bool, overlay: bo
 def detect_paths(targets, backend, config: DetectConfig | None = None, out: str | os.PathLike = "detect_out", *,
                  geojson: bool = False, overlay: bool = True, progress=None, read_options=None) -> DetectReport:
     """Detect in every image of ``targets`` (files or folders) and write the outputs (module docstring)."""
-    from rscovlm.data.dota_io import write_task1_dir
+    from rscovlm.dota.io import write_task1_dir
 
     detector = Detector(backend, config)
     out = Path(out)
@@ -333,7 +333,7 @@ def detect_paths(targets, backend, config: DetectConfig | None = None, out: str 
 
 def patch_count(width: int, height: int, config: DetectConfig | None = None) -> int:
     """How many windows an image of ``width`` x ``height`` gives (for progress bars)."""
-    from rscovlm.data.dota_split import sliding_windows
+    from rscovlm.dota.split import sliding_windows
 
     c = config or DetectConfig()
     return len(sliding_windows(width, height, c.patch_size, c.gap, c.img_rate_thr))

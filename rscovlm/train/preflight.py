@@ -12,7 +12,8 @@
 
 A dataset takes part by offering two methods (the ``jsonl`` source and the curation ``mixture`` do):
 
-* ``image_references() -> Iterable[ImageRef]`` - every image reference of every record;
+* ``image_references() -> Iterable[ImageRef]`` - every image reference of every record
+  (:class:`rscovlm.data.records.ImageRef`: datasets are built below ``train/``);
 * ``drop_records(keys) -> int`` - remove the records with these ``ImageRef.key`` values, return how many.
 
 Model paths that look local are checked by :func:`rscovlm.model.loading.local_model_problem`; numeric settings by
@@ -26,7 +27,9 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
+
+from rscovlm.data.records import ImageRef
 
 CheckMode = Literal["header", "decode", "none"]
 LISTED = 20  # unusable images named in full in an error message; the rest are counted
@@ -35,17 +38,6 @@ CHUNK = 64  # files per thread-pool task
 
 class PreflightError(ValueError):
     """Training data that cannot be used as configured (the message lists what and where)."""
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """One image reference of one record."""
-
-    path: str = field(metadata={"help": "the image file, as it will be opened"})
-    where: str = field(metadata={"help": "the record, for messages: 'file:line' (or 'sample i')"})
-    key: Hashable = field(metadata={"help": "the record's key for drop_records"})
-    size: tuple[int, int] | None = field(default=None, metadata={
-        "help": "(width, height) the record states, checked against the file's header (None: not stated)"})
 
 
 @dataclass

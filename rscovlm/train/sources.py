@@ -17,8 +17,8 @@ what their files say (e.g. ``jsonl`` conversations must already be in the frame 
 Built in:
 
 * ``jsonl`` - every non-empty line of every file in ``data.paths`` is one conversation;
-* ``mixture`` - registered by :mod:`rscovlm.data.mixture` (imported on first use): the weighted online mixture
-  of subset units; ``data.paths`` holds one mixture YAML; each item is built on the fly by
+* ``mixture`` - the weighted online mixture of :mod:`rscovlm.data.mixture` (registered here: ``data`` knows
+  nothing of the trainer; imported when the source is built) of subset units; ``data.paths`` holds one mixture YAML; each item is built on the fly by
   :class:`rscovlm.data.builder.SampleBuilder` (prompt templates, plain/JSON targets, random resize with boxes in
   the box frame of the family being trained). The trainer visits it in the mixture's own seeded order of each
   epoch (``data.shuffle`` does not apply; ``data.data_root`` replaces the YAML's ``data_root``). Its prompt set is the YAML's (``builder.prompt_set``, per unit
@@ -58,14 +58,12 @@ def sources() -> list[str]:
 
 def source_uses_family(name: str) -> bool:
     """Whether the source ``name`` writes box targets in the frame of the model family it is given."""
-    _import_plugins()
     return name in _FAMILY_AWARE
 
 
 def build_source(cfg, seed: int = 0, family=None):
     """The dataset of ``cfg.source`` (a :class:`~rscovlm.train.config.DataConfig`); ``family`` (a
     :class:`~rscovlm.model.families.ModelFamily` or None) goes to family-aware sources only."""
-    _import_plugins()
     try:
         builder = _SOURCES[cfg.source]
     except KeyError:
@@ -73,19 +71,6 @@ def build_source(cfg, seed: int = 0, family=None):
     if cfg.source in _FAMILY_AWARE:
         return builder(cfg, seed, family=family)
     return builder(cfg, seed)
-
-
-def _import_plugins() -> None:
-    """Sources defined elsewhere in the package register on import: the curation mixture
-    (``rscovlm.data.mixture`` registers ``mixture``). A missing optional module is fine, a broken one is not."""
-    import importlib
-
-    for module in ("rscovlm.data.mixture",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
 
 
 def prompt_sets_of_items(items) -> list[dict]:
@@ -157,7 +142,7 @@ class JsonlConversations:
 
     def image_references(self):
         """Every image path of every item (pre-flight protocol); the key is the item's ``file:line``."""
-        from rscovlm.train.preflight import ImageRef
+        from rscovlm.data.records import ImageRef
 
         for item, where in zip(self.items, self.lines):
             for message in item["messages"] if isinstance(item, dict) else item:
@@ -185,3 +170,51 @@ def _jsonl(cfg, seed: int):
         raise ValueError(f"data.source 'jsonl' takes no options, got {sorted(cfg.options)}")
     return JsonlConversations(cfg.paths, cfg.image_root)
 
+
+@register_source("mixture", family_aware=True)
+def _mixture(cfg, seed: int, family=None):
+    """``data.source: mixture``: the mixture YAML of ``data.paths`` as
+    :func:`rscovlm.data.mixture.training_mixture_config` reads a training config's data section. The trainer
+    gives each item's epoch in its key (``(epoch, position)``); ``seed`` is the YAML's own."""
+    from rscovlm.data.mixture import Mixture, MixtureDataset, training_mixture_config
+
+    return MixtureDataset(Mixture(training_mixture_config(cfg, family)))
+
+
+def mix_stats_inputs(path, prompt_set: str | None = None, data_root=None, model=None,
+                     max_length: int | None = None):
+    """What ``rscovlm data mix-stats`` reads: ``(mixture, token counter, settings)`` of a mixture YAML
+    (:func:`rscovlm.data.mixture.mixture_for_stats`) or of a training config whose ``data.source`` is ``mixture``
+    (its data root, pixel bounds, max_length and model; ``global_batch`` when it packs). The counter is exact when
+    a processor loads offline (``model``, else the training config's model); ``settings`` = ``{"max_length",
+    "global_batch", "note"}``."""
+    from rscovlm.data.mixture import (
+        Mixture,
+        MixtureError,
+        is_training_config,
+        mixture_for_stats,
+        offline_processor,
+        read_yaml_document,
+        stats_counter,
+        training_mixture_config,
+    )
+    from rscovlm.train.config import ConfigError, load_config
+
+    if not is_training_config(read_yaml_document(path)):
+        return mixture_for_stats(path, prompt_set, data_root, model, max_length)
+    try:
+        cfg = load_config(path)
+    except ConfigError as err:
+        raise MixtureError(str(err)) from None
+    if cfg.data.source != "mixture":
+        raise MixtureError(f"{path}: data.source is {cfg.data.source!r}; mix-stats reads mixtures")
+    if data_root is not None:
+        cfg.data.data_root = str(data_root)
+    model = model or cfg.model.model_name_or_path
+    min_pixels, max_pixels = cfg.data.min_pixels, cfg.data.max_pixels
+    max_length = max_length or cfg.data.max_length
+    processor, family, why = offline_processor(model, min_pixels, max_pixels)
+    mixture = Mixture(training_mixture_config(cfg.data, family, prompt_set))
+    counter, note = stats_counter(processor, family, why, model, min_pixels, max_pixels, max_length)
+    return mixture, counter, {"global_batch": cfg.train.global_batch_size if cfg.train.packing else None,
+                              "max_length": max_length, "note": note}

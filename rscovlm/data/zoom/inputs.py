@@ -2,7 +2,7 @@
 
 Formats (``InputConfig.format``):
 
-``dota`` - DOTA v1.0 / v1.5 / v2.0 ``labelTxt`` folders (:mod:`rscovlm.data.dota_io`): one ``{stem}.txt`` per image,
+``dota`` - DOTA v1.0 / v1.5 / v2.0 ``labelTxt`` folders (:mod:`rscovlm.dota.io`): one ``{stem}.txt`` per image,
   optional ``imagesource:`` / ``gsd:`` header lines, then ``x1 y1 x2 y2 x3 y3 x4 y4 class difficult`` (quad in
   original pixels). ``version`` picks the vocabulary checked (v1.0: 15 classes; v1.5 adds container-crane; v2.0
   adds airport and helipad).
@@ -128,7 +128,7 @@ def _find_image(folder: Path, stem: str) -> Path | None:
 
 
 def _labeltxt_images(cfg: InputConfig, skip_invalid: bool, report: InputReport) -> Iterator[UHRImage]:
-    from rscovlm.data.dota_io import DotaFormatError, read_labeltxt_arrays
+    from rscovlm.dota.io import DotaFormatError, read_labeltxt_arrays
     from rscovlm.imageio import ImageReadError, display_size
 
     labels_dir, images_dir = Path(cfg.labels), Path(cfg.images)

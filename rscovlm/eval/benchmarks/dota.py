@@ -1,6 +1,6 @@
 """DOTA-v1.0 oriented detection (paper Table 3): split 512 / gap 100, one answer per patch, merge, score.
 
-Items are the split windows (mmrotate ``img_split`` windows: :func:`rscovlm.data.dota_split.sliding_windows`,
+Items are the split windows (mmrotate ``img_split`` windows: :func:`rscovlm.dota.split.sliding_windows`,
 size 512, gap 100, windows with at most 60% inside the image dropped), named ``{stem}__512__{x}___{y}``; the
 image part carries ``window: [x1, y1, x2, y2]`` (the runner crops it, padding outside the image, as the split
 writes patches). Scoring reads each answer with the tolerant detection reader (model frame -> patch pixels through
@@ -42,7 +42,7 @@ class _Dota(Benchmark):
                           "difficult)" if self.split == "val" else ""))
 
     def load(self, root: Path) -> list[Item]:
-        from rscovlm.data.dota_split import patch_name, sliding_windows
+        from rscovlm.dota.split import patch_name, sliding_windows
         from rscovlm.imageio import image_size
         from rscovlm.protocol.categories import get_category_set
 
@@ -65,7 +65,7 @@ class _Dota(Benchmark):
         """``{stem: ObjectSet}`` in image pixels after the merge, and parsing counts. Every object has score 1,
         or with ``confidence`` its answer line's per-object ``scores`` (the runner's token-log-prob confidence;
         objects without one keep 1 and are counted as ``unscored``), which also orders the merge's NMS."""
-        from rscovlm.data.dota_merge import merge_patch_objects
+        from rscovlm.dota.merge import merge_patch_objects
         from rscovlm.eval.responses import read_response
         from rscovlm.geometry import Boxes, ObjectSet
         from rscovlm.model.families import family_for
@@ -165,7 +165,7 @@ class DotaTest(_Dota):
     def score(self, items, answers, rule=None, partial=False, family=None, out_dir=None, **options) -> dict:
         import zipfile
 
-        from rscovlm.data.dota_io import write_task1_dir
+        from rscovlm.dota.io import write_task1_dir
         from rscovlm.protocol.categories import get_category_set
 
         self.check_rule(rule)

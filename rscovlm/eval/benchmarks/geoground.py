@@ -3,7 +3,8 @@ VG, AVVG. Acc@0.5 per subset (paper Table 2), rules in :data:`rscovlm.eval.groun
 
 Layout (the reference's ``GEOGROUND`` table, refGeo as released): ``<root>/metainfo/<subset>.jsonl`` with one
 record per expression (``image_id``, ``question`` = the referring expression, ``bbox`` = ``[x1, y1, x2, y2]`` in
-original pixels; other fields kept) and the image at ``<root>/images/<folder>/<image_id>``; GeoChat images named
+original pixels; other fields kept), read by :func:`rscovlm.data.refgeo.iter_refgeo_metainfo` (the reader of
+``data convert --source refgeo``) and the image at ``<root>/images/<folder>/<image_id>``; GeoChat images named
 ``.jpg`` fall back to ``.png`` as in the reference.
 """
 
@@ -17,9 +18,8 @@ from rscovlm.eval.benchmarks.base import (
     BenchmarkDataError,
     Item,
     answered,
-    field_of,
+    need_file,
     pct,
-    read_records,
     resize_of,
 )
 from rscovlm.eval.grounding import GEOGROUND_RULES, geoground_hit
@@ -55,22 +55,23 @@ class GeoGroundSubset(Benchmark):
         self.paper = {"Acc@0.5": f"table2.{self.subset}"}
 
     def load(self, root: Path) -> list[Item]:
-        path = root / "metainfo" / f"{self.subset}.jsonl"
+        from rscovlm.data.records import RecordError
+        from rscovlm.data.refgeo import iter_refgeo_metainfo
+
+        path = need_file(root / "metainfo" / f"{self.subset}.jsonl", self)
         items = []
-        for line, rec in read_records(path, self):
-            image_id = field_of(rec, "image_id", path, line, self)
-            bbox = field_of(rec, "bbox", path, line, self, (list,))
-            if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
-                raise BenchmarkDataError(f"{self.name}: {path}:{line}: field 'bbox' must be 4 numbers, got {bbox!r}")
-            image = root / "images" / self.folder / image_id
-            if "geochat" in self.folder and not image.exists():
-                image = image.with_name(image.name.replace(".jpg", ".png"))
-            if not image.is_file():
-                raise BenchmarkDataError(f"{self.name}: {path}:{line}: image {image} does not exist")
-            items.append(Item(id=str(line), image=str(image.resolve()),
-                              fields={"object": field_of(rec, "question", path, line, self)},
-                              target=[float(v) for v in bbox],
-                              meta={"question_id": rec.get("question_id"), "image_id": image_id}))
+        try:
+            for line, rec in iter_refgeo_metainfo(path):
+                image = root / "images" / self.folder / rec["image_id"]
+                if "geochat" in self.folder and not image.exists():
+                    image = image.with_name(image.name.replace(".jpg", ".png"))
+                if not image.is_file():
+                    raise BenchmarkDataError(f"{self.name}: {path}:{line}: image {image} does not exist")
+                items.append(Item(id=str(line), image=str(image.resolve()), fields={"object": rec["question"]},
+                                  target=[float(v) for v in rec["bbox"]],
+                                  meta={"question_id": rec.get("question_id"), "image_id": rec["image_id"]}))
+        except RecordError as err:
+            raise BenchmarkDataError(f"{self.name}: {err}") from None
         return items
 
     def score(self, items, answers, rule=None, partial=False, family=None, **options) -> dict:
@@ -111,3 +112,45 @@ class GeoGroundSubset(Benchmark):
 
 for _subset in SUBSETS:
     register_benchmark(type(f"GeoGround_{_subset}", (GeoGroundSubset,), {"subset": _subset}))
+
+
+class DiorRsvgRelease(GeoGroundSubset):
+    """DIOR-RSVG val/test in its own release (Zhan et al.: ``Annotations/*.xml`` + split lists), read by
+    :func:`rscovlm.data.dior_rsvg.read_dior_rsvg` (conventions there: global object indices in file-name order,
+    ``bndbox`` corners in original pixels). Prompt, rules and scoring are those of ``geoground_dior_rsvg_<split>``;
+    use it when the data at hand is the DIOR-RSVG release rather than refGeo's metainfo."""
+
+    split = ""
+
+    def __init__(self):
+        self.name = f"dior_rsvg_{self.split}"
+        self.title = f"DIOR-RSVG {self.split} (its own release layout; the GeoGround prompt and rules)"
+        self.prompt = f"geoground_dior_rsvg_{self.split}"
+        self.layout = (f"<root>/DIOR_RSVG/Annotations/*.xml   Pascal-VOC-like: <filename>, <object> with <name>, "
+                       f"<bndbox> (xmin, ymin, xmax, ymax: original pixels), <description>\n"
+                       f"<root>/DIOR_RSVG/{self.split}.txt   one global object index per line\n"
+                       f"<root>/DIOR_RSVG/JPEGImages/<filename>")
+        self.paper = {}
+
+    def load(self, root: Path) -> list[Item]:
+        from rscovlm.data.dior_rsvg import DiorRsvgError, read_dior_rsvg
+
+        release = root / "DIOR_RSVG"
+        need_file(release / f"{self.split}.txt", self)
+        try:
+            objects = read_dior_rsvg(release, self.split)
+        except (DiorRsvgError, FileNotFoundError) as err:
+            raise BenchmarkDataError(f"{self.name}: {err}") from None
+        items = []
+        for obj in objects:
+            image = release / "JPEGImages" / obj.image
+            if not image.is_file():
+                raise BenchmarkDataError(f"{self.name}: {obj.xml}: image {image} does not exist")
+            items.append(Item(id=str(obj.index), image=str(image.resolve()), fields={"object": obj.description},
+                              target=list(obj.bbox), meta={"question_id": obj.index, "image_id": obj.image,
+                                                           "obj_cls": obj.name}))
+        return items
+
+
+for _split in ("val", "test"):
+    register_benchmark(type(f"DiorRsvg_{_split}", (DiorRsvgRelease,), {"split": _split}))

@@ -3,7 +3,8 @@
 ``eval_fianl/compute_metrics.ipynb``, ``eval_vqa_gpt.ipynb``).
 
 Layout: ``<root>/VRSBench_EVAL_referring.json`` and ``<root>/VRSBench_EVAL_vqa.json`` (JSON arrays, as the prep
-notebook writes them), images at ``<root>/Images/<image_id>``.
+notebook writes them; read by :mod:`rscovlm.data.vrsbench`, conventions there), images at
+``<root>/Images/<image_id>``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from rscovlm.eval.benchmarks.base import (
     Item,
     answered,
     field_of,
+    need_file,
     need_image,
     pct,
-    read_records,
     resize_of,
 )
-from rscovlm.eval.grounding import VRSBENCH_VG_RULES, first_box_numbers, score_vrsbench_referring
+from rscovlm.eval.grounding import VRSBENCH_VG_RULES, score_vrsbench_referring
 from rscovlm.eval.vqa_rules import match, vrsbench_rule
 
 VRSBENCH_TYPES = ("object category", "object existence", "object quantity", "object color", "object shape",
@@ -55,6 +56,17 @@ def _read_answer_lines(path, required: tuple[str, ...]) -> list[dict]:
     return out
 
 
+def _read(reader, path: Path, bench: Benchmark):
+    """The records of ``reader`` (:mod:`rscovlm.data.vrsbench`, the one reader of these files), its errors as
+    :class:`BenchmarkDataError` naming the benchmark, file, line and field."""
+    from rscovlm.data.records import RecordError
+
+    try:
+        return reader(path)
+    except RecordError as err:
+        raise BenchmarkDataError(f"{bench.name}: {err}") from None
+
+
 def normal_caption(question: str) -> str:
     """The referring phrase the reference prompts with (``format_vrsbench.py``): ``<image>\\n`` removed,
     stripped, a leading ``the `` dropped and then trailing periods (only then)."""
@@ -81,21 +93,18 @@ class VrsbenchVG(Benchmark):
                      '(boxes as text on the 0-100 grid, e.g. {<12><30><40><66>}), "is_unique"')
 
     def load(self, root: Path) -> list[Item]:
+        from rscovlm.data.vrsbench import read_vrsbench_referring
         from rscovlm.imageio import image_size
 
-        path = root / "VRSBench_EVAL_referring.json"
+        path = need_file(root / "VRSBench_EVAL_referring.json", self)
         items = []
-        for line, rec in read_records(path, self):
-            image_id = field_of(rec, "image_id", path, line, self)
-            image = need_image(root / "Images" / image_id, f"{path}:{line}", self)
-            gt = field_of(rec, "ground_truth", path, line, self)
-            if first_box_numbers(gt) is None:
-                raise BenchmarkDataError(f"{self.name}: {path}:{line}: ground_truth {gt!r} holds no box")
-            qid = rec.get("question_id", line)
-            items.append(Item(id=str(qid), image=image,
-                              fields={"object": normal_caption(field_of(rec, "question", path, line, self))},
-                              target=gt, meta={"is_unique": rec.get("is_unique", rec.get("unique", 1)),
-                                               "size": list(image_size(image)), "obj_cls": rec.get("obj_cls")}))
+        for q in _read(read_vrsbench_referring, path, self):
+            image = need_image(root / "Images" / q.image_id, f"{path}:{q.line}", self)
+            qid = q.question_id if q.question_id is not None else q.line
+            items.append(Item(id=str(qid), image=image, fields={"object": normal_caption(q.question)},
+                              target=q.raw["ground_truth"],
+                              meta={"is_unique": 1 if q.unique is None else q.unique,
+                                    "size": list(image_size(image)), "obj_cls": q.obj_cls}))
         return items
 
     def score(self, items, answers, rule=None, partial=False, **options) -> dict:
@@ -157,14 +166,15 @@ class VrsbenchVQA(Benchmark):
                      '"ground_truth", "answer" (or "predicted"), optional "correct" ("1"/"0": an earlier verdict)')
 
     def load(self, root: Path) -> list[Item]:
-        path = root / "VRSBench_EVAL_vqa.json"
+        from rscovlm.data.vrsbench import read_vrsbench_eval
+
+        path = need_file(root / "VRSBench_EVAL_vqa.json", self)
         items = []
-        for line, rec in read_records(path, self):
-            image_id = field_of(rec, "image_id", path, line, self)
+        for line, rec in _read(read_vrsbench_eval, path, self):
             qid = rec.get("question_id", line)
-            items.append(Item(id=str(qid), image=need_image(root / "Images" / image_id, f"{path}:{line}", self),
-                              fields={"question": field_of(rec, "question", path, line, self)},
-                              target=field_of(rec, "ground_truth", path, line, self),
+            items.append(Item(id=str(qid), image=need_image(root / "Images" / rec["image_id"], f"{path}:{line}", self),
+                              fields={"question": rec["question"]},
+                              target=field_of(rec, "ground_truth", path, line, self),  # VQA: one answer string
                               meta={"type": str(rec.get("type", "")), "question": rec["question"]}))
         return items
 

@@ -440,7 +440,7 @@ def write_scene(path: str | os.PathLike, width: int, height: int, seed: int = 0,
     ``.png`` a PNG rendered and compressed in strips of ``strip_pixels``. Memory: the scene plan (~100 bytes per
     object) plus one block or strip, whatever the size. ``progress``: a bar on stderr (megapixels). Returns the
     objects."""
-    from rscovlm.data.dota_io import write_labeltxt
+    from rscovlm.dota.io import write_labeltxt
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -489,7 +489,7 @@ def generate_dataset(out_dir: str | os.PathLike, n_images: int, size: int | tupl
     scenes (image ``i`` uses seed ``seed * 1_000_003 + i``). Each PNG is rendered and compressed in strips of
     ``strip_pixels`` (bounded memory for any size). ``progress``: a bar on stderr (megapixels). Returns the
     image stems."""
-    from rscovlm.data.dota_io import write_labeltxt
+    from rscovlm.dota.io import write_labeltxt
 
     config = replace(config, **overrides) if config is not None else SceneConfig(**overrides)
     w, h = (size, size) if isinstance(size, int) else size

@@ -1,7 +1,7 @@
 """Merge Task1 detections of split patches back into full-image Task1 files.
 
 Input: a Task1 folder (``Task1_{class}.txt``, lines ``image_id score x1 y1 ... x4 y4``) whose image ids are patch
-names ``{stem}__{size}__{x}___{y}`` (see :mod:`rscovlm.data.dota_split`), coordinates in patch pixels.
+names ``{stem}__{size}__{x}___{y}`` (see :mod:`rscovlm.dota.split`), coordinates in patch pixels.
 Output: a Task1 folder with image id ``stem`` and coordinates in original-image pixels: each box is shifted by
 ``(x, y)``, then, per image and per class, greedy polygon NMS (:func:`rscovlm.geometry.nms.poly_nms`, DOTA devkit
 polygon IoU, a box is dropped when its IoU with a better-scored kept box is ``> iou_thr``; default 0.1 as in
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rscovlm.data.dota_io import (
+from rscovlm.dota.io import (
     TASK1_PREFIX,
     DotaFormatError,
     SkippedLine,
@@ -32,7 +32,7 @@ from rscovlm.data.dota_io import (
     task1_class,
     write_task1_dir,
 )
-from rscovlm.data.dota_split import parse_patch_name
+from rscovlm.dota.split import parse_patch_name
 
 if TYPE_CHECKING:
     from rscovlm.geometry import ObjectSet

@@ -62,7 +62,7 @@ import numpy as np
 import shapely
 
 from rscovlm._optional import available
-from rscovlm.data.dota_io import read_labeltxt_arrays
+from rscovlm.dota.io import read_labeltxt_arrays
 from rscovlm.imageio import ImageReadError, WindowReader, check_complete, decode_rgb, image_size, window_access
 
 IMAGE_EXTENSIONS = (".jpg", ".JPG", ".png", ".tif", ".bmp")  # the set mmrotate's img_split accepts
