@@ -35,6 +35,7 @@ def _backend_options(p) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="transformers: conversations per forward pass; "
                                                              "openai: requests in flight")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs one model is split over")
+    p.add_argument("--data-parallel-size", type=int, default=1, help="vllm: model replicas")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm: share of GPU memory")
     p.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (unset: per task; "
                                                                     "detection 16384 as the reference)")
@@ -134,6 +135,7 @@ def make_backend(args, logprobs: bool = False):
             from rscovlm.infer.vllm_backend import VLLMBackend, VLLMConfig
 
             return VLLMBackend(VLLMConfig(model=args.model, tensor_parallel_size=args.tensor_parallel_size,
+                                          data_parallel_size=args.data_parallel_size,
                                           gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype,
                                           max_new_tokens=args.max_new_tokens, logprobs=logprobs))
         import torch
