@@ -127,16 +127,15 @@ class ImageSizes:
         if self.root is None and not os.path.isabs(rel):
             raise RecordError(Problem(where.file, where.line, where.field,
                                       "this source's boxes need the image size: pass --images DIR"))
-        from PIL import Image
+        from rscovlm.imageio import ImageReadError, image_size
 
         path = self.path(rel)
-        try:
-            with Image.open(path) as im:
-                size = im.size
-        except FileNotFoundError:
+        if not os.path.isfile(path):
             raise RecordError(Problem(where.file, where.line, where.field, f"image not found: {path}"))
-        except OSError as err:
-            raise RecordError(Problem(where.file, where.line, where.field, f"cannot read image {path}: {err}"))
+        try:  # the one image reader: a huge scene's header is read, no decompression-bomb refusal
+            size = image_size(path)
+        except ImageReadError as err:
+            raise RecordError(Problem(where.file, where.line, where.field, f"cannot read image {path}: {err.reason}"))
         self._cache[rel] = size
         return size
 
