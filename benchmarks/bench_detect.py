@@ -10,8 +10,8 @@ confidence, mapped back, merged and written (labelTxt, Task1, overlay). Twice, o
 * ``batched``: ``--batch`` patches per request list and per forward pass (left-padded);
 * ``single``: one patch per request, one request at a time (a loop of single requests).
 
-The untrained tiny model rarely ends an answer early, so every answer runs to ``--max-new-tokens`` in both
-modes: the same tokens are generated, only the batching differs. Prints wall time, patches/s and the ratio.
+Greedy decoding gives both modes the same answers (the untrained tiny model mostly runs to ``--max-new-tokens``),
+so the same tokens are generated and only the batching differs. Prints wall time, patches/s and the ratio.
 """
 
 from __future__ import annotations
