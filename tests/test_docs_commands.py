@@ -80,11 +80,13 @@ def documented_commands() -> list[tuple[str, str]]:
 
 
 def _expand(tokens: list[str]) -> list[str]:
-    """Markdown conventions -> argv: the brackets of ``[--opt X]`` optional groups are dropped (the option is
-    checked), ``...`` is dropped; brackets that are part of a value (``data.paths=[a.jsonl]``) stay."""
+    """Markdown conventions -> argv: the brackets of ``[--opt X]`` and ``[--flag]`` optional groups are dropped
+    (the option is checked), ``...`` is dropped; brackets that are part of a value (``data.paths=[a.jsonl]``) stay."""
     clean = []
     for tok in tokens:
         tok = tok.replace("\\|", "|")
+        if tok.startswith("[-") and tok.endswith("]"):  # a flag alone in brackets: `[--geojson]`
+            tok = tok[1:-1]
         while tok.startswith("[") and tok.count("[") > tok.count("]"):
             tok = tok[1:]
         while tok.endswith("]") and tok.count("]") > tok.count("["):

@@ -72,3 +72,31 @@ def test_bad_input_is_a_clear_error(tiny_model_dir, tmp_path, capfd):
     assert main(["predict", str(good), "hi", "--model", "tiny", "--backend", "openai", "--base-url",
                  "http://127.0.0.1:9/v1", "--no-progress"]) == 2
     assert "http://127.0.0.1:9/v1/chat/completions: failed after" in capfd.readouterr().err
+
+
+def test_detect_reads_a_16_bit_multiband_geotiff_with_the_bands_and_stretch_asked(tiny_model_dir, tmp_path, capfd):
+    """--bands picks the raster bands shown as RGB and --stretch maps 16-bit data to 8 bits: the overlay shows
+    band 4 as red (the only band with a bright square) under a min-max stretch; GeoJSON is in the raster's CRS; a
+    band the raster lacks is an error naming the file."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    tif = tmp_path / "ms.tif"
+    data = np.full((4, 600, 600), 1000, np.uint16)
+    data[3, 200:400, 200:400] = 60000  # band 4 bright in the middle
+    with rasterio.open(tif, "w", driver="GTiff", width=600, height=600, count=4, dtype="uint16",
+                       crs="EPSG:32633", transform=from_origin(500000, 4200000, 0.5, 0.5)) as dst:
+        dst.write(data)
+    out_dir = tmp_path / "det"
+    assert main(["detect", str(tif), "--model", str(tiny_model_dir), "--out", str(out_dir), "--geojson",
+                 "--max-new-tokens", "2", "--categories", "plane", "--bands", "4,1,2", "--stretch", "minmax",
+                 "--no-progress"]) == 0
+    capfd.readouterr()
+    overlay = np.asarray(Image.open(out_dir / "overlays" / "ms.png").convert("RGB")).astype(int)
+    h, w, _ = overlay.shape
+    centre, corner = overlay[h // 2, w // 2], overlay[5, 5]
+    assert centre[0] == 255 and centre[1] == 0 and corner[0] == 0  # band 4 -> red, stretched to 0..255
+    assert "32633" in json.dumps(json.loads((out_dir / "geojson" / "ms.geojson").read_text()).get("crs"))
+    assert main(["detect", str(tif), "--model", str(tiny_model_dir), "--out", str(out_dir), "--bands", "5,1,2",
+                 "--no-progress"]) == 2
+    assert "ms.tif: " in capfd.readouterr().err

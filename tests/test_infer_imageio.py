@@ -196,3 +196,29 @@ def test_training_and_preview_open_images_through_the_reader(tmp_path, rgb):
             np.asarray(ImageOps.exif_transpose(im).convert("RGB").resize((252, 308), Image.Resampling.BICUBIC)))
     with pytest.raises(ImageReadError, match="its record says"):
         load_resized(path, (224, 224), expect_size=(300, 260))  # the stored size is not the displayed one
+
+
+def test_converters_read_sizes_with_the_one_reader_huge_headers_included(tmp_path):
+    """``rscovlm data convert`` takes image sizes from the header through rscovlm.imageio: a 30000 x 30000 PNG
+    (only its header exists here) has its size instead of Pillow's decompression-bomb refusal, and an unreadable
+    file is a RecordError naming it."""
+    import struct
+    import zlib
+
+    from rscovlm.data.converters.base import ImageSizes
+    from rscovlm.data.records import Problem, RecordError
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000,
+                                                                                          8, 2, 0, 0, 0))
+                                        + chunk(b"IEND", b""))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    sizes = ImageSizes(str(tmp_path))
+    where = Problem("recs.json", 3, "image", "")
+    assert sizes("huge.png", where) == (30000, 30000)
+    with pytest.raises(RecordError, match=r"cannot read image .*bad\.png: cannot read the image header"):
+        sizes("bad.png", where)
+    with pytest.raises(RecordError, match="image not found"):
+        sizes("missing.png", where)

@@ -293,6 +293,40 @@ def run_eval_score(argv: list[str], ws: Workspace) -> None:
     assert json.loads((ws.dir / "runs" / "ckpt" / "scores.json").read_text())["results"]["dota_val"]["metrics"]
 
 
+# predict / zoom / detect: the demo's untrained tiny model folder on a synthetic scene (1400 px, 16 patches of
+# 512); answers are cut at a few new tokens (the README's commands use the per-task budgets, up to 16384) and
+# images, patches (and Max Mode's upsampling) go to at most 448^2 pixels instead of 1008^2, to keep the run short.
+# One alternative of a `a|b` value runs: the transformers backend (openai: tests/test_infer_cli.py and
+# test_infer_zoom.py against local servers; vllm: tests/test_infer_vllm.py where vLLM and a GPU exist), the
+# original crop source (the untrained model makes no tool call; both sources: tests/test_infer_zoom.py).
+INFER_SMALL = ["--max-new-tokens", "6", "--max-pixels", str(448 * 448), "--no-progress"]
+
+
+def _infer_argv(argv: list[str], ws: Workspace) -> list[str]:
+    scene = sorted((ws.dir / "scenes" / "images").glob("*.png"))[0]
+    argv = _sub(argv, {"IMAGE": str(scene.relative_to(ws.dir)), "M": "demo_out/tiny_model", "DIR": "detect_out"})
+    return [_first_alternative(t) if t.startswith(("transformers|", "original|")) else t for t in argv] + INFER_SMALL
+
+
+@recipe("predict", "zoom", order=11)
+def run_predict_zoom(argv: list[str], ws: Workspace) -> None:
+    proc = ws.run(_infer_argv(argv, ws))
+    (line,) = [json.loads(x) for x in proc.stdout.strip().splitlines()]
+    assert line["size"] == [1400, 1400] and line["n_new_tokens"] <= 6 and "raw" in line, line
+    assert "1 images, 1 answers" in proc.stderr, proc.stderr
+
+
+@recipe("detect", order=11)
+def run_detect(argv: list[str], ws: Workspace) -> None:
+    proc = ws.run(_infer_argv(argv, ws) + ["--categories", "plane,ship"])
+    stem = sorted((ws.dir / "scenes" / "images").glob("*.png"))[0].stem
+    assert "1 images, 16 patches answered" in proc.stderr, proc.stderr
+    assert (ws.dir / "detect_out" / "labelTxt" / f"{stem}.txt").is_file()
+    assert (ws.dir / "detect_out" / "geojson" / f"{stem}.geojson").is_file()
+    assert sorted(p.name for p in (ws.dir / "detect_out" / "Task1").iterdir()) == ["Task1_plane.txt",
+                                                                                  "Task1_ship.txt"]
+
+
 # ---- the test ----------------------------------------------------------------------------------------------
 
 def _command_path(command: str) -> tuple[str, list[str]]:

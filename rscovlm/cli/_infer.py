@@ -26,7 +26,7 @@ def _backend_options(p) -> None:
     p.add_argument("--model", required=True,
                    help="checkpoint folder or hub id (transformers, vllm); the served model name (openai)")
     p.add_argument("--backend", choices=BACKEND_NAMES, default="transformers", help="inference engine")
-    p.add_argument("--base-url", default=None, help="openai: server root ending in /v1 (default: "
+    p.add_argument("--base-url", default=None, help="openai: server root ending in /v1 (unset: "
                                                     "$RSCOVLM_BASE_URL or $OPENAI_BASE_URL); the key comes from "
                                                     "$RSCOVLM_API_KEY or $OPENAI_API_KEY")
     p.add_argument("--device", default="auto", help="transformers: cpu, cuda, cuda:1 ... (auto: cuda when present)")
@@ -35,8 +35,9 @@ def _backend_options(p) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="transformers: conversations per forward pass; "
                                                              "openai: requests in flight")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs one model is split over")
+    p.add_argument("--data-parallel-size", type=int, default=1, help="vllm: model replicas")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm: share of GPU memory")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: per task; "
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (unset: per task; "
                                                                     "detection 16384 as the reference)")
     p.add_argument("--prompt-set", default="reference", help="prompt set (reference = the released checkpoints' "
                                                              "strings), or a folder")
@@ -54,8 +55,8 @@ def register_predict(sub, help: str) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     p.add_argument("prompt", metavar="PROMPT", help="the prompt, question, object, classes or categories")
     p.add_argument("--task", choices=PREDICT_TASKS, default="chat", help="how PROMPT is used")
-    p.add_argument("--min-pixels", type=int, default=None, help="pixel budget of each image (default: the model's)")
-    p.add_argument("--max-pixels", type=int, default=None, help="pixel budget of each image (default: the model's)")
+    p.add_argument("--min-pixels", type=int, default=None, help="pixel budget of each image (unset: the model's)")
+    p.add_argument("--max-pixels", type=int, default=None, help="pixel budget of each image (unset: the model's)")
     _backend_options(p)
     p.set_defaults(handler=_predict)
 
@@ -85,6 +86,7 @@ def register_zoom(sub, help: str) -> None:
 
 
 def register_detect(sub, help: str) -> None:
+    from rscovlm.imageio import STRETCHES, ReadOptions
     from rscovlm.infer.detect import DetectConfig
 
     d = sub.add_parser("detect", help=help,
@@ -100,6 +102,10 @@ def register_detect(sub, help: str) -> None:
     d.add_argument("--max-mode", action="store_true", help=_help(DetectConfig, "max_mode"))
     d.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     d.add_argument("--no-confidence", action="store_true", help="do not ask for token log-probs (scores 1.0)")
+    d.add_argument("--stretch", choices=STRETCHES, default="percentile", help=_help(ReadOptions, "stretch"))
+    d.add_argument("--bands", default=None, help="comma-separated 1-based bands shown as red, green, blue (one band: "
+                                                 "grey); unset: the bands whose colour interpretation is red, "
+                                                 "green, blue, else 1, 2, 3")
     d.add_argument("--patch-size", type=int, default=512, help=_help(DetectConfig, "patch_size"))
     d.add_argument("--gap", type=int, default=100, help=_help(DetectConfig, "gap"))
     d.add_argument("--categories", default="dota-v1.0", help=_help(DetectConfig, "categories"))
@@ -129,6 +135,7 @@ def make_backend(args, logprobs: bool = False):
             from rscovlm.infer.vllm_backend import VLLMBackend, VLLMConfig
 
             return VLLMBackend(VLLMConfig(model=args.model, tensor_parallel_size=args.tensor_parallel_size,
+                                          data_parallel_size=args.data_parallel_size,
                                           gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype,
                                           max_new_tokens=args.max_new_tokens, logprobs=logprobs))
         import torch
@@ -244,7 +251,7 @@ def _zoom(args) -> int:
 
 def _detect(args) -> int:
     from rscovlm._optional import MissingDependencyError
-    from rscovlm.imageio import ImageReadError, ImageSource
+    from rscovlm.imageio import ImageReadError, ImageSource, ReadOptions
     from rscovlm.infer.detect import DetectConfig, detect_paths, patch_count
     from rscovlm.infer.openai_backend import OpenAIBackendError
 
@@ -255,9 +262,16 @@ def _detect(args) -> int:
                            nms_iou=args.nms_iou, confidence=not args.no_confidence,
                            batch_patches=args.batch_patches, max_new_tokens=args.max_new_tokens,
                            prompt_set=args.prompt_set)
+        bands = None
+        if args.bands is not None:
+            try:
+                bands = tuple(int(b) for b in args.bands.split(","))
+            except ValueError:
+                raise CliError(f"--bands {args.bands!r}: give comma-separated band numbers such as 4,3,2") from None
+        read_options = ReadOptions(stretch=args.stretch, bands=bands)
         total = 0
         for p in paths:
-            with ImageSource(p) as src:
+            with ImageSource(p, read_options) as src:
                 total += patch_count(*src.size, cfg)
     except (ImageReadError, ValueError, MissingDependencyError) as err:
         raise CliError(str(err)) from err
@@ -266,7 +280,7 @@ def _detect(args) -> int:
         try:
             with _bar(total, "detect", args.no_progress) as bar:
                 report = detect_paths(paths, backend, cfg, args.out, geojson=args.geojson,
-                                      overlay=not args.no_overlay, progress=bar)
+                                      overlay=not args.no_overlay, progress=bar, read_options=read_options)
         except (ImageReadError, ValueError, KeyError, MissingDependencyError, OpenAIBackendError) as err:
             raise CliError(str(err)) from err
     status(f"wrote {args.out}/labelTxt, {args.out}/Task1" + (f", {args.out}/geojson" if args.geojson else "")
