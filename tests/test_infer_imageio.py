@@ -218,7 +218,8 @@ def test_converters_read_sizes_with_the_one_reader_huge_headers_included(tmp_pat
     sizes = ImageSizes(str(tmp_path))
     where = Problem("recs.json", 3, "image", "")
     assert sizes("huge.png", where) == (30000, 30000)
-    with pytest.raises(RecordError, match=r"cannot read image .*bad\.png: cannot read the image header"):
+    with pytest.raises(RecordError, match="cannot read image") as err:
         sizes("bad.png", where)
+    assert "bad.png" in err.value.problem.message and "cannot read the image header" in err.value.problem.message
     with pytest.raises(RecordError, match="image not found"):
         sizes("missing.png", where)
