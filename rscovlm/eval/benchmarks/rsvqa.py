@@ -72,11 +72,11 @@ class _Rsvqa(Benchmark):
 
     def score(self, items, answers, rule=None, partial=False, **options) -> dict:
         rule = self.check_rule(rule)
-        matcher = "contain" if rule == "reference" else "strict"
         todo, missing = answered(items, answers, partial)
+        verdicts = self.item_scores(todo, answers, rule)
         groups: dict[str, list[bool]] = {}
         for it in todo:
-            groups.setdefault(it.meta["type"], []).append(match(matcher, it.target, answers[it.id].get("text") or ""))
+            groups.setdefault(it.meta["type"], []).append(verdicts[it.id]["correct"])
         acc = accuracy_by(groups)
         metrics = {t: (None if g["accuracy"] is None else 100 * g["accuracy"]) for t, g in acc["groups"].items()}
         metrics["overall"] = None if acc["accuracy"] is None else 100 * acc["accuracy"]

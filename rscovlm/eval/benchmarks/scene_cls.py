@@ -34,19 +34,21 @@ class _SceneCls(Benchmark):
     default_rule = "reference"
     reference_matcher = "contain"
 
+    def _matcher(self, rule: str) -> str:
+        return self.reference_matcher if rule == "reference" else "strict"
+
     def score(self, items, answers, rule=None, partial=False, **options) -> dict:
         rule = self.check_rule(rule)
-        matcher = self.reference_matcher if rule == "reference" else "strict"
         todo, missing = answered(items, answers, partial)
-        correct = sum(match(matcher, it.target, answers[it.id].get("text") or "") for it in todo)
+        correct = sum(v["correct"] for v in self.item_scores(todo, answers, rule).values())
         n = len(todo)
         return {"metrics": {"accuracy": pct(correct / n) if n else None},
-                "details": {"correct": correct, "n": n, "rule": rule, "matcher": matcher},
+                "details": {"correct": correct, "n": n, "rule": rule, "matcher": self._matcher(rule)},
                 "n": n, "n_missing": missing}
 
     def item_scores(self, items, answers, rule=None, **options) -> dict[str, dict]:
         rule = self.check_rule(rule)
-        matcher = self.reference_matcher if rule == "reference" else "strict"
+        matcher = self._matcher(rule)
         todo, _ = answered(items, answers, partial=True)
         out = {}
         for it in todo:
