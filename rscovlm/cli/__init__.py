@@ -172,6 +172,18 @@ def library_output_to_stderr():
     return contextlib.redirect_stdout(sys.stderr)
 
 
+def config_help(cls, name: str) -> str:
+    """The help text of field ``name`` of the dataclass config ``cls`` (its ``metadata["help"]``), escaped for
+    argparse."""
+    return cls.__dataclass_fields__[name].metadata.get("help", "").replace("%", "%%")
+
+
+def config_option(cls, name: str) -> dict:
+    """``add_argument`` keywords of an option that sets field ``name`` of the dataclass config ``cls``: the field's
+    default and help text, so the command line and the config cannot drift apart."""
+    return {"default": cls.__dataclass_fields__[name].default, "help": config_help(cls, name)}
+
+
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 

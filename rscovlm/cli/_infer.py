@@ -12,14 +12,10 @@ import json
 import sys
 import time
 
-from rscovlm.cli import CliError, library_output_to_stderr, status
+from rscovlm.cli import CliError, config_help, config_option, library_output_to_stderr, status
 
 BACKEND_NAMES = ("transformers", "vllm", "openai")
 PREDICT_TASKS = ("chat", "classify", "vqa", "caption", "ground", "detect")
-
-
-def _help(cls, name: str) -> str:
-    return cls.__dataclass_fields__[name].metadata.get("help", "").replace("%", "%%")
 
 
 def _backend_options(p) -> None:
@@ -73,14 +69,13 @@ def register_zoom(sub, help: str) -> None:
     z.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     z.add_argument("question", metavar="QUESTION", help="the question")
     z.add_argument("--category", default=None, help="the question's category (count questions skip the chain)")
-    z.add_argument("--crop-source", choices=["original", "downsampled"], default="original",
-                   help=_help(ZoomConfig, "crop_source"))
-    z.add_argument("--margin", type=float, default=0.0, help=_help(ZoomConfig, "margin"))
-    z.add_argument("--max-depth", type=int, default=1, help=_help(ZoomConfig, "max_depth"))
-    z.add_argument("--min-pixels", type=int, default=224 * 224, help=_help(ZoomConfig, "min_pixels"))
-    z.add_argument("--max-pixels", type=int, default=1008 * 1008, help=_help(ZoomConfig, "max_pixels"))
-    z.add_argument("--crop-min-pixels", type=int, default=224 * 224, help=_help(ZoomConfig, "crop_min_pixels"))
-    z.add_argument("--crop-max-pixels", type=int, default=1008 * 1008, help=_help(ZoomConfig, "crop_max_pixels"))
+    z.add_argument("--crop-source", choices=["original", "downsampled"], **config_option(ZoomConfig, "crop_source"))
+    z.add_argument("--margin", type=float, **config_option(ZoomConfig, "margin"))
+    z.add_argument("--max-depth", type=int, **config_option(ZoomConfig, "max_depth"))
+    z.add_argument("--min-pixels", type=int, **config_option(ZoomConfig, "min_pixels"))
+    z.add_argument("--max-pixels", type=int, **config_option(ZoomConfig, "max_pixels"))
+    z.add_argument("--crop-min-pixels", type=int, **config_option(ZoomConfig, "crop_min_pixels"))
+    z.add_argument("--crop-max-pixels", type=int, **config_option(ZoomConfig, "crop_max_pixels"))
     _backend_options(z)
     z.set_defaults(handler=_zoom)
 
@@ -99,20 +94,20 @@ def register_detect(sub, help: str) -> None:
     d.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (GeoTIFF, TIFF, PNG, JPEG)")
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--geojson", action="store_true", help="also write GeoJSON polygons")
-    d.add_argument("--max-mode", action="store_true", help=_help(DetectConfig, "max_mode"))
+    d.add_argument("--max-mode", action="store_true", help=config_help(DetectConfig, "max_mode"))
     d.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     d.add_argument("--no-confidence", action="store_true", help="do not ask for token log-probs (scores 1.0)")
-    d.add_argument("--stretch", choices=STRETCHES, default="percentile", help=_help(ReadOptions, "stretch"))
+    d.add_argument("--stretch", choices=STRETCHES, **config_option(ReadOptions, "stretch"))
     d.add_argument("--bands", default=None, help="comma-separated 1-based bands shown as red, green, blue (one band: "
                                                  "grey); unset: the bands whose colour interpretation is red, "
                                                  "green, blue, else 1, 2, 3")
-    d.add_argument("--patch-size", type=int, default=512, help=_help(DetectConfig, "patch_size"))
-    d.add_argument("--gap", type=int, default=100, help=_help(DetectConfig, "gap"))
-    d.add_argument("--categories", default="dota-v1.0", help=_help(DetectConfig, "categories"))
-    d.add_argument("--nms-iou", type=float, default=0.1, help=_help(DetectConfig, "nms_iou"))
-    d.add_argument("--batch-patches", type=int, default=32, help=_help(DetectConfig, "batch_patches"))
-    d.add_argument("--min-pixels", type=int, default=224 * 224, help=_help(DetectConfig, "min_pixels"))
-    d.add_argument("--max-pixels", type=int, default=1008 * 1008, help=_help(DetectConfig, "max_pixels"))
+    d.add_argument("--patch-size", type=int, **config_option(DetectConfig, "patch_size"))
+    d.add_argument("--gap", type=int, **config_option(DetectConfig, "gap"))
+    d.add_argument("--categories", **config_option(DetectConfig, "categories"))
+    d.add_argument("--nms-iou", type=float, **config_option(DetectConfig, "nms_iou"))
+    d.add_argument("--batch-patches", type=int, **config_option(DetectConfig, "batch_patches"))
+    d.add_argument("--min-pixels", type=int, **config_option(DetectConfig, "min_pixels"))
+    d.add_argument("--max-pixels", type=int, **config_option(DetectConfig, "max_pixels"))
     _backend_options(d)
     d.set_defaults(handler=_detect)
 

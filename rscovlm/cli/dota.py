@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from rscovlm.cli import CliError, add_group
+from rscovlm.cli import CliError, add_group, config_help, config_option
 
 HELP = "DOTA tools: split large images into patches, merge patch detections"
-
-
-def _help(cls, name: str) -> str:
-    return cls.__dataclass_fields__[name].metadata.get("help", "")
 
 
 def register(sub) -> None:
@@ -28,19 +24,16 @@ def register(sub) -> None:
     p.add_argument("--img-dir", required=True, help="folder of images (.png .jpg .JPG .tif .bmp)")
     p.add_argument("--ann-dir", default=None, help="folder of labelTxt files {stem}.txt (optional)")
     p.add_argument("--out-dir", required=True, help="writes OUT/images/*.png and OUT/annfiles/*.txt")
-    p.add_argument("--size", type=int, default=1024, help=_help(SplitConfig, "size"))
-    p.add_argument("--gap", type=int, default=200, help=_help(SplitConfig, "gap"))
-    p.add_argument("--iof-thr", type=float, default=0.7, help=_help(SplitConfig, "iof_thr"))
-    p.add_argument("--img-rate-thr", type=float, default=0.6, help=_help(SplitConfig, "img_rate_thr"))
-    p.add_argument("--padding-value", type=int, default=0, help=_help(SplitConfig, "padding_value"))
-    p.add_argument("--workers", type=int, default=1, help=_help(SplitConfig, "workers"))
-    p.add_argument("--missing-labels", choices=["error", "empty"], default="error",
-                   help=_help(SplitConfig, "missing_labels"))
-    p.add_argument("--png-encoder", choices=["auto", "fpng", "opencv"], default="auto",
-                   help=_help(SplitConfig, "png_encoder"))
-    p.add_argument("--skip-invalid", action="store_true", help=_help(SplitConfig, "skip_invalid"))
-    p.add_argument("--band-megapixels", type=float, default=SplitConfig.band_megapixels,
-                   help=_help(SplitConfig, "band_megapixels"))
+    p.add_argument("--size", type=int, **config_option(SplitConfig, "size"))
+    p.add_argument("--gap", type=int, **config_option(SplitConfig, "gap"))
+    p.add_argument("--iof-thr", type=float, **config_option(SplitConfig, "iof_thr"))
+    p.add_argument("--img-rate-thr", type=float, **config_option(SplitConfig, "img_rate_thr"))
+    p.add_argument("--padding-value", type=int, **config_option(SplitConfig, "padding_value"))
+    p.add_argument("--workers", type=int, **config_option(SplitConfig, "workers"))
+    p.add_argument("--missing-labels", choices=["error", "empty"], **config_option(SplitConfig, "missing_labels"))
+    p.add_argument("--png-encoder", choices=["auto", "fpng", "opencv"], **config_option(SplitConfig, "png_encoder"))
+    p.add_argument("--skip-invalid", action="store_true", help=config_help(SplitConfig, "skip_invalid"))
+    p.add_argument("--band-megapixels", type=float, **config_option(SplitConfig, "band_megapixels"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_split)
 
@@ -50,9 +43,9 @@ def register(sub) -> None:
                                      "and run per-class polygon NMS, as mmrotate's merge does.")
     m.add_argument("--det-dir", required=True, help="Task1 folder whose image ids are patch names")
     m.add_argument("--out-dir", required=True, help="where to write the full-image Task1_{class}.txt files")
-    m.add_argument("--nms-iou", type=float, default=0.1, help=_help(MergeConfig, "iou_thr"))
-    m.add_argument("--workers", type=int, default=1, help=_help(MergeConfig, "workers"))
-    m.add_argument("--skip-invalid", action="store_true", help=_help(MergeConfig, "skip_invalid"))
+    m.add_argument("--nms-iou", type=float, **config_option(MergeConfig, "iou_thr"))
+    m.add_argument("--workers", type=int, **config_option(MergeConfig, "workers"))
+    m.add_argument("--skip-invalid", action="store_true", help=config_help(MergeConfig, "skip_invalid"))
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.set_defaults(handler=_merge)
 
