@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from _memorize import memorize
+
 SIZE = 336  # a multiple of 28 within 224^2..1008^2: the model sees the scene unresized (frame = pixels)
 SEED = 5
 CATS = ("plane", "ship", "storage-tank")
@@ -73,23 +75,12 @@ def train_scene_model(tiny_model_dir, work: Path, steps: int = 120) -> tuple[Pat
     """Scene PNG, trained model folder, the scene's objects and the taught detection answer."""
     import torch
 
-    from rscovlm.train.config import build_config
-    from rscovlm.train.trainer import train
 
     torch.set_num_threads(1)
     image = work / "scene.png"
     objects = make_scene(image)
     samples, answer = training_samples(image, objects)
-    cfg = build_config({}, [
-        f"model.model_name_or_path={tiny_model_dir}", f"output_dir={work / 'run'}", "dataloader_num_workers=0",
-        "weight_decay=0.0", "warmup_ratio=0.0", "lr_scheduler_type=constant", "logging_steps=20",
-        "save_steps=100000", "seed=7", "deepspeed=none", "global_batch_size=2", "per_device_batch_size=2",
-        f"max_steps={steps}", "learning_rate=3e-3"])
-    result = train(cfg, dataset=samples)
-    assert result.losses[-1] < 0.05, result.losses[-5:]
-    out = work / "model"
-    result.trainer.model.save_pretrained(out)
-    result.trainer.processing_class.save_pretrained(out)
+    _, out = memorize(tiny_model_dir, samples, work, steps=steps, batch=2, logging_steps=20)
     return image, out, objects, answer
 
 

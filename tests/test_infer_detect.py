@@ -13,6 +13,8 @@ from PIL import Image
 from rscovlm.infer import Generation
 from rscovlm.infer.detect import DetectConfig, Detector, detect_paths, geojson_dict
 
+from _memorize import memorize
+
 SIZE = 924  # 512 / 100 windows: x and y starts 0 and 412 -> 4 patches, a 100 px band seen by two (or four)
 SEED = 19  # six objects, each fully inside at least one window, two of them in the shared band
 CATS = ("plane", "storage-tank", "ship", "tennis-court")
@@ -58,8 +60,6 @@ def detect_model(tiny_model_dir, scene_files, tmp_path_factory):
 
     from rscovlm.geometry import Boxes, Frame, ObjectSet
     from rscovlm.protocol.detection import write_detections
-    from rscovlm.train.config import build_config
-    from rscovlm.train.trainer import train
 
     torch.set_num_threads(1)
     detector = Detector(None, DetectConfig(categories=",".join(CATS)))
@@ -82,16 +82,8 @@ def detect_model(tiny_model_dir, scene_files, tmp_path_factory):
     assert len(windows) == 4 and covered.all()
     assert sum(int(_inside(quads, w).sum()) for w in windows) > len(objects)  # some objects are seen twice
     out = tmp_path_factory.mktemp("detect_model")
-    cfg = build_config({}, [
-        f"model.model_name_or_path={tiny_model_dir}", f"output_dir={out / 'run'}", "dataloader_num_workers=0",
-        "weight_decay=0.0", "warmup_ratio=0.0", "lr_scheduler_type=constant", "logging_steps=50",
-        "save_steps=100000", "seed=7", "deepspeed=none", "global_batch_size=4", "per_device_batch_size=4",
-        "max_steps=250", "learning_rate=3e-3"])
-    result = train(cfg, dataset=samples)
-    assert result.losses[-1] < 0.05
-    result.trainer.model.save_pretrained(out / "model")
-    result.trainer.processing_class.save_pretrained(out / "model")
-    return out / "model"
+    _, model_dir = memorize(tiny_model_dir, samples, out, steps=250, batch=4)
+    return model_dir
 
 
 def _backend(model_dir):

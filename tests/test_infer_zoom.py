@@ -18,6 +18,8 @@ from PIL import Image
 from rscovlm.infer.runners import Query
 from rscovlm.infer.zoom import ZoomChain, ZoomConfig
 
+from _memorize import memorize
+
 SIZE = 12000
 REGION = (6160, 3640, 6720, 4200)  # the patch of 1-px stripes, original pixels
 FRAME = 280  # a dark frame this wide around it: what pass 1 can see in the downsampled picture
@@ -81,8 +83,6 @@ def zoom_model(tiny_model_dir, scenes, tmp_path_factory):
 
     from rscovlm.imageio import ImageSource
     from rscovlm.protocol.zoom import zoom_box_to_model, zoom_messages
-    from rscovlm.train.config import build_config
-    from rscovlm.train.trainer import train
 
     torch.set_num_threads(1)
     box = zoom_box_to_model(REGION, (SIZE, SIZE), (448, 448))
@@ -96,16 +96,8 @@ def zoom_model(tiny_model_dir, scenes, tmp_path_factory):
                                  stripes)
         samples += [{"messages": messages[:3]}, {"messages": messages}]
     out = tmp_path_factory.mktemp("zoom_model")
-    cfg = build_config({}, [
-        f"model.model_name_or_path={tiny_model_dir}", f"output_dir={out / 'run'}", "dataloader_num_workers=0",
-        "weight_decay=0.0", "warmup_ratio=0.0", "lr_scheduler_type=constant", "logging_steps=50",
-        "save_steps=100000", "seed=7", "deepspeed=none", "global_batch_size=4", "per_device_batch_size=4",
-        "max_steps=100", "learning_rate=3e-3"])
-    result = train(cfg, dataset=samples)
-    assert result.losses[-1] < 0.05
-    result.trainer.model.save_pretrained(out / "model")
-    result.trainer.processing_class.save_pretrained(out / "model")
-    return out / "model"
+    _, model_dir = memorize(tiny_model_dir, samples, out, steps=100, batch=4)
+    return model_dir
 
 
 class Recording:

@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 import yaml
 
+from _memorize import memorize
+
 REGIONS = ["top-left", "top", "top-right", "left", "center", "right", "bottom-left", "bottom", "bottom-right"]
 SIZE = (1400, 1120)
 BUDGET = 224 * 224
@@ -388,8 +390,6 @@ def test_conversations_train_the_tiny_model_to_run_the_chain(scenes, tiny_model_
     from rscovlm.infer.zoom import ZoomChain, ZoomConfig
     from rscovlm.model.collator import IGNORE_INDEX, ConversationEncoder
     from rscovlm.protocol.zoom import format_zoom_call, parse_zoom_call
-    from rscovlm.train.config import build_config
-    from rscovlm.train.trainer import train
 
     torch.set_num_threads(1)
     _build(_config(scenes, "e2e", templates={"region_questions": 1, "compare_questions": 0}))
@@ -435,14 +435,7 @@ def test_conversations_train_the_tiny_model_to_run_the_chain(scenes, tiny_model_
         assert spans == [call_text + "<|im_end|>", rec["messages"][-1]["content"] + "<|im_end|>"]
         assert [p.model_size for p in enc.plans] == [tuple(rec["meta"]["pass1_size"]), tuple(rec["meta"]["crop_size"])]
 
-    out = tmp_path / "run"
-    cfg = build_config({}, [
-        f"model.model_name_or_path={tiny_model_dir}", f"output_dir={out}", "dataloader_num_workers=0",
-        "weight_decay=0.0", "warmup_ratio=0.0", "lr_scheduler_type=constant", "logging_steps=50",
-        "save_steps=100000", "seed=7", "deepspeed=none", "global_batch_size=3", "per_device_batch_size=3",
-        "max_steps=100", "learning_rate=3e-3"])
-    result = train(cfg, dataset=samples)
-    assert result.losses[-1] < 0.05
+    result, _ = memorize(tiny_model_dir, samples, tmp_path, steps=100, batch=3, save=False)
     model = result.trainer.model.eval()
     backend = TransformersBackend(model, processor, GenerationConfig(batch_size=3, max_new_tokens=64))
     chain = ZoomChain(backend, ZoomConfig(min_pixels=112 * 112, max_pixels=BUDGET, crop_min_pixels=112 * 112,
