@@ -410,6 +410,21 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _release_process_group_at_exit() -> None:
+    """Destroy the torch.distributed process group (made by transformers/accelerate for a torchrun launch) when the
+    interpreter exits. Left to C++ static destruction, gloo's worker threads are destroyed while joinable and
+    abort the rank ("terminate called without an active exception", exit -6) after a successful run. Registered
+    once; runs after the caller's own code, so a process may still call :func:`train` again or use the group."""
+    import atexit
+
+    import torch.distributed as dist
+
+    if getattr(_release_process_group_at_exit, "registered", False):
+        return
+    _release_process_group_at_exit.registered = True
+    atexit.register(lambda: dist.destroy_process_group() if dist.is_available() and dist.is_initialized() else None)
+
+
 def _say(message: str) -> None:
     """A warning or report line on stderr, from the main process only (called before the Trainer exists)."""
     if int(os.environ.get("RANK", "0")) == 0:
@@ -625,6 +640,8 @@ def train(cfg: Config, dataset=None, callbacks=None, console: str = "logs",
     resume = _resume_path(cfg.train.resume_from_checkpoint, cfg.train.output_dir)
     trainer = build_trainer(cfg, dataset=dataset, callbacks=callbacks, console=console,
                             progress_desc=progress_desc)
+    if _distributed():
+        _release_process_group_at_exit()
     if resume is not None:
         trainer.stream_resume = _data_state(resume, trainer)
     out = Path(cfg.train.output_dir)
